@@ -1,0 +1,63 @@
+//! The `hatchery` command line: argument parsing and one function per command.
+//!
+//! Commands print results on stdout and diagnostics on stderr; `--json` gives scripts a stable
+//! shape. Errors reach `main` as `anyhow` errors and become exit code 1.
+
+mod exec;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Hatchery runs background tasks written as WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(name = "hatchery", version, about)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every `hatchery` command.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a workflow (or one task) of a component once, locally, without a server.
+    Exec(exec::ExecArgs),
+    /// Print the manifest a component declares: workflows, tasks, triggers, flow control.
+    Inspect(exec::InspectArgs),
+}
+
+/// Options shared by commands that load components locally.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CacheArgs {
+    /// Directory of the compiled-component cache [default: $XDG_CACHE_HOME/hatchery].
+    #[arg(long, env = "HATCHERY_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile without reading or writing the cache.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+impl CacheArgs {
+    /// The cache directory to use, if any.
+    pub fn dir(&self) -> Option<PathBuf> {
+        if self.no_cache {
+            return None;
+        }
+        if let Some(dir) = &self.cache_dir {
+            return Some(dir.clone());
+        }
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
+        Some(base.join("hatchery"))
+    }
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Exec(args) => exec::exec(args).await,
+        Command::Inspect(args) => exec::inspect(args).await,
+    }
+}

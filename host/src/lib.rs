@@ -1,0 +1,7 @@
+//! Hatchery: a task orchestrator whose tasks are WebAssembly components.
+//!
+//! The library holds everything a node does; the `hatchery` binary only wires it up.
+
+pub mod cli;
+pub mod manifest;
+pub mod runtime;

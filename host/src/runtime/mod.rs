@@ -1,0 +1,492 @@
+//! The sandboxed Wasm runtime: one engine per node, modules compiled once, a fresh store per
+//! task attempt under hard limits, and every guest failure turned into a precise `TaskFailure`.
+//!
+//! It never touches the database; the scheduler hands it attempts and records what comes back.
+
+mod bindings;
+mod cache;
+mod engine;
+mod failure;
+mod imports;
+mod limits;
+pub mod local;
+mod logs;
+mod module;
+mod worker;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::WasiCtxBuilder;
+
+/// Implement `TaskHost` with this attribute.
+pub use async_trait::async_trait;
+pub use cache::Digest;
+pub use engine::EngineConfig;
+pub use failure::{TaskFailure, format_millis};
+pub use imports::{NoServer, RunInfo, SpawnRequest, TaskHost};
+pub use limits::Limits;
+pub use logs::{LogLevel, LogLine};
+pub use module::{GRANTED_INTERFACES, LoadError, LoadedModule};
+pub use worker::Worker;
+
+use bindings::hatchery::task::types as wit;
+use imports::{Interruption, TaskState};
+use limits::MemoryLimiter;
+use logs::AttemptLog;
+
+/// How a node's runtime is set up.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// The engine and its instance pool.
+    pub engine: EngineConfig,
+    /// Where compiled components are cached; `None` disables the disk cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Limits of the `describe` call made at load.
+    pub describe_limits: Limits,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            engine: EngineConfig::default(),
+            cache_dir: None,
+            describe_limits: Limits {
+                timeout: Duration::from_secs(10),
+                fuel: Some(5_000_000_000),
+                max_output_bytes: 4 << 20,
+                ..Limits::default()
+            },
+        }
+    }
+}
+
+/// Why the runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// wasmtime refused the configuration.
+    #[error("cannot configure the wasm engine: {0}")]
+    Engine(String),
+    /// The epoch ticker thread did not start.
+    #[error("cannot start the epoch ticker: {0}")]
+    Ticker(#[from] std::io::Error),
+}
+
+/// One attempt of one task, as handed to the runtime.
+#[derive(Clone)]
+pub struct Attempt {
+    /// Who is running.
+    pub run: RunInfo,
+    /// The task's JSON input.
+    pub input: String,
+    /// Its limits.
+    pub limits: Limits,
+    /// Cancels the attempt pre-emptively.
+    pub cancel: CancellationToken,
+    /// Serves `spawn`, `wait` and `push-event`.
+    pub host: Arc<dyn TaskHost>,
+}
+
+impl Attempt {
+    /// An attempt of `workflow`/`task` with default limits and no server behind it.
+    pub fn new(workflow: &str, task: &str, input: impl Into<String>) -> Self {
+        Self {
+            run: RunInfo {
+                workflow: workflow.into(),
+                task: task.into(),
+                attempt: 1,
+                metadata: "{}".into(),
+                ..RunInfo::default()
+            },
+            input: input.into(),
+            limits: Limits::default(),
+            cancel: CancellationToken::new(),
+            host: Arc::new(NoServer),
+        }
+    }
+}
+
+/// What one attempt produced.
+#[derive(Debug, Clone)]
+pub struct AttemptReport {
+    /// The JSON output, or why there is none.
+    pub outcome: Result<String, TaskFailure>,
+    /// Its log lines.
+    pub logs: Vec<LogLine>,
+    /// Instructions executed, when fuel is metered.
+    pub fuel_used: Option<u64>,
+    /// Wall-clock time from instantiation to the end.
+    pub elapsed: Duration,
+}
+
+struct RuntimeInner {
+    engine: Engine,
+    linker: Linker<TaskState>,
+    cache: cache::CompileCache,
+    /// Admission in front of the instance pool, which fails rather than waits when exhausted.
+    instances: Arc<Semaphore>,
+    modules: Mutex<HashMap<Digest, Arc<LoadedModule>>>,
+    config: RuntimeConfig,
+}
+
+/// The node's Wasm runtime. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime(Arc<RuntimeInner>);
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("config", &self.0.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How often fuel metering yields to the executor (epoch ticks also yield).
+const FUEL_YIELD_INTERVAL: u64 = 10_000_000;
+
+impl Runtime {
+    /// Builds the engine, the linker with only the granted interfaces, and the epoch ticker.
+    pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
+        let engine = engine::build_engine(&config.engine)
+            .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        let linker = build_linker(&engine).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        engine::start_epoch_ticker(&engine, config.engine.epoch_tick)?;
+        let cache = cache::CompileCache::new(&engine, config.cache_dir.clone());
+        let instances = Arc::new(Semaphore::new(config.engine.max_instances.max(1) as usize));
+        Ok(Self(Arc::new(RuntimeInner {
+            engine,
+            linker,
+            cache,
+            instances,
+            modules: Mutex::new(HashMap::new()),
+            config,
+        })))
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.0.engine
+    }
+
+    /// How many components this runtime compiled rather than loaded from its cache.
+    pub fn compile_count(&self) -> u64 {
+        self.0.cache.compiles()
+    }
+
+    /// Instances that can start right now without waiting.
+    pub fn free_instances(&self) -> usize {
+        self.0.instances.available_permits()
+    }
+
+    /// Loads `bytes` as a task module: validates, compiles (or reuses the cache), checks the
+    /// world and reads the manifest. A module already loaded by this runtime is returned as is.
+    pub async fn load(&self, bytes: &[u8]) -> Result<Arc<LoadedModule>, LoadError> {
+        module::check_header(bytes)?;
+        let digest = Digest::of(bytes);
+        if let Some(loaded) = self.loaded(digest) {
+            return Ok(loaded);
+        }
+        let component = {
+            let runtime = self.clone();
+            let bytes = bytes.to_vec();
+            // Compilation is CPU-bound for hundreds of ms: keep it off the async workers.
+            tokio::task::spawn_blocking(move || {
+                runtime
+                    .0
+                    .cache
+                    .load_or_compile(&runtime.0.engine, digest, &bytes)
+            })
+            .await
+            .map_err(|e| LoadError::Invalid(format!("compiler task failed: {e}")))?
+            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?
+        };
+        if let Some(name) = module::forbidden_import(&self.0.engine, &component) {
+            return Err(LoadError::ForbiddenImport(name));
+        }
+        let instance_pre = self
+            .0
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let pre = bindings::TaskModulePre::new(instance_pre)
+            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let mut module = LoadedModule {
+            digest,
+            size: bytes.len(),
+            manifest: crate::manifest::Manifest {
+                workflows: vec![],
+                slots: None,
+            },
+            pre,
+        };
+        let manifest = self.describe(&module).await.map_err(LoadError::Describe)?;
+        manifest.validate()?;
+        module.manifest = manifest;
+        let module = Arc::new(module);
+        self.lock_modules().insert(digest, module.clone());
+        Ok(module)
+    }
+
+    /// A module this runtime already loaded.
+    pub fn loaded(&self, digest: Digest) -> Option<Arc<LoadedModule>> {
+        self.lock_modules().get(&digest).cloned()
+    }
+
+    fn lock_modules(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Arc<LoadedModule>>> {
+        self.0
+            .modules
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    async fn describe(
+        &self,
+        module: &LoadedModule,
+    ) -> Result<crate::manifest::Manifest, TaskFailure> {
+        let attempt = Attempt {
+            limits: self.0.config.describe_limits,
+            ..Attempt::new("", "", "")
+        };
+        let manifest = self
+            .call(module, attempt, |bindings, store, _| {
+                Box::pin(async move { bindings.call_describe(store).await.map(Ok) })
+            })
+            .await
+            .0?;
+        Ok(module::manifest_from_wit(manifest))
+    }
+
+    /// Runs one attempt in a fresh store and reports its outcome and logs. Never panics on
+    /// guest behaviour; waits for an instance slot if the pool is busy.
+    pub async fn execute(&self, module: &LoadedModule, attempt: Attempt) -> AttemptReport {
+        let max_output = attempt.limits.max_output_bytes;
+        let started = Instant::now();
+        let (outcome, logs, fuel_used) = self
+            .call(module, attempt, |bindings, store, (ctx, input)| {
+                Box::pin(async move {
+                    bindings.call_run(store, &ctx, &input).await.map(|result| {
+                        result.map_err(|e| match e {
+                            wit::TaskError::Failed(message) => TaskFailure::Failed(message),
+                            wit::TaskError::Fatal(message) => TaskFailure::Fatal(message),
+                        })
+                    })
+                })
+            })
+            .await;
+        let outcome = outcome.and_then(|output| check_output(output, max_output));
+        AttemptReport {
+            outcome,
+            logs,
+            fuel_used,
+            elapsed: started.elapsed(),
+        }
+    }
+
+    /// Instantiates `module` in a fresh store under `attempt`'s limits and makes one call.
+    async fn call<R, F>(
+        &self,
+        module: &LoadedModule,
+        attempt: Attempt,
+        call: F,
+    ) -> (Result<R, TaskFailure>, Vec<LogLine>, Option<u64>)
+    where
+        R: Send + 'static,
+        F: for<'a> FnOnce(
+            &'a bindings::TaskModule,
+            &'a mut Store<TaskState>,
+            (wit::RunContext, String),
+        ) -> std::pin::Pin<
+            Box<dyn Future<Output = wasmtime::Result<Result<R, TaskFailure>>> + Send + 'a>,
+        >,
+    {
+        let Attempt {
+            run,
+            input,
+            limits,
+            cancel,
+            host,
+        } = attempt;
+        let log = AttemptLog::new(limits.max_log_bytes);
+        let _permit = tokio::select! {
+            permit = self.0.instances.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return (Err(TaskFailure::Host("runtime is shutting down".into())), vec![], None),
+            },
+            () = cancel.cancelled() => return (Err(TaskFailure::Cancelled), vec![], None),
+        };
+        let deadline = Instant::now() + limits.timeout;
+        let ctx = wit::RunContext {
+            workflow_run_id: run.workflow_run_id.clone(),
+            task_run_id: run.task_run_id.clone(),
+            workflow: run.workflow.clone(),
+            task: run.task.clone(),
+            attempt: run.attempt,
+            metadata: run.metadata.clone(),
+            parents: run.parents.clone(),
+        };
+        let mut store = self.new_store(
+            TaskState {
+                wasi: WasiCtxBuilder::new()
+                    .stdout(log.stdout())
+                    .stderr(log.stderr())
+                    .build(),
+                table: ResourceTable::new(),
+                limiter: MemoryLimiter::new(limits.memory_bytes),
+                log: log.clone(),
+                host,
+                run: Arc::new(run),
+                cancel: cancel.clone(),
+                deadline,
+                interruption: None,
+                spawns: 0,
+            },
+            &limits,
+        );
+
+        let result = {
+            let body = async {
+                let bindings = module.pre.instantiate_async(&mut store).await?;
+                call(&bindings, &mut store, (ctx, input)).await
+            };
+            // The epoch callback interrupts a running guest; this outer race also covers a
+            // guest parked in an import or a WASI poll, which no epoch check reaches.
+            tokio::select! {
+                result = tokio::time::timeout_at(deadline.into(), body) => match result {
+                    Ok(result) => result,
+                    Err(_) => Err(wasmtime::format_err!("deadline")),
+                },
+                () = cancel.cancelled() => Err(wasmtime::format_err!("cancelled")),
+            }
+        };
+        let fuel_used = limits
+            .fuel
+            .map(|budget| budget.saturating_sub(store.get_fuel().unwrap_or(0)));
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(error) => Err(classify(&error, store.data_mut(), &limits, &log)),
+        };
+        (outcome, log.finish(), fuel_used)
+    }
+
+    fn new_store(&self, state: TaskState, limits: &Limits) -> Store<TaskState> {
+        let mut store = Store::new(&self.0.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        if self.0.config.engine.fuel {
+            // Both calls fail only when fuel is disabled in the engine, checked just above.
+            let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
+            let _ = store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL));
+        }
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut context| {
+            Ok(match context.data_mut().check_interrupt() {
+                Some(_) => UpdateDeadline::Interrupt,
+                // Yield at every tick so a busy guest never pins an executor thread.
+                None => UpdateDeadline::Yield(1),
+            })
+        });
+        store
+    }
+}
+
+/// Turns the error of a failed call into the precise reason, from most to least specific.
+fn classify(
+    error: &wasmtime::Error,
+    state: &mut TaskState,
+    limits: &Limits,
+    log: &AttemptLog,
+) -> TaskFailure {
+    let message = format!("{error}");
+    if message == "deadline" && state.interruption.is_none() {
+        state.interruption = Some(Interruption::TimedOut);
+    }
+    if message == "cancelled" && state.interruption.is_none() {
+        state.interruption = Some(Interruption::Cancelled);
+    }
+    match state.interruption {
+        Some(Interruption::Cancelled) => return TaskFailure::Cancelled,
+        Some(Interruption::TimedOut) => return TaskFailure::timed_out(limits.timeout),
+        None => {}
+    }
+    if state.limiter.refused().is_some() {
+        return TaskFailure::MemoryLimit {
+            limit: state.limiter.limit() as u64,
+        };
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => TaskFailure::OutOfFuel {
+            budget: limits.fuel.unwrap_or(u64::MAX),
+        },
+        Some(Trap::UnreachableCodeReached) => match log.panic_message() {
+            Some(panic) => TaskFailure::Panicked(panic),
+            None => TaskFailure::Trap(Trap::UnreachableCodeReached.to_string()),
+        },
+        Some(trap) => TaskFailure::Trap(trap.to_string()),
+        None => match error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            Some(exit) => TaskFailure::Trap(format!("the guest called exit({})", exit.0)),
+            None => TaskFailure::Host(format!("{error:#}")),
+        },
+    }
+}
+
+fn check_output(output: String, limit: usize) -> Result<String, TaskFailure> {
+    if output.len() > limit {
+        return Err(TaskFailure::OutputTooLarge {
+            size: output.len() as u64,
+            limit: limit as u64,
+        });
+    }
+    serde_json::from_str::<serde::de::IgnoredAny>(&output)
+        .map_err(|e| TaskFailure::InvalidOutput(e.to_string()))?;
+    Ok(output)
+}
+
+/// The linker with exactly the granted interfaces: WASI I/O, clocks, random, stdio with empty
+/// stdin, environment and arguments, exit; and `hatchery:task/runtime`.
+fn build_linker(engine: &Engine) -> wasmtime::Result<Linker<TaskState>> {
+    use wasmtime::component::HasSelf;
+    use wasmtime_wasi::cli::WasiCli;
+    use wasmtime_wasi::clocks::WasiClocks;
+    use wasmtime_wasi::p2::bindings::{cli, clocks, random};
+    use wasmtime_wasi::random::WasiRandom;
+    use wasmtime_wasi::{cli::WasiCliView as _, clocks::WasiClocksView as _};
+
+    struct HasIo;
+    impl wasmtime::component::HasData for HasIo {
+        type Data<'a> = &'a mut ResourceTable;
+    }
+
+    let mut linker = Linker::<TaskState>::new(engine);
+    let l = &mut linker;
+    wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<TaskState, HasIo>(l, |t| {
+        &mut t.table
+    })?;
+    wasmtime_wasi_io::bindings::wasi::io::poll::add_to_linker::<TaskState, HasIo>(l, |t| {
+        &mut t.table
+    })?;
+    wasmtime_wasi_io::bindings::wasi::io::streams::add_to_linker::<TaskState, HasIo>(l, |t| {
+        &mut t.table
+    })?;
+    clocks::wall_clock::add_to_linker::<TaskState, WasiClocks>(l, TaskState::clocks)?;
+    clocks::monotonic_clock::add_to_linker::<TaskState, WasiClocks>(l, TaskState::clocks)?;
+    random::random::add_to_linker::<TaskState, WasiRandom>(l, |t| t.wasi.random())?;
+    random::insecure::add_to_linker::<TaskState, WasiRandom>(l, |t| t.wasi.random())?;
+    random::insecure_seed::add_to_linker::<TaskState, WasiRandom>(l, |t| t.wasi.random())?;
+    cli::exit::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)?;
+    cli::environment::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)?;
+    cli::stdin::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)?;
+    cli::stdout::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)?;
+    cli::stderr::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)?;
+    cli::terminal_input::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)?;
+    cli::terminal_output::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)?;
+    cli::terminal_stdin::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)?;
+    cli::terminal_stdout::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)?;
+    cli::terminal_stderr::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)?;
+    bindings::TaskModule::add_to_linker::<TaskState, HasSelf<TaskState>>(l, |state| state)?;
+    Ok(linker)
+}

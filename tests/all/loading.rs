@@ -1,0 +1,125 @@
+//! Loading components: bad files are rejected with messages that say what is wrong, and the
+//! compile cache is reused across restarts.
+
+use hatchery::runtime::{EngineConfig, LoadError, Runtime, RuntimeConfig};
+
+use crate::support::{json, shared_runtime};
+
+async fn rejection(bytes: &[u8]) -> LoadError {
+    shared_runtime()
+        .load(bytes)
+        .await
+        .expect_err("the file is rejected")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_that_is_not_wasm_is_rejected() {
+    let error = rejection(b"#!/bin/sh\necho hi\n").await;
+    assert_eq!(error, LoadError::NotWasm);
+    assert!(error.to_string().contains("not a WebAssembly file"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_core_module_is_rejected_with_a_hint() {
+    // The smallest valid core module: magic and version 1.
+    let error = rejection(b"\0asm\x01\0\0\0").await;
+    assert_eq!(error, LoadError::CoreModule);
+    assert!(error.to_string().contains("wasm32-wasip2"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_truncated_component_is_rejected() {
+    let bytes = hatchery_guests::read(hatchery_guests::HELLO);
+    let error = rejection(&bytes[..bytes.len() / 2]).await;
+    let LoadError::Invalid(message) = &error else {
+        panic!("expected Invalid, got {error:?}")
+    };
+    assert!(!message.is_empty());
+    assert!(
+        error.to_string().starts_with("invalid component: "),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_component_of_another_world_is_rejected() {
+    let error = rejection(&hatchery_guests::read(hatchery_guests::WRONG_WORLD)).await;
+    assert!(matches!(error, LoadError::WrongWorld(_)), "{error:?}");
+    assert!(
+        error.to_string().contains("hatchery:task/task-module"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_component_importing_the_filesystem_is_rejected_by_name() {
+    let error = rejection(&hatchery_guests::read(hatchery_guests::FILESYSTEM)).await;
+    let LoadError::ForbiddenImport(name) = &error else {
+        panic!("expected ForbiddenImport, got {error:?}")
+    };
+    assert!(name.starts_with("wasi:filesystem/"), "{name}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_manifest_with_a_cycle_is_rejected() {
+    let error = rejection(&hatchery_guests::read(hatchery_guests::CYCLE)).await;
+    assert!(matches!(error, LoadError::Manifest(_)), "{error:?}");
+    assert_eq!(
+        error.to_string(),
+        "invalid manifest: workflow `cyclic`: the tasks' parents form a cycle"
+    );
+}
+
+fn runtime_with_cache(dir: &std::path::Path) -> Runtime {
+    Runtime::new(RuntimeConfig {
+        engine: EngineConfig {
+            max_instances: 4,
+            ..EngineConfig::default()
+        },
+        cache_dir: Some(dir.to_owned()),
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime starts")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_compile_cache_is_reused_after_a_restart() {
+    let cache = tempfile::tempdir().expect("temporary directory");
+    let bytes = hatchery_guests::read(hatchery_guests::HELLO);
+
+    let first = runtime_with_cache(cache.path());
+    first.load(&bytes).await.expect("loads");
+    assert_eq!(first.compile_count(), 1);
+    drop(first);
+
+    let restarted = runtime_with_cache(cache.path());
+    let module = restarted.load(&bytes).await.expect("loads from the cache");
+    assert_eq!(restarted.compile_count(), 0, "a restart must not recompile");
+    let attempt = hatchery::runtime::Attempt::new("hello", "greet", r#"{"name":"cache"}"#);
+    let output = restarted
+        .execute(&module, attempt)
+        .await
+        .outcome
+        .expect("runs");
+    assert_eq!(json(&output), json(r#"{"greeting":"Hello, cache!"}"#));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupted_cache_entry_is_recompiled_not_loaded() {
+    let cache = tempfile::tempdir().expect("temporary directory");
+    let bytes = hatchery_guests::read(hatchery_guests::HELLO);
+    runtime_with_cache(cache.path())
+        .load(&bytes)
+        .await
+        .expect("loads");
+    for entry in std::fs::read_dir(cache.path()).expect("cache dir") {
+        let path = entry.expect("entry").path();
+        let mut artifact = std::fs::read(&path).expect("read entry");
+        let middle = artifact.len() / 2;
+        artifact[middle] ^= 0xff;
+        std::fs::write(&path, artifact).expect("corrupt entry");
+    }
+    let restarted = runtime_with_cache(cache.path());
+    restarted.load(&bytes).await.expect("recompiles");
+    assert_eq!(restarted.compile_count(), 1);
+}

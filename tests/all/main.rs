@@ -1,0 +1,8 @@
+//! End-to-end tests of Hatchery: the real runtime running real components.
+//!
+//! One test binary (one link step), one module per topic.
+
+mod loading;
+mod sandbox;
+mod support;
+mod workflows;
