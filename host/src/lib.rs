@@ -3,5 +3,7 @@
 //! The library holds everything a node does; the `hatchery` binary only wires it up.
 
 pub mod cli;
+pub mod db;
 pub mod manifest;
 pub mod runtime;
+pub mod scheduler;

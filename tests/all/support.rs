@@ -51,3 +51,47 @@ pub async fn run(
 pub fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).expect("valid JSON")
 }
+
+/// A database with `guest` deployed, and a runtime to run it.
+pub async fn deployed(pool: sqlx::PgPool, guest: &str) -> (hatchery::db::Db, Runtime) {
+    let db = hatchery::db::Db::new(pool);
+    let runtime = new_runtime();
+    hatchery::scheduler::deploy_module(
+        &db,
+        &runtime,
+        hatchery::db::DEFAULT_TENANT,
+        &hatchery_guests::read(guest),
+    )
+    .await
+    .expect("deploys");
+    (db, runtime)
+}
+
+/// A node configuration with short timers, for tests.
+pub fn test_node_config() -> hatchery::scheduler::NodeConfig {
+    use std::time::Duration;
+    hatchery::scheduler::NodeConfig {
+        capacity: 8,
+        default_slots: 8,
+        heartbeat: Duration::from_millis(300),
+        reap_interval: Duration::from_millis(100),
+        poll_interval: Duration::from_millis(250),
+        ..hatchery::scheduler::NodeConfig::default()
+    }
+}
+
+/// Waits until `check` holds, re-checking every 10 ms, for at most `seconds`.
+pub async fn eventually<F, Fut>(seconds: u64, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not met within {seconds} s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

@@ -17,6 +17,7 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("wrong-world", "wrong_world", "WRONG_WORLD"),
     ("cycle", "cycle", "CYCLE"),
     ("filesystem", "filesystem", "FILESYSTEM"),
+    ("durable", "durable", "DURABLE"),
 ];
 
 fn main() {
@@ -45,14 +46,7 @@ fn main() {
     let mut command = Command::new(cargo);
     command
         .current_dir(workspace)
-        .args([
-            "build",
-            "--profile",
-            "guest",
-            "--target",
-            "wasm32-wasip2",
-            "--locked",
-        ])
+        .args(["build", "--profile", "guest", "--target", "wasm32-wasip2"])
         .env("CARGO_TARGET_DIR", &target_dir)
         // Flags meant for the host build must not leak into the guests'.
         .env_remove("CARGO_ENCODED_RUSTFLAGS")

@@ -67,6 +67,20 @@ impl Worker {
             .collect()
     }
 
+    /// Waits for a free slot.
+    pub async fn acquire_slot(&self) -> OwnedSemaphorePermit {
+        // The semaphore is never closed, so acquiring cannot fail.
+        match self.slots.clone().acquire_owned().await {
+            Ok(permit) => permit,
+            Err(_) => unreachable!("worker slot semaphores are never closed"),
+        }
+    }
+
+    /// Whether no slot is free right now.
+    pub fn is_full(&self) -> bool {
+        self.slots.available_permits() == 0
+    }
+
     /// Runs `attempt` in a slot it already holds; the slot frees when the attempt ends.
     pub async fn execute_in(&self, _slot: OwnedSemaphorePermit, attempt: Attempt) -> AttemptReport {
         self.runtime.execute(&self.module, attempt).await

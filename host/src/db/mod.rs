@@ -1,0 +1,99 @@
+//! Every SQL statement of Hatchery, as named functions over a pool or a transaction.
+//!
+//! Nothing outside this module writes SQL. One file per table; functions are named
+//! noun-first (`task_run_claim`, `workflow_runs_create`). Statements that only cause a re-run if
+//! lost (claims, heartbeats) go through the `lossy` pool, whose sessions commit without waiting
+//! for the WAL flush; everything a user was told about goes through the durable pool.
+
+pub mod module;
+pub mod task_run;
+pub mod workflow_run;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use uuid::Uuid;
+
+/// The tenant everything belongs to until tokens exist.
+pub const DEFAULT_TENANT: Uuid = Uuid::from_u128(1);
+
+/// Channel that wakes dispatchers: new work is queued.
+pub const CHANNEL_WORK: &str = "hatchery_work";
+/// Channel naming task runs to interrupt: payload is comma-separated task run ids.
+pub const CHANNEL_CANCEL: &str = "hatchery_cancel";
+/// Channel naming finished workflow runs: payload is comma-separated run ids.
+pub const CHANNEL_RUN_FINISHED: &str = "hatchery_run_finished";
+
+/// The embedded migrations (`migrations/`), applied by `Db::migrate`.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// The node's database handles.
+#[derive(Debug, Clone)]
+pub struct Db {
+    /// Durable commits: what users were told about.
+    pub pool: PgPool,
+    /// `synchronous_commit = off`: claims and heartbeats, whose loss only re-runs a task.
+    pub lossy: PgPool,
+}
+
+impl Db {
+    /// Wraps `pool`, opening a second small pool for lossy writes with the same options.
+    pub fn new(pool: PgPool) -> Self {
+        let options: PgConnectOptions = (*pool.connect_options()).clone();
+        let lossy = PgPoolOptions::new()
+            .max_connections(4)
+            .connect_lazy_with(options.options([("synchronous_commit", "off")]));
+        Self { pool, lossy }
+    }
+
+    /// Connects to `url`.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, sqlx::Error> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .connect(url)
+            .await?;
+        Ok(Self::new(pool))
+    }
+
+    /// Applies the migrations not yet applied.
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        MIGRATOR.run(&self.pool).await
+    }
+}
+
+/// Publishes `ids` on `channel` inside `tx` (delivered at commit), in payloads under
+/// Postgres's 8000-byte limit.
+pub async fn notify_ids(
+    tx: &mut sqlx::PgConnection,
+    channel: &str,
+    ids: &[Uuid],
+) -> Result<(), sqlx::Error> {
+    for chunk in ids.chunks(200) {
+        let payload = chunk
+            .iter()
+            .map(Uuid::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(channel)
+            .bind(payload)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Wakes idle dispatchers (delivered at commit when inside a transaction).
+pub async fn notify_work(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(CHANNEL_WORK)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Parses a comma-separated id payload, skipping anything malformed.
+pub fn parse_ids(payload: &str) -> Vec<Uuid> {
+    payload
+        .split(',')
+        .filter_map(|id| id.parse().ok())
+        .collect()
+}

@@ -1,0 +1,161 @@
+//! `modules` and `workflows`: uploaded components and the versioned workflows they declare.
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::manifest::{Manifest, WorkflowDef};
+
+/// One version of a workflow, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkflowVersion {
+    /// Owner.
+    pub tenant_id: Uuid,
+    /// Workflow name.
+    pub name: String,
+    /// Version, from 1.
+    pub version: i32,
+    /// The module that runs it.
+    pub module_digest: String,
+    /// Its definition from the module's manifest.
+    pub definition: WorkflowDef,
+    /// When this version was deployed.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct WorkflowRow {
+    tenant_id: Uuid,
+    name: String,
+    version: i32,
+    module_digest: String,
+    definition: sqlx::types::Json<WorkflowDef>,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<WorkflowRow> for WorkflowVersion {
+    fn from(row: WorkflowRow) -> Self {
+        Self {
+            tenant_id: row.tenant_id,
+            name: row.name,
+            version: row.version,
+            module_digest: row.module_digest,
+            definition: row.definition.0,
+            created_at: row.created_at,
+        }
+    }
+}
+
+/// Stores a module's bytes and manifest; `false` if this tenant already has it.
+pub async fn module_insert(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    digest: &str,
+    bytes: &[u8],
+    manifest: &Manifest,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO modules (tenant_id, digest, bytes, manifest) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (tenant_id, digest) DO NOTHING",
+    )
+    .bind(tenant_id)
+    .bind(digest)
+    .bind(bytes)
+    .bind(sqlx::types::Json(manifest))
+    .execute(conn)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// The bytes of a module.
+pub async fn module_bytes(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    digest: &str,
+) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT bytes FROM modules WHERE tenant_id = $1 AND digest = $2")
+        .bind(tenant_id)
+        .bind(digest)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Adds the next version of workflow `definition.name`, run by module `digest`.
+pub async fn workflow_version_create(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    digest: &str,
+    definition: &WorkflowDef,
+) -> Result<WorkflowVersion, sqlx::Error> {
+    // Serialise concurrent deploys of the same workflow name so versions never collide.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text || '/' || $2, 0))")
+        .bind(tenant_id)
+        .bind(&definition.name)
+        .execute(&mut *conn)
+        .await?;
+    let row: WorkflowRow = sqlx::query_as(
+        "INSERT INTO workflows (tenant_id, name, version, module_digest, definition)
+         SELECT $1, $2, coalesce(max(version), 0) + 1, $3, $4
+         FROM workflows WHERE tenant_id = $1 AND name = $2
+         RETURNING tenant_id, name, version, module_digest, definition, created_at",
+    )
+    .bind(tenant_id)
+    .bind(&definition.name)
+    .bind(digest)
+    .bind(sqlx::types::Json(definition))
+    .fetch_one(conn)
+    .await?;
+    Ok(row.into())
+}
+
+/// The newest version of workflow `name`.
+pub async fn workflow_latest(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    name: &str,
+) -> Result<Option<WorkflowVersion>, sqlx::Error> {
+    let row: Option<WorkflowRow> = sqlx::query_as(
+        "SELECT tenant_id, name, version, module_digest, definition, created_at FROM workflows
+         WHERE tenant_id = $1 AND name = $2 ORDER BY version DESC LIMIT 1",
+    )
+    .bind(tenant_id)
+    .bind(name)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(Into::into))
+}
+
+/// The newest version of each of the given workflows that this module declares.
+pub async fn workflows_of_module(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    digest: &str,
+) -> Result<Vec<WorkflowVersion>, sqlx::Error> {
+    let rows: Vec<WorkflowRow> = sqlx::query_as(
+        "SELECT DISTINCT ON (name) tenant_id, name, version, module_digest, definition, created_at
+         FROM workflows WHERE tenant_id = $1 AND module_digest = $2
+         ORDER BY name, version DESC",
+    )
+    .bind(tenant_id)
+    .bind(digest)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
+/// The newest version of every workflow of the tenant that subscribes to some event.
+pub async fn workflows_with_event_triggers(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+) -> Result<Vec<WorkflowVersion>, sqlx::Error> {
+    let rows: Vec<WorkflowRow> = sqlx::query_as(
+        "SELECT * FROM (
+             SELECT DISTINCT ON (name) tenant_id, name, version, module_digest, definition, created_at
+             FROM workflows WHERE tenant_id = $1 ORDER BY name, version DESC
+         ) latest
+         WHERE jsonb_array_length(definition -> 'on_events') > 0",
+    )
+    .bind(tenant_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}

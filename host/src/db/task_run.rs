@@ -1,0 +1,593 @@
+//! `task_runs` on the hot path: claim with leases, complete in batches (with DAG progress and
+//! run completion), heartbeat, and the reaper's requeue of expired leases and schedule timeouts.
+//!
+//! A completion only counts if it carries the lease token of the current claim and the task is
+//! still running: a stale holder's late result changes nothing (invariant 2).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::runtime::LogLine;
+
+/// What a node asks of the claim.
+#[derive(Debug, Clone)]
+pub struct ClaimParams<'a> {
+    /// The claiming node.
+    pub node: Uuid,
+    /// Most task runs to claim.
+    pub limit: i64,
+    /// Modules whose workers on this node have no free slot.
+    pub full_modules: &'a [String],
+    /// How long the lease lasts without a heartbeat.
+    pub lease: Duration,
+}
+
+/// A claimed task run with everything needed to execute it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClaimedTask {
+    /// Owner.
+    pub tenant_id: Uuid,
+    /// Task run id.
+    pub id: Uuid,
+    /// Workflow run id.
+    pub workflow_run_id: Uuid,
+    /// Workflow name.
+    pub workflow: String,
+    /// Task name.
+    pub task: String,
+    /// Module to run it with.
+    pub module_digest: String,
+    /// This attempt's number.
+    pub attempt: i32,
+    /// The fencing token of this claim.
+    pub lease_token: i64,
+    /// Wall-clock limit of the attempt.
+    pub execution_timeout_ms: i64,
+    /// JSON input (the task's own, or the run's).
+    pub input: String,
+    /// JSON object of the run's additional metadata.
+    pub metadata: String,
+    /// JSON array of `[parent, output]` pairs.
+    pub parent_outputs: String,
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Claims up to `limit` ready task runs for `node`: per tenant highest priority then oldest,
+/// interleaved across tenants (each tenant's first, then each tenant's second, …) so one
+/// tenant's backlog cannot starve another's. Rows locked by another claimer are skipped.
+pub async fn task_run_claim(
+    conn: &mut PgConnection,
+    params: &ClaimParams<'_>,
+) -> Result<Vec<ClaimedTask>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH candidates AS (
+             SELECT r.tenant_id, r.id, r.priority, r.available_at,
+                    row_number() OVER (PARTITION BY r.tenant_id
+                                       ORDER BY r.priority DESC, r.available_at, r.id) AS turn
+             FROM tenants tn
+             CROSS JOIN LATERAL (
+                 SELECT tr.tenant_id, tr.id, tr.priority, tr.available_at
+                 FROM task_runs tr
+                 WHERE tr.tenant_id = tn.id AND tr.status = 'queued' AND tr.available_at <= now()
+                   AND tr.module_digest <> ALL($3)
+                 ORDER BY tr.priority DESC, tr.available_at, tr.id
+                 LIMIT $2
+                 FOR UPDATE SKIP LOCKED
+             ) r
+         ),
+         picked AS (
+             SELECT tenant_id, id FROM candidates
+             ORDER BY turn, priority DESC, available_at, id
+             LIMIT $2
+         ),
+         claimed AS (
+             UPDATE task_runs t SET
+                 status = 'running', attempt = t.attempt + 1, lease_owner = $1,
+                 lease_token = nextval('lease_tokens'),
+                 lease_expires_at = now() + $4 * interval '1 millisecond',
+                 started_at = coalesce(t.started_at, now())
+             FROM picked p
+             WHERE t.tenant_id = p.tenant_id AND t.id = p.id
+             RETURNING t.tenant_id, t.id, t.workflow_run_id, t.workflow, t.task, t.module_digest,
+                       t.attempt, t.lease_token, t.execution_timeout_ms, t.input, t.parents
+         ),
+         started AS (
+             UPDATE workflow_runs w SET status = 'running', started_at = now()
+             FROM (SELECT DISTINCT tenant_id, workflow_run_id FROM claimed) c
+             WHERE w.tenant_id = c.tenant_id AND w.id = c.workflow_run_id AND w.status = 'queued'
+         )
+         SELECT c.tenant_id, c.id, c.workflow_run_id, c.workflow, c.task, c.module_digest,
+                c.attempt, c.lease_token, c.execution_timeout_ms,
+                coalesce(c.input, w.input)::text AS input,
+                w.additional_metadata::text AS metadata,
+                CASE WHEN cardinality(c.parents) = 0 THEN '[]' ELSE (
+                    SELECT coalesce(jsonb_agg(jsonb_build_array(p.task, p.output)), '[]')::text
+                    FROM task_runs p
+                    WHERE p.tenant_id = c.tenant_id AND p.workflow_run_id = c.workflow_run_id
+                      AND p.task = ANY(c.parents)
+                ) END AS parent_outputs
+         FROM claimed c
+         JOIN workflow_runs w ON w.tenant_id = c.tenant_id AND w.id = c.workflow_run_id",
+    )
+    .bind(params.node)
+    .bind(params.limit)
+    .bind(params.full_modules)
+    .bind(millis(params.lease))
+    .fetch_all(conn)
+    .await
+}
+
+/// How an attempt ended, as the completer records it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptOutcome {
+    /// Succeeded with this JSON output.
+    Succeeded(String),
+    /// Failed; retried per the task's policy when `retryable`.
+    Failed {
+        /// The message.
+        error: String,
+        /// `TaskFailure::code`.
+        code: String,
+        /// Whether the retry policy applies.
+        retryable: bool,
+    },
+    /// Handed back unfinished (node shutdown): queued again, no retry consumed.
+    Released,
+}
+
+/// The end of one attempt, to be written.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// Owner.
+    pub tenant_id: Uuid,
+    /// Task run.
+    pub task_run_id: Uuid,
+    /// Attempt number.
+    pub attempt: i32,
+    /// Fencing token of the claim.
+    pub lease_token: i64,
+    /// How it ended.
+    pub outcome: AttemptOutcome,
+    /// Its log lines.
+    pub logs: Vec<LogLine>,
+}
+
+/// What a batch of completions changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompletionEffects {
+    /// Completions recorded.
+    pub accepted: usize,
+    /// Completions ignored: their lease was no longer current.
+    pub rejected: usize,
+    /// Workflow runs that finished.
+    pub finished_runs: Vec<Uuid>,
+    /// Whether any task became ready (dispatchers were notified).
+    pub queued: bool,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct Finished {
+    tenant_id: Uuid,
+    workflow_run_id: Uuid,
+    task: String,
+    status: String,
+    is_on_failure: bool,
+    error: Option<String>,
+}
+
+/// Records a batch of completions in one transaction: outputs, retries with backoff, logs, DAG
+/// progress, failure propagation (cancel the rest, queue on-failure) and run completion.
+pub async fn task_runs_complete(
+    conn: &mut PgConnection,
+    completions: &[Completion],
+) -> Result<CompletionEffects, sqlx::Error> {
+    let mut effects = CompletionEffects::default();
+    let mut finished: Vec<Finished> = Vec::new();
+
+    let succeeded: Vec<&Completion> = completions
+        .iter()
+        .filter(|c| matches!(c.outcome, AttemptOutcome::Succeeded(_)))
+        .collect();
+    if !succeeded.is_empty() {
+        let rows: Vec<Finished> = sqlx::query_as(
+            "UPDATE task_runs t SET status = 'succeeded', output = c.output::jsonb,
+                 finished_at = now(), error = NULL, error_code = NULL,
+                 lease_owner = NULL, lease_expires_at = NULL
+             FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[])
+                  AS c(tenant_id, id, token, output)
+             WHERE t.tenant_id = c.tenant_id AND t.id = c.id AND t.lease_token = c.token
+               AND t.status = 'running'
+             RETURNING t.tenant_id, t.workflow_run_id, t.task, t.status, t.is_on_failure, t.error",
+        )
+        .bind(succeeded.iter().map(|c| c.tenant_id).collect::<Vec<_>>())
+        .bind(succeeded.iter().map(|c| c.task_run_id).collect::<Vec<_>>())
+        .bind(succeeded.iter().map(|c| c.lease_token).collect::<Vec<_>>())
+        .bind(
+            succeeded
+                .iter()
+                .map(|c| match &c.outcome {
+                    AttemptOutcome::Succeeded(output) => output.as_str(),
+                    _ => "null",
+                })
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        finished.extend(rows);
+    }
+
+    let failed: Vec<(&Completion, &str, &str, bool)> = completions
+        .iter()
+        .filter_map(|c| match &c.outcome {
+            AttemptOutcome::Failed {
+                error,
+                code,
+                retryable,
+            } => Some((c, error.as_str(), code.as_str(), *retryable)),
+            _ => None,
+        })
+        .collect();
+    if !failed.is_empty() {
+        let rows: Vec<Finished> = sqlx::query_as(
+            "UPDATE task_runs t SET
+                 failures = t.failures + 1,
+                 status = CASE WHEN c.retryable AND t.failures < t.retries THEN 'queued' ELSE 'failed' END,
+                 available_at = CASE WHEN c.retryable AND t.failures < t.retries
+                     THEN now() + coalesce(make_interval(secs => least(t.backoff_max_seconds::float8,
+                                                          power(t.backoff_factor, t.failures))),
+                                           interval '0')
+                     ELSE t.available_at END,
+                 schedule_deadline = CASE WHEN c.retryable AND t.failures < t.retries
+                     THEN now() + coalesce(make_interval(secs => least(t.backoff_max_seconds::float8,
+                                                          power(t.backoff_factor, t.failures))),
+                                           interval '0')
+                          + t.schedule_timeout_ms * interval '1 millisecond'
+                     END,
+                 finished_at = CASE WHEN c.retryable AND t.failures < t.retries THEN NULL ELSE now() END,
+                 error = c.error, error_code = c.code,
+                 lease_owner = NULL, lease_expires_at = NULL
+             FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::bool[])
+                  AS c(tenant_id, id, token, error, code, retryable)
+             WHERE t.tenant_id = c.tenant_id AND t.id = c.id AND t.lease_token = c.token
+               AND t.status = 'running'
+             RETURNING t.tenant_id, t.workflow_run_id, t.task, t.status, t.is_on_failure, t.error",
+        )
+        .bind(failed.iter().map(|f| f.0.tenant_id).collect::<Vec<_>>())
+        .bind(failed.iter().map(|f| f.0.task_run_id).collect::<Vec<_>>())
+        .bind(failed.iter().map(|f| f.0.lease_token).collect::<Vec<_>>())
+        .bind(failed.iter().map(|f| f.1).collect::<Vec<_>>())
+        .bind(failed.iter().map(|f| f.2).collect::<Vec<_>>())
+        .bind(failed.iter().map(|f| f.3).collect::<Vec<_>>())
+        .fetch_all(&mut *conn)
+        .await?;
+        effects.queued |= rows.iter().any(|r| r.status == "queued");
+        finished.extend(rows);
+    }
+
+    let released: Vec<&Completion> = completions
+        .iter()
+        .filter(|c| c.outcome == AttemptOutcome::Released)
+        .collect();
+    if !released.is_empty() {
+        let count = sqlx::query(
+            "UPDATE task_runs t SET status = 'queued', available_at = now(),
+                 lease_owner = NULL, lease_expires_at = NULL
+             FROM unnest($1::uuid[], $2::uuid[], $3::bigint[]) AS c(tenant_id, id, token)
+             WHERE t.tenant_id = c.tenant_id AND t.id = c.id AND t.lease_token = c.token
+               AND t.status = 'running'",
+        )
+        .bind(released.iter().map(|c| c.tenant_id).collect::<Vec<_>>())
+        .bind(released.iter().map(|c| c.task_run_id).collect::<Vec<_>>())
+        .bind(released.iter().map(|c| c.lease_token).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?
+        .rows_affected() as usize;
+        effects.accepted += count;
+        effects.rejected += released.len() - count;
+        effects.queued |= count > 0;
+    }
+    effects.accepted += finished.len();
+    effects.rejected += succeeded.len() + failed.len() - finished.len();
+
+    logs_insert(conn, completions).await?;
+    let progress = runs_progress(conn, &finished).await?;
+    effects.finished_runs = progress.finished_runs;
+    effects.queued |= progress.queued;
+    if effects.queued {
+        super::notify_work(conn).await?;
+    }
+    super::notify_ids(conn, super::CHANNEL_RUN_FINISHED, &effects.finished_runs).await?;
+    Ok(effects)
+}
+
+/// Column arrays of log lines to insert in one statement.
+#[derive(Default)]
+struct LogColumns<'a> {
+    tenants: Vec<Uuid>,
+    task_runs: Vec<Uuid>,
+    attempts: Vec<i32>,
+    seqs: Vec<i32>,
+    times: Vec<DateTime<Utc>>,
+    levels: Vec<&'static str>,
+    messages: Vec<&'a str>,
+}
+
+async fn logs_insert(
+    conn: &mut PgConnection,
+    completions: &[Completion],
+) -> Result<(), sqlx::Error> {
+    let mut columns = LogColumns::default();
+    for completion in completions {
+        for (seq, line) in completion.logs.iter().enumerate() {
+            columns.tenants.push(completion.tenant_id);
+            columns.task_runs.push(completion.task_run_id);
+            columns.attempts.push(completion.attempt);
+            columns.seqs.push(seq as i32);
+            columns.times.push(DateTime::<Utc>::from(line.at));
+            columns.levels.push(line.level.as_str());
+            columns.messages.push(&line.message);
+        }
+    }
+    if columns.tenants.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO task_run_logs (tenant_id, task_run_id, attempt, seq, at, level, message)
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::int[], $5::timestamptz[],
+                              $6::text[], $7::text[])
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(columns.tenants)
+    .bind(columns.task_runs)
+    .bind(columns.attempts)
+    .bind(columns.seqs)
+    .bind(columns.times)
+    .bind(columns.levels)
+    .bind(columns.messages)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Default)]
+struct Progress {
+    finished_runs: Vec<Uuid>,
+    queued: bool,
+}
+
+/// After tasks reached a final state: queue children whose parents all succeeded, fail runs
+/// whose task failed for good, and finish runs whose tasks all succeeded.
+async fn runs_progress(
+    conn: &mut PgConnection,
+    finished: &[Finished],
+) -> Result<Progress, sqlx::Error> {
+    let mut progress = Progress::default();
+    let done: Vec<&Finished> = finished
+        .iter()
+        .filter(|f| f.status == "succeeded" && !f.is_on_failure)
+        .collect();
+    if !done.is_empty() {
+        let queued: Vec<Option<Uuid>> = sqlx::query_scalar(
+            "WITH done AS (
+                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS d(tenant_id, run_id, task)
+             ),
+             hits AS (
+                 SELECT ch.tenant_id, ch.id, count(*)::int AS n
+                 FROM done d
+                 JOIN task_runs ch ON ch.tenant_id = d.tenant_id AND ch.workflow_run_id = d.run_id
+                                  AND d.task = ANY(ch.parents)
+                 WHERE ch.status = 'pending' AND NOT ch.is_on_failure
+                 GROUP BY ch.tenant_id, ch.id
+             )
+             UPDATE task_runs ch SET
+                 pending_parents = ch.pending_parents - hits.n,
+                 status = CASE WHEN ch.pending_parents - hits.n <= 0 THEN 'queued' ELSE 'pending' END,
+                 available_at = now(),
+                 schedule_deadline = CASE WHEN ch.pending_parents - hits.n <= 0
+                     THEN now() + ch.schedule_timeout_ms * interval '1 millisecond' END
+             FROM hits WHERE ch.tenant_id = hits.tenant_id AND ch.id = hits.id
+             RETURNING CASE WHEN ch.status = 'queued' THEN ch.id END",
+        )
+        .bind(done.iter().map(|d| d.tenant_id).collect::<Vec<_>>())
+        .bind(done.iter().map(|d| d.workflow_run_id).collect::<Vec<_>>())
+        .bind(done.iter().map(|d| d.task.as_str()).collect::<Vec<_>>())
+        .fetch_all(&mut *conn)
+        .await?;
+        progress.queued |= queued.iter().any(Option::is_some);
+
+        let mut runs: Vec<(Uuid, Uuid)> = done
+            .iter()
+            .map(|d| (d.tenant_id, d.workflow_run_id))
+            .collect();
+        runs.sort();
+        runs.dedup();
+        let succeeded: Vec<Uuid> = sqlx::query_scalar(
+            "UPDATE workflow_runs w SET status = 'succeeded', finished_at = now(), output = (
+                 SELECT CASE WHEN count(*) = 1 THEN (array_agg(l.output))[1]
+                             ELSE jsonb_object_agg(l.task, l.output) END
+                 FROM task_runs l
+                 WHERE l.tenant_id = w.tenant_id AND l.workflow_run_id = w.id AND NOT l.is_on_failure
+                   AND NOT EXISTS (SELECT 1 FROM task_runs o
+                                   WHERE o.tenant_id = l.tenant_id
+                                     AND o.workflow_run_id = l.workflow_run_id
+                                     AND l.task = ANY(o.parents)))
+             FROM unnest($1::uuid[], $2::uuid[]) AS r(tenant_id, id)
+             WHERE w.tenant_id = r.tenant_id AND w.id = r.id AND w.status IN ('queued', 'running')
+               AND NOT EXISTS (SELECT 1 FROM task_runs t
+                               WHERE t.tenant_id = w.tenant_id AND t.workflow_run_id = w.id
+                                 AND NOT t.is_on_failure AND t.status <> 'succeeded')
+             RETURNING w.id",
+        )
+        .bind(runs.iter().map(|r| r.0).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.1).collect::<Vec<_>>())
+        .fetch_all(&mut *conn)
+        .await?;
+        progress.finished_runs.extend(succeeded);
+    }
+
+    let failed: Vec<&Finished> = finished
+        .iter()
+        .filter(|f| matches!(f.status.as_str(), "failed" | "cancelled") && !f.is_on_failure)
+        .collect();
+    if !failed.is_empty() {
+        let failed_runs: Vec<Uuid> = sqlx::query_scalar(
+            "UPDATE workflow_runs w SET status = 'failed', finished_at = now(),
+                 error = 'task `' || f.task || '` failed: ' || coalesce(f.error, 'unknown error')
+             FROM (SELECT DISTINCT ON (tenant_id, run_id) *
+                   FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[])
+                        AS f(tenant_id, run_id, task, error)) f
+             WHERE w.tenant_id = f.tenant_id AND w.id = f.run_id AND w.status IN ('queued', 'running')
+             RETURNING w.id",
+        )
+        .bind(failed.iter().map(|f| f.tenant_id).collect::<Vec<_>>())
+        .bind(failed.iter().map(|f| f.workflow_run_id).collect::<Vec<_>>())
+        .bind(failed.iter().map(|f| f.task.as_str()).collect::<Vec<_>>())
+        .bind(failed.iter().map(|f| f.error.as_deref()).collect::<Vec<_>>())
+        .fetch_all(&mut *conn)
+        .await?;
+        if !failed_runs.is_empty() {
+            let tenants: Vec<Uuid> = failed
+                .iter()
+                .filter(|f| failed_runs.contains(&f.workflow_run_id))
+                .map(|f| f.tenant_id)
+                .collect();
+            let runs: Vec<Uuid> = failed
+                .iter()
+                .filter(|f| failed_runs.contains(&f.workflow_run_id))
+                .map(|f| f.workflow_run_id)
+                .collect();
+            sqlx::query(
+                "UPDATE task_runs t SET status = 'cancelled', finished_at = now(),
+                     error = 'cancelled: the workflow run failed', error_code = 'cancelled'
+                 FROM unnest($1::uuid[], $2::uuid[]) AS r(tenant_id, id)
+                 WHERE t.tenant_id = r.tenant_id AND t.workflow_run_id = r.id
+                   AND t.status IN ('pending', 'queued') AND NOT t.is_on_failure",
+            )
+            .bind(&tenants)
+            .bind(&runs)
+            .execute(&mut *conn)
+            .await?;
+            let on_failure = sqlx::query(
+                "UPDATE task_runs t SET status = 'queued', available_at = now(),
+                     schedule_deadline = now() + t.schedule_timeout_ms * interval '1 millisecond',
+                     input = jsonb_build_object('error', w.error, 'input', w.input)
+                 FROM unnest($1::uuid[], $2::uuid[]) AS r(tenant_id, id)
+                 JOIN workflow_runs w ON w.tenant_id = r.tenant_id AND w.id = r.id
+                 WHERE t.tenant_id = r.tenant_id AND t.workflow_run_id = r.id
+                   AND t.is_on_failure AND t.status = 'pending'",
+            )
+            .bind(&tenants)
+            .bind(&runs)
+            .execute(&mut *conn)
+            .await?;
+            progress.queued |= on_failure.rows_affected() > 0;
+        }
+        progress.finished_runs.extend(failed_runs);
+    }
+    let unique: HashSet<Uuid> = progress.finished_runs.drain(..).collect();
+    progress.finished_runs = unique.into_iter().collect();
+    Ok(progress)
+}
+
+/// Extends the leases this node still holds; returns the tokens renewed. A token missing from
+/// the answer means the task was cancelled or the lease lost: its attempt should stop.
+pub async fn task_runs_heartbeat(
+    conn: &mut PgConnection,
+    node: Uuid,
+    held: &[(Uuid, Uuid, i64)],
+    lease: Duration,
+) -> Result<Vec<i64>, sqlx::Error> {
+    if held.is_empty() {
+        return Ok(vec![]);
+    }
+    sqlx::query_scalar(
+        "UPDATE task_runs t SET lease_expires_at = now() + $5 * interval '1 millisecond'
+         FROM unnest($2::uuid[], $3::uuid[], $4::bigint[]) AS h(tenant_id, id, token)
+         WHERE t.tenant_id = h.tenant_id AND t.id = h.id AND t.lease_token = h.token
+           AND t.lease_owner = $1 AND t.status = 'running'
+         RETURNING t.lease_token",
+    )
+    .bind(node)
+    .bind(held.iter().map(|h| h.0).collect::<Vec<_>>())
+    .bind(held.iter().map(|h| h.1).collect::<Vec<_>>())
+    .bind(held.iter().map(|h| h.2).collect::<Vec<_>>())
+    .bind(millis(lease))
+    .fetch_all(conn)
+    .await
+}
+
+/// What one pass of the reaper did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reaped {
+    /// Task runs whose lease expired and that were queued again.
+    pub requeued: usize,
+    /// Task runs failed because they lost their lease too often.
+    pub failed: usize,
+    /// Task runs cancelled because they waited past their schedule timeout.
+    pub expired: usize,
+    /// Workflow runs that finished as a result.
+    pub finished_runs: Vec<Uuid>,
+}
+
+/// Requeues running task runs whose lease expired before `now` (a lost node does not consume
+/// retries; more than `max_lost_leases` losses fail the task), and cancels queued task runs
+/// past their schedule deadline, failing their workflow runs.
+pub async fn task_runs_reap(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    max_lost_leases: i32,
+) -> Result<Reaped, sqlx::Error> {
+    let mut reaped = Reaped::default();
+    let lost: Vec<Finished> = sqlx::query_as(
+        "UPDATE task_runs SET
+             lost_leases = lost_leases + 1,
+             status = CASE WHEN lost_leases + 1 > $2 THEN 'failed' ELSE 'queued' END,
+             error = CASE WHEN lost_leases + 1 > $2
+                          THEN 'its node was lost ' || (lost_leases + 1) || ' times' ELSE error END,
+             error_code = CASE WHEN lost_leases + 1 > $2 THEN 'lost' ELSE error_code END,
+             finished_at = CASE WHEN lost_leases + 1 > $2 THEN now() END,
+             available_at = now(),
+             schedule_deadline = now() + schedule_timeout_ms * interval '1 millisecond',
+             lease_owner = NULL, lease_expires_at = NULL
+         WHERE status = 'running' AND lease_expires_at < $1
+         RETURNING tenant_id, workflow_run_id, task, status, is_on_failure, error",
+    )
+    .bind(now)
+    .bind(max_lost_leases)
+    .fetch_all(&mut *conn)
+    .await?;
+    reaped.requeued = lost.iter().filter(|l| l.status == "queued").count();
+    reaped.failed = lost.len() - reaped.requeued;
+
+    let expired: Vec<Finished> = sqlx::query_as(
+        "UPDATE task_runs SET status = 'cancelled', finished_at = now(), error_code = 'schedule_timeout',
+             error = 'not started within its schedule timeout of '
+                     || (schedule_timeout_ms / 1000.0)::text || 's'
+         WHERE status = 'queued' AND schedule_deadline < $1
+         RETURNING tenant_id, workflow_run_id, task, status, is_on_failure, error",
+    )
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    reaped.expired = expired.len();
+
+    let finished: Vec<Finished> = lost
+        .into_iter()
+        .filter(|l| l.status == "failed")
+        .chain(expired)
+        .collect();
+    let progress = runs_progress(conn, &finished).await?;
+    if reaped.requeued > 0 || progress.queued {
+        super::notify_work(conn).await?;
+    }
+    super::notify_ids(conn, super::CHANNEL_RUN_FINISHED, &progress.finished_runs).await?;
+    reaped.finished_runs = progress.finished_runs;
+    Ok(reaped)
+}

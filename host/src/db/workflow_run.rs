@@ -1,0 +1,514 @@
+//! `workflow_runs` (and the task runs created with them): start, read, cancel, replay.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::module::WorkflowVersion;
+use crate::manifest::TaskDef;
+
+/// Defaults of the host for what a task does not declare.
+pub const DEFAULT_EXECUTION_TIMEOUT_MS: i64 = 60_000;
+/// Default schedule timeout: 5 minutes.
+pub const DEFAULT_SCHEDULE_TIMEOUT_MS: i64 = 300_000;
+
+/// A workflow run to create.
+#[derive(Debug, Clone)]
+pub struct NewWorkflowRun<'a> {
+    /// The workflow version it runs.
+    pub workflow: &'a WorkflowVersion,
+    /// JSON input.
+    pub input: &'a str,
+    /// JSON object of additional metadata.
+    pub additional_metadata: &'a str,
+    /// Priority 1..=3.
+    pub priority: i16,
+    /// A second start with the same key returns the first run.
+    pub idempotency_key: Option<&'a str>,
+    /// The task run that spawned it, with the spawn's key.
+    pub parent: Option<(Uuid, &'a str)>,
+}
+
+/// Creates workflow runs and their task runs; returns the run ids in order. A run whose
+/// idempotency (or spawn) key already exists is not created again: its existing id is returned.
+pub async fn workflow_runs_create(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    runs: &[NewWorkflowRun<'_>],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let ids: Vec<Uuid> = runs.iter().map(|_| Uuid::now_v7()).collect();
+    let inserted: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO workflow_runs (tenant_id, id, workflow, version, module_digest, status, input,
+                                    additional_metadata, priority, idempotency_key,
+                                    parent_task_run_id, spawn_key)
+         SELECT $1, r.id, r.workflow, r.version, r.digest, 'queued', r.input::jsonb,
+                r.metadata::jsonb, r.priority, r.key, r.parent, r.spawn_key
+         FROM unnest($2::uuid[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[],
+                     $8::smallint[], $9::text[], $10::uuid[], $11::text[])
+              AS r(id, workflow, version, digest, input, metadata, priority, key, parent, spawn_key)
+         ON CONFLICT DO NOTHING
+         RETURNING id",
+    )
+    .bind(tenant_id)
+    .bind(&ids)
+    .bind(
+        runs.iter()
+            .map(|r| r.workflow.name.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(runs.iter().map(|r| r.workflow.version).collect::<Vec<_>>())
+    .bind(
+        runs.iter()
+            .map(|r| r.workflow.module_digest.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(runs.iter().map(|r| r.input).collect::<Vec<_>>())
+    .bind(
+        runs.iter()
+            .map(|r| r.additional_metadata)
+            .collect::<Vec<_>>(),
+    )
+    .bind(runs.iter().map(|r| r.priority).collect::<Vec<_>>())
+    .bind(runs.iter().map(|r| r.idempotency_key).collect::<Vec<_>>())
+    .bind(
+        runs.iter()
+            .map(|r| r.parent.map(|p| p.0))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        runs.iter()
+            .map(|r| r.parent.map(|p| p.1))
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let inserted: std::collections::HashSet<Uuid> = inserted.into_iter().collect();
+
+    let mut tasks = TaskRows::default();
+    let mut result = Vec::with_capacity(runs.len());
+    for (run, id) in runs.iter().zip(&ids) {
+        if inserted.contains(id) {
+            tasks.add_run(*id, run);
+            result.push(*id);
+        } else {
+            result.push(existing_run_id(conn, tenant_id, run).await?);
+        }
+    }
+    tasks.insert(conn, tenant_id).await?;
+    Ok(result)
+}
+
+async fn existing_run_id(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    run: &NewWorkflowRun<'_>,
+) -> Result<Uuid, sqlx::Error> {
+    match (run.parent, run.idempotency_key) {
+        (Some((parent, key)), _) => {
+            sqlx::query_scalar(
+                "SELECT id FROM workflow_runs
+                 WHERE tenant_id = $1 AND parent_task_run_id = $2 AND spawn_key = $3",
+            )
+            .bind(tenant_id)
+            .bind(parent)
+            .bind(key)
+            .fetch_one(conn)
+            .await
+        }
+        (None, Some(key)) => {
+            sqlx::query_scalar(
+                "SELECT id FROM workflow_runs
+                 WHERE tenant_id = $1 AND workflow = $2 AND idempotency_key = $3",
+            )
+            .bind(tenant_id)
+            .bind(&run.workflow.name)
+            .bind(key)
+            .fetch_one(conn)
+            .await
+        }
+        (None, None) => Err(sqlx::Error::RowNotFound),
+    }
+}
+
+/// Column arrays of task runs to insert in one statement.
+#[derive(Default)]
+struct TaskRows {
+    ids: Vec<Uuid>,
+    run_ids: Vec<Uuid>,
+    workflows: Vec<String>,
+    tasks: Vec<String>,
+    digests: Vec<String>,
+    parents: Vec<String>,
+    pending_parents: Vec<i32>,
+    on_failure: Vec<bool>,
+    statuses: Vec<&'static str>,
+    priorities: Vec<i16>,
+    retries: Vec<i32>,
+    backoff_factors: Vec<Option<f64>>,
+    backoff_max: Vec<Option<i32>>,
+    execution_timeouts: Vec<i64>,
+    schedule_timeouts: Vec<i64>,
+}
+
+impl TaskRows {
+    fn add_run(&mut self, run_id: Uuid, run: &NewWorkflowRun<'_>) {
+        let definition = &run.workflow.definition;
+        for task in &definition.tasks {
+            self.add(run_id, run, task, false);
+        }
+        if let Some(task) = &definition.on_failure {
+            self.add(run_id, run, task, true);
+        }
+    }
+
+    fn add(&mut self, run_id: Uuid, run: &NewWorkflowRun<'_>, task: &TaskDef, on_failure: bool) {
+        self.ids.push(Uuid::now_v7());
+        self.run_ids.push(run_id);
+        self.workflows.push(run.workflow.name.clone());
+        self.tasks.push(task.name.clone());
+        self.digests.push(run.workflow.module_digest.clone());
+        self.parents
+            .push(serde_json::to_string(&task.parents).unwrap_or_else(|_| "[]".into()));
+        self.pending_parents.push(task.parents.len() as i32);
+        self.on_failure.push(on_failure);
+        self.statuses
+            .push(if task.parents.is_empty() && !on_failure {
+                "queued"
+            } else {
+                "pending"
+            });
+        self.priorities.push(run.priority);
+        self.retries.push(task.retries as i32);
+        self.backoff_factors.push(task.backoff.map(|b| b.factor));
+        self.backoff_max
+            .push(task.backoff.map(|b| b.max_seconds as i32));
+        self.execution_timeouts.push(
+            task.execution_timeout_ms
+                .map_or(DEFAULT_EXECUTION_TIMEOUT_MS, |ms| ms as i64),
+        );
+        self.schedule_timeouts.push(
+            task.schedule_timeout_ms
+                .map_or(DEFAULT_SCHEDULE_TIMEOUT_MS, |ms| ms as i64),
+        );
+    }
+
+    async fn insert(self, conn: &mut PgConnection, tenant_id: Uuid) -> Result<(), sqlx::Error> {
+        if self.ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO task_runs (tenant_id, id, workflow_run_id, workflow, task, module_digest,
+                                    parents, pending_parents, is_on_failure, status, priority,
+                                    retries, backoff_factor, backoff_max_seconds,
+                                    execution_timeout_ms, schedule_timeout_ms, schedule_deadline)
+             SELECT $1, t.id, t.run_id, t.workflow, t.task, t.digest,
+                    ARRAY(SELECT jsonb_array_elements_text(t.parents::jsonb)), t.pending,
+                    t.on_failure, t.status, t.priority, t.retries, t.factor, t.max_seconds,
+                    t.execution_timeout, t.schedule_timeout,
+                    CASE WHEN t.status = 'queued'
+                         THEN now() + t.schedule_timeout * interval '1 millisecond' END
+             FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[],
+                         $8::int[], $9::bool[], $10::text[], $11::smallint[], $12::int[],
+                         $13::float8[], $14::int[], $15::bigint[], $16::bigint[])
+                  AS t(id, run_id, workflow, task, digest, parents, pending, on_failure, status,
+                       priority, retries, factor, max_seconds, execution_timeout, schedule_timeout)",
+        )
+        .bind(tenant_id)
+        .bind(&self.ids)
+        .bind(&self.run_ids)
+        .bind(&self.workflows)
+        .bind(&self.tasks)
+        .bind(&self.digests)
+        .bind(&self.parents)
+        .bind(&self.pending_parents)
+        .bind(&self.on_failure)
+        .bind(&self.statuses)
+        .bind(&self.priorities)
+        .bind(&self.retries)
+        .bind(&self.backoff_factors)
+        .bind(&self.backoff_max)
+        .bind(&self.execution_timeouts)
+        .bind(&self.schedule_timeouts)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+}
+
+/// A workflow run as stored.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct WorkflowRunRow {
+    /// Run id.
+    pub id: Uuid,
+    /// Workflow name.
+    pub workflow: String,
+    /// Workflow version.
+    pub version: i32,
+    /// queued | running | succeeded | failed | cancelled.
+    pub status: String,
+    /// Input.
+    pub input: Value,
+    /// Output once succeeded.
+    pub output: Option<Value>,
+    /// Error once failed or cancelled.
+    pub error: Option<String>,
+    /// Additional metadata.
+    pub additional_metadata: Value,
+    /// Priority.
+    pub priority: i16,
+    /// The task run that spawned it.
+    pub parent_task_run_id: Option<Uuid>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// First task started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Finished.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A task run as shown with its workflow run.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct TaskRunRow {
+    /// Task run id.
+    pub id: Uuid,
+    /// Task name.
+    pub task: String,
+    /// pending | queued | running | succeeded | failed | cancelled.
+    pub status: String,
+    /// Attempts started.
+    pub attempt: i32,
+    /// Failed attempts (which consumed retries).
+    pub failures: i32,
+    /// Leases lost to dead nodes.
+    pub lost_leases: i32,
+    /// Whether this is the on-failure task.
+    pub is_on_failure: bool,
+    /// Output once succeeded.
+    pub output: Option<Value>,
+    /// Last error.
+    pub error: Option<String>,
+    /// Code of the last error.
+    pub error_code: Option<String>,
+    /// First started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Finished.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// One workflow run.
+pub async fn workflow_run_get(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    id: Uuid,
+) -> Result<Option<WorkflowRunRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, workflow, version, status, input, output, error, additional_metadata, priority,
+                parent_task_run_id, created_at, started_at, finished_at
+         FROM workflow_runs WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// The task runs of a workflow run, in creation order.
+pub async fn task_runs_of_run(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    run_id: Uuid,
+) -> Result<Vec<TaskRunRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, task, status, attempt, failures, lost_leases, is_on_failure, output, error,
+                error_code, started_at, finished_at
+         FROM task_runs WHERE tenant_id = $1 AND workflow_run_id = $2 ORDER BY id",
+    )
+    .bind(tenant_id)
+    .bind(run_id)
+    .fetch_all(conn)
+    .await
+}
+
+/// The child workflow runs spawned by the task runs of a run.
+pub async fn workflow_run_children(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    run_id: Uuid,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT c.id FROM task_runs t
+         JOIN workflow_runs c ON c.tenant_id = t.tenant_id AND c.parent_task_run_id = t.id
+         WHERE t.tenant_id = $1 AND t.workflow_run_id = $2 ORDER BY c.id",
+    )
+    .bind(tenant_id)
+    .bind(run_id)
+    .fetch_all(conn)
+    .await
+}
+
+/// The state of a run: `None` if it does not exist, `Some(None)` while it is unfinished, and
+/// `Some(Some(Ok(output)))` or `Some(Some(Err(error)))` once it finished.
+#[allow(
+    clippy::type_complexity,
+    reason = "three layers, each documented above"
+)]
+pub async fn workflow_run_result(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    id: Uuid,
+) -> Result<Option<Option<Result<Value, String>>>, sqlx::Error> {
+    let row: Option<(String, Option<Value>, Option<String>)> = sqlx::query_as(
+        "SELECT status, output, error FROM workflow_runs WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|(status, output, error)| match status.as_str() {
+        "succeeded" => Some(Ok(output.unwrap_or(Value::Null))),
+        "failed" | "cancelled" => Some(Err(error.unwrap_or_else(|| status.clone()))),
+        _ => None,
+    }))
+}
+
+/// What a cancellation touched.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cancellation {
+    /// Runs (the run and its descendants) that were cancelled.
+    pub runs: Vec<Uuid>,
+    /// Task runs that were running somewhere and must be interrupted.
+    pub interrupted: Vec<Uuid>,
+}
+
+/// Cancels a run and every run spawned beneath it: queued and pending tasks at once, running
+/// ones marked (their nodes interrupt them on notice). `None` if the run does not exist.
+pub async fn workflow_run_cancel(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    id: Uuid,
+) -> Result<Option<Cancellation>, sqlx::Error> {
+    let exists: Option<Uuid> =
+        sqlx::query_scalar("SELECT id FROM workflow_runs WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    if exists.is_none() {
+        return Ok(None);
+    }
+    let runs: Vec<Uuid> = sqlx::query_scalar(
+        "WITH RECURSIVE tree(id) AS (
+             SELECT $2::uuid
+             UNION
+             SELECT c.id FROM tree
+             JOIN task_runs t ON t.tenant_id = $1 AND t.workflow_run_id = tree.id
+             JOIN workflow_runs c ON c.tenant_id = $1 AND c.parent_task_run_id = t.id
+         )
+         UPDATE workflow_runs SET status = 'cancelled', finished_at = now(),
+                                  error = coalesce(error, 'cancelled')
+         WHERE tenant_id = $1 AND id IN (SELECT id FROM tree) AND status IN ('queued', 'running')
+         RETURNING id",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let interrupted: Vec<Option<Uuid>> = sqlx::query_scalar(
+        "WITH targets AS (
+             SELECT id, status FROM task_runs
+             WHERE tenant_id = $1 AND workflow_run_id = ANY($2)
+               AND status IN ('pending', 'queued', 'running')
+             FOR UPDATE
+         )
+         UPDATE task_runs t SET status = 'cancelled', finished_at = now(), error = 'cancelled',
+                                error_code = 'cancelled'
+         FROM targets WHERE t.tenant_id = $1 AND t.id = targets.id
+         RETURNING CASE WHEN targets.status = 'running' THEN t.id END",
+    )
+    .bind(tenant_id)
+    .bind(&runs)
+    .fetch_all(&mut *conn)
+    .await?;
+    let interrupted: Vec<Uuid> = interrupted.into_iter().flatten().collect();
+    super::notify_ids(conn, super::CHANNEL_CANCEL, &interrupted).await?;
+    super::notify_ids(conn, super::CHANNEL_RUN_FINISHED, &runs).await?;
+    Ok(Some(Cancellation { runs, interrupted }))
+}
+
+/// Re-runs a failed or cancelled run from its unfinished tasks, keeping succeeded outputs.
+/// `Ok(false)` if the run does not exist or is not failed or cancelled.
+pub async fn workflow_run_replay(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let reset = sqlx::query(
+        "UPDATE workflow_runs SET status = 'queued', error = NULL, output = NULL, finished_at = NULL
+         WHERE tenant_id = $1 AND id = $2 AND status IN ('failed', 'cancelled')",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    if reset.rows_affected() == 0 {
+        return Ok(false);
+    }
+    sqlx::query(
+        "UPDATE task_runs t SET
+             status = 'pending', failures = 0, lost_leases = 0, error = NULL, error_code = NULL,
+             output = NULL, finished_at = NULL, lease_owner = NULL, lease_token = NULL,
+             lease_expires_at = NULL, input = NULL,
+             pending_parents = (SELECT count(*) FROM task_runs p
+                                WHERE p.tenant_id = t.tenant_id
+                                  AND p.workflow_run_id = t.workflow_run_id
+                                  AND p.task = ANY(t.parents) AND p.status <> 'succeeded')
+         WHERE t.tenant_id = $1 AND t.workflow_run_id = $2 AND t.status <> 'succeeded'",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE task_runs SET status = 'queued', available_at = now(),
+                              schedule_deadline = now() + schedule_timeout_ms * interval '1 millisecond'
+         WHERE tenant_id = $1 AND workflow_run_id = $2 AND status = 'pending'
+           AND pending_parents = 0 AND NOT is_on_failure",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    super::notify_work(conn).await?;
+    Ok(true)
+}
+
+/// Counts of task runs by status, for tests and the benchmark.
+pub async fn task_run_status_counts(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+) -> Result<HashMap<String, i64>, sqlx::Error> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT status, count(*) FROM task_runs WHERE tenant_id = $1 GROUP BY status",
+    )
+    .bind(tenant_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// How many task runs took how many attempts, for tests and the benchmark.
+pub async fn task_run_attempt_counts(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+) -> Result<HashMap<i32, i64>, sqlx::Error> {
+    let rows: Vec<(i32, i64)> = sqlx::query_as(
+        "SELECT attempt, count(*) FROM task_runs WHERE tenant_id = $1 GROUP BY attempt",
+    )
+    .bind(tenant_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().collect())
+}

@@ -1,0 +1,17 @@
+//! The durable core: deploying modules, starting and controlling runs, and the node that
+//! claims task runs from Postgres and executes them on its workers.
+//!
+//! All SQL is in `crate::db`; this module decides what to write and when.
+
+pub mod deploy;
+pub mod events;
+mod host;
+pub mod node;
+pub mod runs;
+
+pub use deploy::{DeployError, Deployed, deploy_module};
+pub use node::{Node, NodeConfig, WorkerStats};
+pub use runs::{
+    RunError, RunRequest, RunView, cancel_run, get_run, replay_run, start_run, start_runs,
+    wait_for_run,
+};

@@ -1,0 +1,566 @@
+//! A node's scheduler: the dispatcher that claims work for free slots, the attempts it runs,
+//! the completer that writes results in batches, and the heartbeat, reaper and listener loops.
+//!
+//! Postgres is the only coordination point. The node keeps in memory only what is in flight;
+//! a node that dies loses nothing but its leases, which the reaper of any node requeues.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use tokio::sync::{Notify, OnceCell, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use super::host::DurableHost;
+use crate::db::task_run::{
+    AttemptOutcome, ClaimParams, ClaimedTask, Completion, task_run_claim, task_runs_complete,
+    task_runs_heartbeat, task_runs_reap,
+};
+use crate::db::{self, Db, module};
+use crate::runtime::{Attempt, Limits, RunInfo, Runtime, TaskFailure, Worker};
+
+/// How a node schedules.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node's id (lease owner).
+    pub node_id: Uuid,
+    /// Task runs this node executes at once, over all modules.
+    pub capacity: u32,
+    /// Slots of a module whose manifest does not ask for a number.
+    pub default_slots: u32,
+    /// Lease length; a node silent this long loses its runs.
+    pub lease: Duration,
+    /// Heartbeat period (well under `lease`).
+    pub heartbeat: Duration,
+    /// Reaper period: expired leases and schedule timeouts.
+    pub reap_interval: Duration,
+    /// Claim poll when no notification arrives (the fallback to LISTEN/NOTIFY).
+    pub poll_interval: Duration,
+    /// Most task runs claimed per statement.
+    pub claim_batch: u32,
+    /// Most completions written per transaction.
+    pub completion_batch: usize,
+    /// Losses of a lease after which a task fails instead of being requeued.
+    pub max_lost_leases: i32,
+    /// How long a graceful shutdown lets attempts finish before handing them back.
+    pub shutdown_grace: Duration,
+    /// Limits of every attempt (the execution timeout comes from the task).
+    pub limits: Limits,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            node_id: Uuid::new_v4(),
+            capacity: 64,
+            default_slots: 32,
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(10),
+            reap_interval: Duration::from_secs(1),
+            poll_interval: Duration::from_secs(1),
+            claim_batch: 200,
+            completion_batch: 1_000,
+            max_lost_leases: 5,
+            shutdown_grace: Duration::from_secs(30),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// An attempt running on this node.
+struct InFlight {
+    tenant_id: Uuid,
+    task_run_id: Uuid,
+    cancel: CancellationToken,
+    /// Interrupted by this node's shutdown: hand back, do not fail.
+    handed_back: Arc<AtomicBool>,
+}
+
+type WorkerCell = Arc<OnceCell<Result<Worker, String>>>;
+
+pub(crate) struct NodeInner {
+    pub(crate) db: Db,
+    pub(crate) runtime: Runtime,
+    pub(crate) config: NodeConfig,
+    /// Node-wide execution capacity.
+    pub(crate) capacity: Arc<Semaphore>,
+    /// How many waiting parents may give their slot back (the instance pool's headroom).
+    pub(crate) wait_releases: Arc<Semaphore>,
+    workers: Mutex<HashMap<String, WorkerCell>>,
+    inflight: Mutex<HashMap<i64, InFlight>>,
+    waiters: Mutex<HashMap<Uuid, Arc<Notify>>>,
+    pub(crate) work: Notify,
+    completions: mpsc::UnboundedSender<Completion>,
+    /// Stops claiming.
+    stopping: CancellationToken,
+    attempts: TaskTracker,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A running node: dispatcher, workers and background loops.
+pub struct Node {
+    inner: Arc<NodeInner>,
+    background: JoinSet<()>,
+    completer: tokio::task::JoinHandle<()>,
+    stop_loops: CancellationToken,
+}
+
+/// Slots of one worker on a node, for `GET /workers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerStats {
+    /// Module digest.
+    pub module: String,
+    /// Slots in all.
+    pub slots: u32,
+    /// Slots in use.
+    pub in_use: u32,
+}
+
+impl Node {
+    /// Starts a node on `db` with `runtime`.
+    pub async fn start(db: Db, runtime: Runtime, config: NodeConfig) -> Result<Self, sqlx::Error> {
+        let (completions, receiver) = mpsc::unbounded_channel();
+        let headroom = (runtime.free_instances() as u32).saturating_sub(config.capacity);
+        let inner = Arc::new(NodeInner {
+            capacity: Arc::new(Semaphore::new(config.capacity.max(1) as usize)),
+            wait_releases: Arc::new(Semaphore::new(headroom as usize)),
+            db,
+            runtime,
+            config,
+            workers: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+            waiters: Mutex::new(HashMap::new()),
+            work: Notify::new(),
+            completions,
+            stopping: CancellationToken::new(),
+            attempts: TaskTracker::new(),
+        });
+        let mut listener = PgListener::connect_with(&inner.db.pool).await?;
+        listener
+            .listen_all([
+                db::CHANNEL_WORK,
+                db::CHANNEL_CANCEL,
+                db::CHANNEL_RUN_FINISHED,
+            ])
+            .await?;
+        let stop_loops = CancellationToken::new();
+        let mut background = JoinSet::new();
+        background.spawn(listen(inner.clone(), listener, stop_loops.clone()));
+        background.spawn(dispatch(inner.clone()));
+        background.spawn(heartbeat(inner.clone(), stop_loops.clone()));
+        background.spawn(reap(inner.clone(), stop_loops.clone()));
+        let completer = tokio::spawn(complete(inner.clone(), receiver));
+        Ok(Self {
+            inner,
+            background,
+            completer,
+            stop_loops,
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> Uuid {
+        self.inner.config.node_id
+    }
+
+    /// Attempts running now.
+    pub fn running(&self) -> usize {
+        lock(&self.inner.inflight).len()
+    }
+
+    /// The workers this node has loaded, with their slots.
+    pub fn workers(&self) -> Vec<WorkerStats> {
+        lock(&self.inner.workers)
+            .iter()
+            .filter_map(|(module, cell)| match cell.get() {
+                Some(Ok(worker)) => Some(WorkerStats {
+                    module: module.clone(),
+                    slots: worker.total_slots(),
+                    in_use: worker.slots_in_use(),
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Graceful shutdown: stop claiming, let attempts finish within the grace period, then
+    /// interrupt the rest and hand them back (no retry consumed), write every completion.
+    pub async fn shutdown(mut self) {
+        self.inner.stopping.cancel();
+        self.inner.attempts.close();
+        let grace = self.inner.config.shutdown_grace;
+        if tokio::time::timeout(grace, self.inner.attempts.wait())
+            .await
+            .is_err()
+        {
+            for inflight in lock(&self.inner.inflight).values() {
+                inflight.handed_back.store(true, Ordering::SeqCst);
+                inflight.cancel.cancel();
+            }
+            self.inner.attempts.wait().await;
+        }
+        self.stop_loops.cancel();
+        while self.background.join_next().await.is_some() {}
+        // The completer ends once every sender is gone: the last ones live in `inner`.
+        let Self {
+            inner, completer, ..
+        } = self;
+        drop(inner);
+        let _ = completer.await;
+    }
+
+    /// Stops dead, as a crash would: attempts are dropped mid-run and nothing more is written.
+    /// Their leases expire and another node runs them again.
+    pub fn kill(mut self) {
+        self.stop_loops.cancel();
+        self.inner.stopping.cancel();
+        self.background.abort_all();
+        self.completer.abort();
+        for inflight in lock(&self.inner.inflight).values() {
+            inflight.cancel.cancel();
+        }
+        // Attempts see their completions channel closed and write nothing.
+        lock(&self.inner.inflight).clear();
+    }
+}
+
+impl NodeInner {
+    /// The worker of module `digest`, loading it from the database on first use.
+    async fn worker(&self, tenant_id: Uuid, digest: &str) -> Result<Worker, String> {
+        let cell = lock(&self.workers)
+            .entry(digest.to_owned())
+            .or_default()
+            .clone();
+        cell.get_or_init(|| async {
+            let mut conn = self.db.pool.acquire().await.map_err(|e| e.to_string())?;
+            let bytes = module::module_bytes(&mut conn, tenant_id, digest)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("module {digest} is not stored"))?;
+            let loaded = self.runtime.load(&bytes).await.map_err(|e| e.to_string())?;
+            let slots = loaded.manifest.slots.unwrap_or(self.config.default_slots);
+            Ok(Worker::new(self.runtime.clone(), loaded, slots))
+        })
+        .await
+        .clone()
+    }
+
+    fn full_modules(&self) -> Vec<String> {
+        lock(&self.workers)
+            .iter()
+            .filter(|(_, cell)| matches!(cell.get(), Some(Ok(worker)) if worker.is_full()))
+            .map(|(digest, _)| digest.clone())
+            .collect()
+    }
+
+    /// A notifier woken when run `id` finishes on any node.
+    pub(crate) fn run_waiter(&self, id: Uuid) -> Arc<Notify> {
+        lock(&self.waiters).entry(id).or_default().clone()
+    }
+
+    pub(crate) fn forget_waiter(&self, id: Uuid) {
+        let mut waiters = lock(&self.waiters);
+        if waiters
+            .get(&id)
+            .is_some_and(|notify| Arc::strong_count(notify) == 1)
+        {
+            waiters.remove(&id);
+        }
+    }
+}
+
+async fn listen(inner: Arc<NodeInner>, mut listener: PgListener, stop: CancellationToken) {
+    loop {
+        let notification = tokio::select! {
+            notification = listener.recv() => notification,
+            () = stop.cancelled() => return,
+        };
+        match notification {
+            Ok(notification) => match notification.channel() {
+                db::CHANNEL_WORK => inner.work.notify_one(),
+                db::CHANNEL_CANCEL => {
+                    let ids = db::parse_ids(notification.payload());
+                    for inflight in lock(&inner.inflight).values() {
+                        if ids.contains(&inflight.task_run_id) {
+                            inflight.cancel.cancel();
+                        }
+                    }
+                }
+                db::CHANNEL_RUN_FINISHED => {
+                    let waiters = lock(&inner.waiters);
+                    for id in db::parse_ids(notification.payload()) {
+                        if let Some(notify) = waiters.get(&id) {
+                            notify.notify_waiters();
+                        }
+                    }
+                }
+                _ => {}
+            },
+            Err(e) => {
+                // PgListener reconnects on the next recv; notifications sent meanwhile are
+                // lost, so poll once to catch up.
+                tracing::warn!("listener error, reconnecting: {e}");
+                inner.work.notify_one();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+async fn dispatch(inner: Arc<NodeInner>) {
+    loop {
+        let first = tokio::select! {
+            permit = inner.capacity.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            () = inner.stopping.cancelled() => return,
+        };
+        let mut permits = vec![first];
+        while permits.len() < inner.config.claim_batch as usize {
+            match inner.capacity.clone().try_acquire_owned() {
+                Ok(permit) => permits.push(permit),
+                Err(_) => break,
+            }
+        }
+        let full = inner.full_modules();
+        let params = ClaimParams {
+            node: inner.config.node_id,
+            limit: permits.len() as i64,
+            full_modules: &full,
+            lease: inner.config.lease,
+        };
+        let claimed = match inner.db.lossy.acquire().await {
+            Ok(mut conn) => task_run_claim(&mut conn, &params).await,
+            Err(e) => Err(e),
+        };
+        let claimed = match claimed {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                tracing::warn!("claim failed: {e}");
+                drop(permits);
+                tokio::select! {
+                    () = tokio::time::sleep(inner.config.poll_interval) => continue,
+                    () = inner.stopping.cancelled() => return,
+                }
+            }
+        };
+        let wanted = permits.len();
+        let got = claimed.len();
+        for (task, permit) in claimed.into_iter().zip(permits.drain(..)) {
+            inner
+                .attempts
+                .spawn(run_attempt(inner.clone(), task, permit));
+        }
+        drop(permits);
+        if got < wanted {
+            tokio::select! {
+                () = inner.work.notified() => {}
+                () = tokio::time::sleep(inner.config.poll_interval) => {}
+                () = inner.stopping.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// Runs one claimed attempt and sends its completion.
+async fn run_attempt(inner: Arc<NodeInner>, task: ClaimedTask, capacity: OwnedSemaphorePermit) {
+    let completion = |outcome, logs| Completion {
+        tenant_id: task.tenant_id,
+        task_run_id: task.id,
+        attempt: task.attempt,
+        lease_token: task.lease_token,
+        outcome,
+        logs,
+    };
+    let worker = match inner.worker(task.tenant_id, &task.module_digest).await {
+        Ok(worker) => worker,
+        Err(e) => {
+            let outcome = AttemptOutcome::Failed {
+                error: format!("its module cannot be loaded: {e}"),
+                code: "host".into(),
+                retryable: true,
+            };
+            let _ = inner.completions.send(completion(outcome, vec![]));
+            return;
+        }
+    };
+    let slot = worker.acquire_slot().await;
+    let cancel = CancellationToken::new();
+    let handed_back = Arc::new(AtomicBool::new(false));
+    lock(&inner.inflight).insert(
+        task.lease_token,
+        InFlight {
+            tenant_id: task.tenant_id,
+            task_run_id: task.id,
+            cancel: cancel.clone(),
+            handed_back: handed_back.clone(),
+        },
+    );
+    let parents: Vec<(String, String)> =
+        serde_json::from_str::<Vec<(String, serde_json::Value)>>(&task.parent_outputs)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, output)| (name, output.to_string()))
+            .collect();
+    let host = Arc::new(DurableHost::new(
+        inner.clone(),
+        task.tenant_id,
+        worker.clone(),
+        capacity,
+        slot,
+    ));
+    let attempt = Attempt {
+        run: RunInfo {
+            workflow_run_id: task.workflow_run_id.to_string(),
+            task_run_id: task.id.to_string(),
+            workflow: task.workflow.clone(),
+            task: task.task.clone(),
+            attempt: task.attempt as u32,
+            metadata: task.metadata.clone(),
+            parents,
+        },
+        input: task.input.clone(),
+        limits: Limits {
+            timeout: Duration::from_millis(task.execution_timeout_ms.max(1) as u64),
+            ..inner.config.limits
+        },
+        cancel,
+        host: host.clone(),
+    };
+    let report = worker.runtime().execute(worker.module(), attempt).await;
+    let still_ours = lock(&inner.inflight).remove(&task.lease_token).is_some();
+    drop(host);
+    if !still_ours {
+        // Killed: a crashed node writes nothing.
+        return;
+    }
+    let outcome = match report.outcome {
+        Ok(output) => AttemptOutcome::Succeeded(output),
+        Err(TaskFailure::Cancelled) if handed_back.load(Ordering::SeqCst) => {
+            AttemptOutcome::Released
+        }
+        Err(failure) => AttemptOutcome::Failed {
+            error: failure.to_string(),
+            code: failure.code().into(),
+            retryable: failure.is_retryable(),
+        },
+    };
+    let _ = inner.completions.send(completion(outcome, report.logs));
+}
+
+/// Writes completions in batches: whatever arrived while the previous commit was in flight
+/// goes into the next one, so commits per task fall as load rises.
+async fn complete(inner: Arc<NodeInner>, mut receiver: mpsc::UnboundedReceiver<Completion>) {
+    let max = inner.config.completion_batch.max(1);
+    let db = inner.db.clone();
+    let work = Arc::downgrade(&inner);
+    drop(inner);
+    while let Some(first) = receiver.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < max {
+            match receiver.try_recv() {
+                Ok(completion) => batch.push(completion),
+                Err(_) => break,
+            }
+        }
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match write_completions(&db, &batch).await {
+                Ok(effects) => {
+                    if effects.queued
+                        && let Some(inner) = work.upgrade()
+                    {
+                        inner.work.notify_one();
+                    }
+                    break;
+                }
+                Err(e) => {
+                    // Never drop a result: retry until the database is back. If this node dies
+                    // meanwhile, the lease expires and the task runs again elsewhere.
+                    tracing::warn!("writing {} completions failed, retrying: {e}", batch.len());
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+async fn write_completions(
+    db: &Db,
+    batch: &[Completion],
+) -> Result<db::task_run::CompletionEffects, sqlx::Error> {
+    let mut tx = db.pool.begin().await?;
+    let effects = task_runs_complete(&mut tx, batch).await?;
+    tx.commit().await?;
+    Ok(effects)
+}
+
+async fn heartbeat(inner: Arc<NodeInner>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(inner.config.heartbeat) => {}
+            () = stop.cancelled() => return,
+        }
+        let held: Vec<(Uuid, Uuid, i64)> = lock(&inner.inflight)
+            .iter()
+            .map(|(token, f)| (f.tenant_id, f.task_run_id, *token))
+            .collect();
+        if held.is_empty() {
+            continue;
+        }
+        let renewed = match inner.db.lossy.acquire().await {
+            Ok(mut conn) => {
+                task_runs_heartbeat(&mut conn, inner.config.node_id, &held, inner.config.lease)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match renewed {
+            Ok(renewed) => {
+                // A lease that could not be renewed was cancelled or lost: stop the attempt.
+                for (token, inflight) in lock(&inner.inflight).iter() {
+                    if held.iter().any(|h| h.2 == *token) && !renewed.contains(token) {
+                        inflight.cancel.cancel();
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("heartbeat failed: {e}"),
+        }
+    }
+}
+
+async fn reap(inner: Arc<NodeInner>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(inner.config.reap_interval) => {}
+            () = stop.cancelled() => return,
+        }
+        let reaped = async {
+            let mut tx = inner.db.pool.begin().await?;
+            let reaped =
+                task_runs_reap(&mut tx, chrono::Utc::now(), inner.config.max_lost_leases).await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(reaped)
+        };
+        match reaped.await {
+            Ok(reaped) if reaped.requeued + reaped.failed + reaped.expired > 0 => {
+                tracing::info!(?reaped, "reaped task runs");
+                inner.work.notify_one();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("reaper failed: {e}"),
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! Starting, reading, cancelling, replaying and awaiting workflow runs: the library API that
+//! the HTTP API, the triggers and the `spawn` import all go through.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::postgres::PgListener;
+use uuid::Uuid;
+
+use crate::db::module::{WorkflowVersion, workflow_latest};
+use crate::db::workflow_run::{
+    self, NewWorkflowRun, TaskRunRow, WorkflowRunRow, workflow_runs_create,
+};
+use crate::db::{self, Db};
+
+/// Why a run could not be started or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// No workflow of that name is deployed.
+    #[error("unknown workflow `{0}`")]
+    UnknownWorkflow(String),
+    /// Priority outside 1..=3.
+    #[error("priority must be 1, 2 or 3, got {0}")]
+    InvalidPriority(u8),
+    /// Metadata that is not a JSON object.
+    #[error("additional metadata must be a JSON object")]
+    InvalidMetadata,
+    /// The database failed.
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// A request to start one workflow run.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct RunRequest {
+    /// The workflow to run (its newest version).
+    pub workflow: String,
+    /// Its input.
+    #[serde(default)]
+    pub input: Value,
+    /// Additional metadata (a JSON object) for filtering and concurrency keys.
+    #[serde(default = "empty_object")]
+    pub additional_metadata: Value,
+    /// Priority 1..=3; default: the workflow's default priority, else 1.
+    #[serde(default)]
+    pub priority: Option<u8>,
+    /// Idempotency key: a second start with the same key returns the first run.
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(serde_json::Map::new())
+}
+
+impl RunRequest {
+    /// A run of `workflow` with `input`, default everything else.
+    pub fn new(workflow: impl Into<String>, input: Value) -> Self {
+        Self {
+            workflow: workflow.into(),
+            input,
+            additional_metadata: empty_object(),
+            priority: None,
+            key: None,
+        }
+    }
+}
+
+/// The priority a run gets: asked for, else the workflow's default, else 1.
+pub fn effective_priority(asked: Option<u8>, workflow: &WorkflowVersion) -> Result<i16, RunError> {
+    let priority = asked.or(workflow.definition.default_priority).unwrap_or(1);
+    if (1..=3).contains(&priority) {
+        Ok(i16::from(priority))
+    } else {
+        Err(RunError::InvalidPriority(priority))
+    }
+}
+
+/// Starts the runs in one transaction (all or nothing) and wakes the dispatchers; returns
+/// their ids in order. Durable when this returns.
+pub async fn start_runs(
+    db: &Db,
+    tenant_id: Uuid,
+    requests: &[RunRequest],
+) -> Result<Vec<Uuid>, RunError> {
+    let mut tx = db.pool.begin().await?;
+    let mut versions: std::collections::HashMap<&str, WorkflowVersion> = Default::default();
+    for request in requests {
+        if !versions.contains_key(request.workflow.as_str()) {
+            let version = workflow_latest(&mut tx, tenant_id, &request.workflow)
+                .await?
+                .ok_or_else(|| RunError::UnknownWorkflow(request.workflow.clone()))?;
+            versions.insert(&request.workflow, version);
+        }
+        if !request.additional_metadata.is_object() {
+            return Err(RunError::InvalidMetadata);
+        }
+    }
+    let texts: Vec<(String, String)> = requests
+        .iter()
+        .map(|r| (r.input.to_string(), r.additional_metadata.to_string()))
+        .collect();
+    let mut runs = Vec::with_capacity(requests.len());
+    for (request, (input, metadata)) in requests.iter().zip(&texts) {
+        let workflow = &versions[request.workflow.as_str()];
+        runs.push(NewWorkflowRun {
+            workflow,
+            input,
+            additional_metadata: metadata,
+            priority: effective_priority(request.priority, workflow)?,
+            idempotency_key: request.key.as_deref(),
+            parent: None,
+        });
+    }
+    let ids = workflow_runs_create(&mut tx, tenant_id, &runs).await?;
+    db::notify_work(&mut tx).await?;
+    tx.commit().await?;
+    Ok(ids)
+}
+
+/// Starts one run.
+pub async fn start_run(db: &Db, tenant_id: Uuid, request: &RunRequest) -> Result<Uuid, RunError> {
+    let ids = start_runs(db, tenant_id, std::slice::from_ref(request)).await?;
+    Ok(ids[0])
+}
+
+/// A workflow run with its task runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunView {
+    /// The run.
+    pub run: WorkflowRunRow,
+    /// Its task runs.
+    pub tasks: Vec<TaskRunRow>,
+}
+
+impl RunView {
+    /// The task run named `name`.
+    pub fn task(&self, name: &str) -> Option<&TaskRunRow> {
+        self.tasks.iter().find(|t| t.task == name)
+    }
+}
+
+/// A run and its tasks; `None` if this tenant has no such run.
+pub async fn get_run(db: &Db, tenant_id: Uuid, id: Uuid) -> Result<Option<RunView>, RunError> {
+    let mut conn = db.pool.acquire().await?;
+    let Some(run) = workflow_run::workflow_run_get(&mut conn, tenant_id, id).await? else {
+        return Ok(None);
+    };
+    let tasks = workflow_run::task_runs_of_run(&mut conn, tenant_id, id).await?;
+    Ok(Some(RunView { run, tasks }))
+}
+
+/// Cancels a run and its descendants; `false` if there is no such run.
+pub async fn cancel_run(db: &Db, tenant_id: Uuid, id: Uuid) -> Result<bool, RunError> {
+    let mut tx = db.pool.begin().await?;
+    let cancelled = workflow_run::workflow_run_cancel(&mut tx, tenant_id, id).await?;
+    tx.commit().await?;
+    Ok(cancelled.is_some())
+}
+
+/// Replays a failed or cancelled run from its unfinished tasks; `false` if there is no such
+/// run or it is not failed or cancelled.
+pub async fn replay_run(db: &Db, tenant_id: Uuid, id: Uuid) -> Result<bool, RunError> {
+    let mut tx = db.pool.begin().await?;
+    let replayed = workflow_run::workflow_run_replay(&mut tx, tenant_id, id).await?;
+    tx.commit().await?;
+    Ok(replayed)
+}
+
+/// Waits until the run finishes (or `timeout` passes) and returns it. Listens for the
+/// run-finished notification; a slow poll covers a missed one.
+pub async fn wait_for_run(
+    db: &Db,
+    tenant_id: Uuid,
+    id: Uuid,
+    timeout: Duration,
+) -> Result<Option<RunView>, RunError> {
+    let mut listener = PgListener::connect_with(&db.pool).await?;
+    listener.listen(db::CHANNEL_RUN_FINISHED).await?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let view = get_run(db, tenant_id, id).await?;
+        match &view {
+            None => return Ok(None),
+            Some(view)
+                if matches!(
+                    view.run.status.as_str(),
+                    "succeeded" | "failed" | "cancelled"
+                ) =>
+            {
+                return Ok(Some(view.clone()));
+            }
+            Some(_) => {}
+        }
+        let notified = async {
+            loop {
+                match listener.recv().await {
+                    Ok(notification) if db::parse_ids(notification.payload()).contains(&id) => {
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        };
+        tokio::select! {
+            () = notified => {}
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            () = tokio::time::sleep_until(deadline) => return get_run(db, tenant_id, id).await,
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Test fixture for the durable core: a diamond DAG, flaky and failing tasks with retries and
+//! an on-failure handler, slow and spinning tasks for timeouts, cancellation and crashes.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use hatchery_sdk::prelude::*;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// Returns `{"task": <its name>, "parents": {<parent>: <output>}}`.
+fn node(_input: Value, ctx: &Context) -> Result<Value, TaskError> {
+    let mut parents = serde_json::Map::new();
+    for parent in ["a", "b", "c"] {
+        if let Ok(output) = ctx.parent_output::<Value>(parent) {
+            parents.insert(parent.into(), output);
+        }
+    }
+    Ok(json!({ "task": ctx.task(), "parents": parents }))
+}
+
+/// Fails until its third attempt.
+fn flaky(_input: Value, ctx: &Context) -> Result<Value, TaskError> {
+    if ctx.attempt() < 3 {
+        return Err(TaskError::failed(format!(
+            "flaky attempt {}",
+            ctx.attempt()
+        )));
+    }
+    Ok(json!({ "attempt": ctx.attempt() }))
+}
+
+/// Fails on its first attempt only (a replay makes a second one).
+fn once(_input: Value, ctx: &Context) -> Result<Value, TaskError> {
+    if ctx.attempt() == 1 {
+        return Err(TaskError::failed("first attempt fails"));
+    }
+    Ok(json!({ "attempt": ctx.attempt() }))
+}
+
+/// Always fails, retryably.
+fn broken(_input: Value, _ctx: &Context) -> Result<Value, TaskError> {
+    Err(TaskError::failed("broken on purpose"))
+}
+
+/// Fails for good.
+fn fatal(_input: Value, _ctx: &Context) -> Result<Value, TaskError> {
+    Err(TaskError::fatal("fatal on purpose"))
+}
+
+/// The on-failure handler: reports what it was told.
+fn cleanup(input: Value, _ctx: &Context) -> Result<Value, TaskError> {
+    Ok(json!({ "handled": input["error"] }))
+}
+
+/// Returns `{}` at once.
+fn noop(_input: Value, _ctx: &Context) -> Result<Value, TaskError> {
+    Ok(json!({}))
+}
+
+/// The input of `hold`.
+#[derive(Deserialize)]
+struct Hold {
+    ms: u64,
+}
+
+/// Sleeps `ms` milliseconds, then returns `{"slept": ms}`.
+fn hold(input: Hold, _ctx: &Context) -> Result<Value, TaskError> {
+    std::thread::sleep(Duration::from_millis(input.ms));
+    Ok(json!({ "slept": input.ms }))
+}
+
+/// Burns CPU forever.
+fn spin(_input: Value, _ctx: &Context) -> Result<Value, TaskError> {
+    let mut counter = 0u64;
+    loop {
+        counter = black_box(counter.wrapping_add(1));
+    }
+}
+
+/// The module.
+fn module() -> Module {
+    Module::new()
+        .workflow(
+            Workflow::new("diamond")
+                .task(Task::new("a", node))
+                .task(Task::new("b", node).parent("a"))
+                .task(Task::new("c", node).parent("a"))
+                .task(Task::new("d", node).parents(["b", "c"])),
+        )
+        .workflow(Workflow::new("flaky").task(Task::new("flaky", flaky).retries(3)))
+        .workflow(Workflow::new("once").task(Task::new("once", once)))
+        .workflow(
+            Workflow::new("doomed")
+                .task(Task::new("first", noop))
+                .task(Task::new("second", broken).parent("first").retries(1))
+                .task(Task::new("third", noop).parent("second"))
+                .on_failure(Task::new("cleanup", cleanup)),
+        )
+        .workflow(Workflow::new("fatal").task(Task::new("fatal", fatal).retries(5)))
+        .workflow(Workflow::new("noop").task(Task::new("noop", noop)))
+        .workflow(Workflow::new("hold").task(Task::new("hold", hold)))
+        .workflow(
+            Workflow::new("slow").task(
+                Task::new("slow", hold)
+                    .execution_timeout(Duration::from_millis(300))
+                    .retries(1),
+            ),
+        )
+        .workflow(
+            Workflow::new("impatient")
+                .task(Task::new("impatient", noop).schedule_timeout(Duration::from_millis(100))),
+        )
+        .workflow(Workflow::new("spin").task(Task::new("spin", spin)))
+        .workflow(
+            Workflow::new("backoff").task(Task::new("backoff", broken).retries(1).backoff(2.0, 60)),
+        )
+}
+
+hatchery_sdk::export!(module);
