@@ -1,8 +1,9 @@
 //! Hatchery's benchmarks: each compares configurations side by side in one run and prints
 //! ratios, because this machine's absolute speed swings with its neighbours.
 //!
-//! Run with: `cargo run --release -p hatchery-bench -- runtime`
+//! Run with: `cargo run --release -p hatchery-bench -- runtime` (or `-- queue`)
 
+mod queue;
 mod runtime;
 
 use clap::{Parser, Subcommand};
@@ -18,11 +19,14 @@ struct Args {
 enum Bench {
     /// Instantiate + run of a no-op task, and fuel metering on vs off on a compute-heavy task.
     Runtime(runtime::RuntimeArgs),
+    /// Throughput, commits per task and enqueue-to-start latency, against graphile-worker.
+    Queue(queue::QueueArgs),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Args::parse().bench {
         Bench::Runtime(args) => runtime::run(args).await,
+        Bench::Queue(args) => queue::run(args).await,
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! The library holds everything a node does; the `hatchery` binary only wires it up.
 
+pub mod api;
 pub mod cli;
 pub mod db;
 pub mod manifest;

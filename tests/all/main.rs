@@ -2,6 +2,7 @@
 //!
 //! One test binary (one link step), one module per topic.
 
+mod api;
 mod durable;
 mod loading;
 mod sandbox;

@@ -4,6 +4,7 @@
 //! shape. Errors reach `main` as `anyhow` errors and become exit code 1.
 
 mod exec;
+mod serve;
 
 use std::path::PathBuf;
 
@@ -25,6 +26,10 @@ pub enum Command {
     Exec(exec::ExecArgs),
     /// Print the manifest a component declares: workflows, tasks, triggers, flow control.
     Inspect(exec::InspectArgs),
+    /// Run a node: the HTTP API, the dispatcher and the workers, against PostgreSQL.
+    Serve(serve::ServeArgs),
+    /// Apply the database migrations and exit.
+    Migrate(serve::MigrateArgs),
 }
 
 /// Options shared by commands that load components locally.
@@ -59,5 +64,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Exec(args) => exec::exec(args).await,
         Command::Inspect(args) => exec::inspect(args).await,
+        Command::Serve(args) => serve::serve(args).await,
+        Command::Migrate(args) => serve::migrate(args).await,
     }
 }

@@ -7,8 +7,11 @@
 
 pub mod module;
 pub mod task_run;
+pub mod tenant;
+pub mod token;
 pub mod workflow_run;
 
+use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use uuid::Uuid;
 
@@ -24,6 +27,16 @@ pub const CHANNEL_RUN_FINISHED: &str = "hatchery_run_finished";
 
 /// The embedded migrations (`migrations/`), applied by `Db::migrate`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// One page of a list, newest first: at most `limit` rows strictly older than `before`
+/// (creation time, then key descending, so rows created in the same instant are not skipped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageParams<K> {
+    /// Most rows returned.
+    pub limit: i64,
+    /// The (creation time, key) of the last row of the previous page.
+    pub before: Option<(DateTime<Utc>, K)>,
+}
 
 /// The node's database handles.
 #[derive(Debug, Clone)]
@@ -51,6 +64,18 @@ impl Db {
             .connect(url)
             .await?;
         Ok(Self::new(pool))
+    }
+
+    /// Whether every embedded migration is applied (and none failed half-way).
+    pub async fn migrations_applied(&self) -> Result<bool, sqlx::Error> {
+        let applied: Vec<(i64, bool)> =
+            sqlx::query_as("SELECT version, success FROM _sqlx_migrations")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(MIGRATOR
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration())
+            .all(|m| applied.contains(&(m.version, true))))
     }
 
     /// Applies the migrations not yet applied.

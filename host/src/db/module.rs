@@ -159,3 +159,104 @@ pub async fn workflows_with_event_triggers(
     .await?;
     Ok(rows.into_iter().map(Into::into).collect())
 }
+
+/// A stored module, without its bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModuleSummary {
+    /// sha256 of the bytes, hex.
+    pub digest: String,
+    /// Size of the component in bytes.
+    pub size: i64,
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// When it was uploaded.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A page of the tenant's modules, newest first.
+pub async fn modules_list(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    page: &super::PageParams<String>,
+) -> Result<Vec<ModuleSummary>, sqlx::Error> {
+    let (before_at, before_digest) = page.before.clone().unzip();
+    let rows: Vec<(
+        String,
+        i64,
+        sqlx::types::Json<Manifest>,
+        chrono::DateTime<chrono::Utc>,
+    )> = sqlx::query_as(
+        "SELECT digest, octet_length(bytes)::bigint, manifest, created_at FROM modules
+         WHERE tenant_id = $1
+           AND ($2::timestamptz IS NULL OR (created_at, digest) < ($2, $3))
+         ORDER BY created_at DESC, digest DESC LIMIT $4",
+    )
+    .bind(tenant_id)
+    .bind(before_at)
+    .bind(before_digest)
+    .bind(page.limit)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(digest, size, manifest, created_at)| ModuleSummary {
+            digest,
+            size,
+            manifest: manifest.0,
+            created_at,
+        })
+        .collect())
+}
+
+/// The digests of every module of the tenant.
+pub async fn module_digests(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT digest FROM modules WHERE tenant_id = $1")
+        .bind(tenant_id)
+        .fetch_all(conn)
+        .await
+}
+
+/// A page of the newest version of each of the tenant's workflows, most recently deployed
+/// first.
+pub async fn workflows_list(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    page: &super::PageParams<String>,
+) -> Result<Vec<WorkflowVersion>, sqlx::Error> {
+    let (before_at, before_name) = page.before.clone().unzip();
+    let rows: Vec<WorkflowRow> = sqlx::query_as(
+        "SELECT * FROM (
+             SELECT DISTINCT ON (name) tenant_id, name, version, module_digest, definition, created_at
+             FROM workflows WHERE tenant_id = $1 ORDER BY name, version DESC
+         ) latest
+         WHERE $2::timestamptz IS NULL OR (created_at, name) < ($2, $3)
+         ORDER BY created_at DESC, name DESC LIMIT $4",
+    )
+    .bind(tenant_id)
+    .bind(before_at)
+    .bind(before_name)
+    .bind(page.limit)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
+/// Every version of workflow `name`, newest first.
+pub async fn workflow_versions(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    name: &str,
+) -> Result<Vec<WorkflowVersion>, sqlx::Error> {
+    let rows: Vec<WorkflowRow> = sqlx::query_as(
+        "SELECT tenant_id, name, version, module_digest, definition, created_at FROM workflows
+         WHERE tenant_id = $1 AND name = $2 ORDER BY version DESC",
+    )
+    .bind(tenant_id)
+    .bind(name)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}

@@ -261,6 +261,8 @@ pub struct WorkflowRunRow {
     pub priority: i16,
     /// The task run that spawned it.
     pub parent_task_run_id: Option<Uuid>,
+    /// The workflow run of that task run.
+    pub parent_run_id: Option<Uuid>,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// First task started.
@@ -298,17 +300,25 @@ pub struct TaskRunRow {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// The columns of a `WorkflowRunRow`, over `workflow_runs r` joined with `PARENT_JOIN`.
+const RUN_COLUMNS: &str = "r.id, r.workflow, r.version, r.status, r.input, r.output, r.error,
+     r.additional_metadata, r.priority, r.parent_task_run_id, p.workflow_run_id AS parent_run_id,
+     r.created_at, r.started_at, r.finished_at";
+
+/// Joins the task run that spawned a run, for its workflow run id.
+const PARENT_JOIN: &str = "LEFT JOIN task_runs p
+     ON p.tenant_id = r.tenant_id AND p.id = r.parent_task_run_id";
+
 /// One workflow run.
 pub async fn workflow_run_get(
     conn: &mut PgConnection,
     tenant_id: Uuid,
     id: Uuid,
 ) -> Result<Option<WorkflowRunRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, workflow, version, status, input, output, error, additional_metadata, priority,
-                parent_task_run_id, created_at, started_at, finished_at
-         FROM workflow_runs WHERE tenant_id = $1 AND id = $2",
-    )
+    sqlx::query_as(&format!(
+        "SELECT {RUN_COLUMNS} FROM workflow_runs r {PARENT_JOIN}
+         WHERE r.tenant_id = $1 AND r.id = $2"
+    ))
     .bind(tenant_id)
     .bind(id)
     .fetch_optional(conn)
@@ -328,6 +338,110 @@ pub async fn task_runs_of_run(
     )
     .bind(tenant_id)
     .bind(run_id)
+    .fetch_all(conn)
+    .await
+}
+
+/// Which runs to list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunListParams<'a> {
+    /// Only runs of this workflow.
+    pub workflow: Option<&'a str>,
+    /// Only runs in this status.
+    pub status: Option<&'a str>,
+    /// Only runs whose metadata contains this JSON object.
+    pub metadata: Option<&'a Value>,
+    /// Only runs spawned by the tasks of this run.
+    pub parent_run_id: Option<Uuid>,
+    /// Which page.
+    pub page: super::PageParams<Uuid>,
+}
+
+/// A page of the tenant's workflow runs matching `params`, newest first.
+pub async fn workflow_runs_list(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    params: &RunListParams<'_>,
+) -> Result<Vec<WorkflowRunRow>, sqlx::Error> {
+    let (before_at, before_id) = params.page.before.unzip();
+    sqlx::query_as(&format!(
+        "SELECT {RUN_COLUMNS} FROM workflow_runs r {PARENT_JOIN}
+         WHERE r.tenant_id = $1
+           AND ($2::text IS NULL OR r.workflow = $2)
+           AND ($3::text IS NULL OR r.status = $3)
+           AND ($4::jsonb IS NULL OR r.additional_metadata @> $4)
+           AND ($5::uuid IS NULL OR r.parent_task_run_id IN (
+                   SELECT c.id FROM task_runs c WHERE c.tenant_id = $1 AND c.workflow_run_id = $5))
+           AND ($6::timestamptz IS NULL OR (r.created_at, r.id) < ($6, $7))
+         ORDER BY r.created_at DESC, r.id DESC LIMIT $8"
+    ))
+    .bind(tenant_id)
+    .bind(params.workflow)
+    .bind(params.status)
+    .bind(params.metadata)
+    .bind(params.parent_run_id)
+    .bind(before_at)
+    .bind(before_id)
+    .bind(params.page.limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// One log line of a task attempt, with the task it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RunLogLine {
+    /// When the line was written.
+    pub at: DateTime<Utc>,
+    /// trace | debug | info | warn | error.
+    pub level: String,
+    /// The text.
+    pub message: String,
+    /// Task name.
+    pub task: String,
+    /// Task run id.
+    pub task_run_id: Uuid,
+    /// Attempt number.
+    pub attempt: i32,
+    /// Position within the attempt.
+    pub seq: i32,
+}
+
+/// Where a page of log lines starts: after this line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogPosition {
+    /// Time of the line.
+    pub at: DateTime<Utc>,
+    /// Its task run.
+    pub task_run_id: Uuid,
+    /// Its attempt.
+    pub attempt: i32,
+    /// Its position within the attempt.
+    pub seq: i32,
+}
+
+/// Up to `limit` log lines of the attempts of run `run_id`, oldest first, after `after`.
+pub async fn task_run_logs_of_run(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    run_id: Uuid,
+    after: Option<LogPosition>,
+    limit: i64,
+) -> Result<Vec<RunLogLine>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT l.at, l.level, l.message, t.task, l.task_run_id, l.attempt, l.seq
+         FROM task_runs t
+         JOIN task_run_logs l ON l.tenant_id = t.tenant_id AND l.task_run_id = t.id
+         WHERE t.tenant_id = $1 AND t.workflow_run_id = $2
+           AND ($3::timestamptz IS NULL OR (l.at, l.task_run_id, l.attempt, l.seq) > ($3, $4, $5, $6))
+         ORDER BY l.at, l.task_run_id, l.attempt, l.seq LIMIT $7",
+    )
+    .bind(tenant_id)
+    .bind(run_id)
+    .bind(after.map(|p| p.at))
+    .bind(after.map(|p| p.task_run_id))
+    .bind(after.map(|p| p.attempt))
+    .bind(after.map(|p| p.seq))
+    .bind(limit)
     .fetch_all(conn)
     .await
 }

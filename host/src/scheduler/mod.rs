@@ -10,7 +10,7 @@ pub mod node;
 pub mod runs;
 
 pub use deploy::{DeployError, Deployed, deploy_module};
-pub use node::{Node, NodeConfig, WorkerStats};
+pub use node::{Node, NodeConfig, NodeHandle, WorkerStats};
 pub use runs::{
     RunError, RunRequest, RunView, cancel_run, get_run, replay_run, start_run, start_runs,
     wait_for_run,

@@ -6,11 +6,11 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use sqlx::postgres::PgListener;
-use tokio::sync::{Notify, OnceCell, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Notify, OnceCell, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -41,7 +41,8 @@ pub struct NodeConfig {
     pub reap_interval: Duration,
     /// Claim poll when no notification arrives (the fallback to LISTEN/NOTIFY).
     pub poll_interval: Duration,
-    /// Most task runs claimed per statement.
+    /// Most task runs claimed per statement: the local queue of leased runs waiting for a
+    /// slot (refilled when fewer than `capacity` wait).
     pub claim_batch: u32,
     /// Most completions written per transaction.
     pub completion_batch: usize,
@@ -63,7 +64,7 @@ impl Default for NodeConfig {
             heartbeat: Duration::from_secs(10),
             reap_interval: Duration::from_secs(1),
             poll_interval: Duration::from_secs(1),
-            claim_batch: 200,
+            claim_batch: 100,
             completion_batch: 1_000,
             max_lost_leases: 5,
             shutdown_grace: Duration::from_secs(30),
@@ -95,6 +96,9 @@ pub(crate) struct NodeInner {
     inflight: Mutex<HashMap<i64, InFlight>>,
     waiters: Mutex<HashMap<Uuid, Arc<Notify>>>,
     pub(crate) work: Notify,
+    /// Claimed task runs waiting here for a slot, and the signal that one started.
+    local_queue: std::sync::atomic::AtomicUsize,
+    started: Notify,
     completions: mpsc::UnboundedSender<Completion>,
     /// Stops claiming.
     stopping: CancellationToken,
@@ -141,6 +145,8 @@ impl Node {
             inflight: Mutex::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),
             work: Notify::new(),
+            local_queue: std::sync::atomic::AtomicUsize::new(0),
+            started: Notify::new(),
             completions,
             stopping: CancellationToken::new(),
             attempts: TaskTracker::new(),
@@ -173,24 +179,23 @@ impl Node {
         self.inner.config.node_id
     }
 
-    /// Attempts running now.
+    /// Attempts executing now (claimed task runs still waiting for a slot excluded).
     pub fn running(&self) -> usize {
-        lock(&self.inner.inflight).len()
+        let claimed = lock(&self.inner.inflight).len();
+        claimed.saturating_sub(self.inner.local_queue.load(Ordering::SeqCst))
     }
 
     /// The workers this node has loaded, with their slots.
     pub fn workers(&self) -> Vec<WorkerStats> {
-        lock(&self.inner.workers)
-            .iter()
-            .filter_map(|(module, cell)| match cell.get() {
-                Some(Ok(worker)) => Some(WorkerStats {
-                    module: module.clone(),
-                    slots: worker.total_slots(),
-                    in_use: worker.slots_in_use(),
-                }),
-                _ => None,
-            })
-            .collect()
+        self.inner.worker_stats()
+    }
+
+    /// A handle for the HTTP API: worker stats and run waits, without keeping the node alive.
+    pub fn handle(&self) -> NodeHandle {
+        NodeHandle {
+            id: self.inner.config.node_id,
+            inner: Arc::downgrade(&self.inner),
+        }
     }
 
     /// Graceful shutdown: stop claiming, let attempts finish within the grace period, then
@@ -234,7 +239,92 @@ impl Node {
     }
 }
 
+/// What the HTTP API needs of a running node. Cheap to clone; it does not keep the node alive
+/// (a graceful shutdown waits for the last reference of the node's internals to go).
+#[derive(Clone)]
+pub struct NodeHandle {
+    id: Uuid,
+    inner: Weak<NodeInner>,
+}
+
+impl std::fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeHandle").field("id", &self.id).finish()
+    }
+}
+
+impl NodeHandle {
+    /// The node's id.
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
+    /// The workers the node has loaded, with their slots; empty once it stopped.
+    pub fn workers(&self) -> Vec<WorkerStats> {
+        self.inner
+            .upgrade()
+            .map(|inner| inner.worker_stats())
+            .unwrap_or_default()
+    }
+
+    /// Waits until run `id` finishes or `timeout` passes, woken by the node's own listener
+    /// (no connection of its own); returns the run as it is then, `None` if there is no such run.
+    pub async fn wait_for_run(
+        &self,
+        db: &Db,
+        tenant_id: Uuid,
+        id: Uuid,
+        timeout: Duration,
+    ) -> Result<Option<super::RunView>, super::RunError> {
+        let Some(notify) = self.inner.upgrade().map(|inner| inner.run_waiter(id)) else {
+            return super::wait_for_run(db, tenant_id, id, timeout).await;
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let result = loop {
+            // Created before the check, so a notification in between is not lost.
+            let notified = notify.notified();
+            let view = match super::get_run(db, tenant_id, id).await {
+                Ok(view) => view,
+                Err(e) => break Err(e),
+            };
+            let finished = view.as_ref().is_none_or(|view| {
+                matches!(
+                    view.run.status.as_str(),
+                    "succeeded" | "failed" | "cancelled"
+                )
+            });
+            if finished || tokio::time::Instant::now() >= deadline {
+                break Ok(view);
+            }
+            tokio::select! {
+                () = notified => {}
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+        };
+        drop(notify);
+        if let Some(inner) = self.inner.upgrade() {
+            inner.forget_waiter(id);
+        }
+        result
+    }
+}
+
 impl NodeInner {
+    fn worker_stats(&self) -> Vec<WorkerStats> {
+        lock(&self.workers)
+            .iter()
+            .filter_map(|(module, cell)| match cell.get() {
+                Some(Ok(worker)) => Some(WorkerStats {
+                    module: module.clone(),
+                    slots: worker.total_slots(),
+                    in_use: worker.slots_in_use(),
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The worker of module `digest`, loading it from the database on first use.
     async fn worker(&self, tenant_id: Uuid, digest: &str) -> Result<Worker, String> {
         let cell = lock(&self.workers)
@@ -317,26 +407,28 @@ async fn listen(inner: Arc<NodeInner>, mut listener: PgListener, stop: Cancellat
     }
 }
 
+/// Claims work ahead of the free slots, like a local queue: up to `claim_batch` task runs are
+/// claimed (leased) at once and wait here for a slot, and the next claim is made once fewer
+/// than `capacity` are waiting. One claim then serves many tasks, so claims cost a small
+/// fraction of a commit per task.
 async fn dispatch(inner: Arc<NodeInner>) {
+    let target = inner.config.claim_batch.max(inner.config.capacity).max(1) as usize;
+    let low_water = inner.config.capacity.max(1) as usize;
     loop {
-        let first = tokio::select! {
-            permit = inner.capacity.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-            () = inner.stopping.cancelled() => return,
-        };
-        let mut permits = vec![first];
-        while permits.len() < inner.config.claim_batch as usize {
-            match inner.capacity.clone().try_acquire_owned() {
-                Ok(permit) => permits.push(permit),
-                Err(_) => break,
+        if inner.stopping.is_cancelled() {
+            return;
+        }
+        let waiting = inner.local_queue.load(Ordering::SeqCst);
+        if waiting >= low_water {
+            tokio::select! {
+                () = inner.started.notified() => continue,
+                () = inner.stopping.cancelled() => return,
             }
         }
         let full = inner.full_modules();
         let params = ClaimParams {
             node: inner.config.node_id,
-            limit: permits.len() as i64,
+            limit: (target - waiting) as i64,
             full_modules: &full,
             lease: inner.config.lease,
         };
@@ -348,22 +440,31 @@ async fn dispatch(inner: Arc<NodeInner>) {
             Ok(claimed) => claimed,
             Err(e) => {
                 tracing::warn!("claim failed: {e}");
-                drop(permits);
                 tokio::select! {
                     () = tokio::time::sleep(inner.config.poll_interval) => continue,
                     () = inner.stopping.cancelled() => return,
                 }
             }
         };
-        let wanted = permits.len();
-        let got = claimed.len();
-        for (task, permit) in claimed.into_iter().zip(permits.drain(..)) {
+        let got = claimed.len() as i64;
+        for task in claimed {
+            let cancel = CancellationToken::new();
+            let handed_back = Arc::new(AtomicBool::new(false));
+            lock(&inner.inflight).insert(
+                task.lease_token,
+                InFlight {
+                    tenant_id: task.tenant_id,
+                    task_run_id: task.id,
+                    cancel: cancel.clone(),
+                    handed_back: handed_back.clone(),
+                },
+            );
+            inner.local_queue.fetch_add(1, Ordering::SeqCst);
             inner
                 .attempts
-                .spawn(run_attempt(inner.clone(), task, permit));
+                .spawn(run_attempt(inner.clone(), task, cancel, handed_back));
         }
-        drop(permits);
-        if got < wanted {
+        if got < params.limit {
             tokio::select! {
                 () = inner.work.notified() => {}
                 () = tokio::time::sleep(inner.config.poll_interval) => {}
@@ -373,8 +474,14 @@ async fn dispatch(inner: Arc<NodeInner>) {
     }
 }
 
-/// Runs one claimed attempt and sends its completion.
-async fn run_attempt(inner: Arc<NodeInner>, task: ClaimedTask, capacity: OwnedSemaphorePermit) {
+/// Runs one claimed attempt once a slot is free, and sends its completion. A task still
+/// waiting for a slot when the node stops is handed back.
+async fn run_attempt(
+    inner: Arc<NodeInner>,
+    task: ClaimedTask,
+    cancel: CancellationToken,
+    handed_back: Arc<AtomicBool>,
+) {
     let completion = |outcome, logs| Completion {
         tenant_id: task.tenant_id,
         task_run_id: task.id,
@@ -383,30 +490,38 @@ async fn run_attempt(inner: Arc<NodeInner>, task: ClaimedTask, capacity: OwnedSe
         outcome,
         logs,
     };
+    let capacity = tokio::select! {
+        permit = inner.capacity.clone().acquire_owned() => permit.ok(),
+        () = inner.stopping.cancelled() => None,
+        () = cancel.cancelled() => None,
+    };
+    inner.local_queue.fetch_sub(1, Ordering::SeqCst);
+    inner.started.notify_one();
+    let Some(capacity) = capacity else {
+        // Stopping (hand it back) or cancelled (the database already says so).
+        let ours = lock(&inner.inflight).remove(&task.lease_token).is_some();
+        if ours && inner.stopping.is_cancelled() && !cancel.is_cancelled() {
+            let _ = inner
+                .completions
+                .send(completion(AttemptOutcome::Released, vec![]));
+        }
+        return;
+    };
     let worker = match inner.worker(task.tenant_id, &task.module_digest).await {
         Ok(worker) => worker,
         Err(e) => {
-            let outcome = AttemptOutcome::Failed {
-                error: format!("its module cannot be loaded: {e}"),
-                code: "host".into(),
-                retryable: true,
-            };
-            let _ = inner.completions.send(completion(outcome, vec![]));
+            if lock(&inner.inflight).remove(&task.lease_token).is_some() {
+                let outcome = AttemptOutcome::Failed {
+                    error: format!("its module cannot be loaded: {e}"),
+                    code: "host".into(),
+                    retryable: true,
+                };
+                let _ = inner.completions.send(completion(outcome, vec![]));
+            }
             return;
         }
     };
     let slot = worker.acquire_slot().await;
-    let cancel = CancellationToken::new();
-    let handed_back = Arc::new(AtomicBool::new(false));
-    lock(&inner.inflight).insert(
-        task.lease_token,
-        InFlight {
-            tenant_id: task.tenant_id,
-            task_run_id: task.id,
-            cancel: cancel.clone(),
-            handed_back: handed_back.clone(),
-        },
-    );
     let parents: Vec<(String, String)> =
         serde_json::from_str::<Vec<(String, serde_json::Value)>>(&task.parent_outputs)
             .unwrap_or_default()

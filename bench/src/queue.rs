@@ -1,0 +1,297 @@
+//! The queue benchmark: Hatchery against graphile-worker, on the same Postgres, in one run.
+//!
+//! - throughput: N no-op runs enqueued in bulk, then drained by one node; tasks per second and
+//!   Postgres commits per task (`pg_stat_database.xact_commit`, read after every connection
+//!   closed, since backends flush their counters on exit), `synchronous_commit` on;
+//! - latency: runs started one at a time; enqueue-to-start p50/p99, where start is the claim
+//!   stamp (`task_runs.started_at`, the same host clock).
+//!
+//! The peer runs through `bench/peers/graphile-worker/bench.mjs` with its batching options on.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use hatchery::db::{CHANNEL_RUN_FINISHED, DEFAULT_TENANT, Db, parse_ids};
+use hatchery::runtime::{EngineConfig, Runtime, RuntimeConfig};
+use hatchery::scheduler::{
+    Node, NodeConfig, RunRequest, deploy_module, get_run, start_run, start_runs,
+};
+use serde::Deserialize;
+use sqlx::postgres::PgListener;
+use sqlx::{Connection, PgConnection};
+
+/// Options of the queue benchmark.
+#[derive(Debug, clap::Args)]
+pub struct QueueArgs {
+    /// A database URL of the server to use (databases are created and dropped on it).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    database_url: String,
+    /// Runs to drain in the throughput test.
+    #[arg(long, default_value_t = 20_000)]
+    runs: usize,
+    /// Runs started one at a time in the latency test.
+    #[arg(long, default_value_t = 300)]
+    latency_runs: usize,
+    /// Task runs executed at once (graphile-worker's concurrency).
+    #[arg(long, default_value_t = 10)]
+    concurrency: u32,
+    /// Skip the peer (measure Hatchery alone).
+    #[arg(long)]
+    no_peer: bool,
+}
+
+/// What the peer prints.
+#[derive(Debug, Deserialize)]
+struct PeerReport {
+    version: String,
+    jobs_per_second: f64,
+    commits_per_job: f64,
+    latency_p50_ms: f64,
+    latency_p99_ms: f64,
+}
+
+struct Measured {
+    per_second: f64,
+    commits_per_task: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn with_database(url: &str, database: &str) -> String {
+    match url.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/{database}"),
+        None => format!("{url}/{database}"),
+    }
+}
+
+async fn recreate(admin: &mut PgConnection, database: &str) -> anyhow::Result<()> {
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+        .execute(&mut *admin)
+        .await?;
+    sqlx::query(&format!("CREATE DATABASE {database}"))
+        .execute(&mut *admin)
+        .await?;
+    Ok(())
+}
+
+/// `xact_commit` of `database`, once it stops moving (counters are flushed lazily).
+async fn commits(admin: &mut PgConnection, database: &str) -> anyhow::Result<i64> {
+    let mut last: i64 = -1;
+    loop {
+        let now: i64 =
+            sqlx::query_scalar("SELECT xact_commit FROM pg_stat_database WHERE datname = $1")
+                .bind(database)
+                .fetch_one(&mut *admin)
+                .await?;
+        if now == last {
+            return Ok(now);
+        }
+        last = now;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
+}
+
+async fn hatchery(
+    args: &QueueArgs,
+    admin: &mut PgConnection,
+    database: &str,
+) -> anyhow::Result<Measured> {
+    recreate(admin, database).await?;
+    let url = with_database(&args.database_url, database);
+    let runtime = Runtime::new(RuntimeConfig {
+        engine: EngineConfig {
+            max_instances: 64,
+            ..EngineConfig::default()
+        },
+        ..RuntimeConfig::default()
+    })?;
+    {
+        let db = Db::connect(&url, 8).await?;
+        db.migrate().await?;
+        deploy_module(
+            &db,
+            &runtime,
+            DEFAULT_TENANT,
+            &hatchery_guests::read(hatchery_guests::BENCH),
+        )
+        .await?;
+        let requests: Vec<RunRequest> = (0..args.runs)
+            .map(|_| RunRequest::new("noop", serde_json::json!({})))
+            .collect();
+        for chunk in requests.chunks(1_000) {
+            start_runs(&db, DEFAULT_TENANT, chunk).await?;
+        }
+        db.pool.close().await;
+        db.lossy.close().await;
+    }
+    let before = commits(admin, database).await?;
+
+    let mut listener = PgListener::connect(&url).await?;
+    listener.listen(CHANNEL_RUN_FINISHED).await?;
+    let db = Db::connect(&url, 8).await?;
+    let config = NodeConfig {
+        capacity: args.concurrency,
+        default_slots: args.concurrency,
+        ..NodeConfig::default()
+    };
+    let started = Instant::now();
+    let node = Node::start(db.clone(), runtime.clone(), config.clone()).await?;
+    let mut finished = 0;
+    while finished < args.runs {
+        let notification = tokio::time::timeout(Duration::from_secs(60), listener.recv())
+            .await
+            .context("the node stopped finishing runs")??;
+        finished += parse_ids(notification.payload()).len();
+    }
+    let elapsed = started.elapsed();
+    node.shutdown().await;
+    db.pool.close().await;
+    db.lossy.close().await;
+    drop(listener);
+    // LISTEN itself commits once.
+    let after = commits(admin, database).await? - 1;
+    let per_second = args.runs as f64 / elapsed.as_secs_f64();
+    let commits_per_task = (after - before) as f64 / args.runs as f64;
+
+    let db = Db::connect(&url, 8).await?;
+    let node = Node::start(db.clone(), runtime, config).await?;
+    let mut latencies = Vec::with_capacity(args.latency_runs);
+    let mut listener = PgListener::connect(&url).await?;
+    listener.listen(CHANNEL_RUN_FINISHED).await?;
+    for i in 0..args.latency_runs + 10 {
+        let enqueued = chrono::Utc::now();
+        let id = start_run(
+            &db,
+            DEFAULT_TENANT,
+            &RunRequest::new("noop", serde_json::json!({})),
+        )
+        .await?;
+        loop {
+            let notification =
+                tokio::time::timeout(Duration::from_secs(30), listener.recv()).await??;
+            if parse_ids(notification.payload()).contains(&id) {
+                break;
+            }
+        }
+        let view = get_run(&db, DEFAULT_TENANT, id)
+            .await?
+            .context("run vanished")?;
+        let start = view.tasks[0].started_at.context("task never started")?;
+        if i >= 10 {
+            latencies.push((start - enqueued).num_microseconds().unwrap_or(0) as f64 / 1e3);
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    node.shutdown().await;
+    db.pool.close().await;
+    Ok(Measured {
+        per_second,
+        commits_per_task,
+        p50_ms: percentile(&latencies, 0.5),
+        p99_ms: percentile(&latencies, 0.99),
+    })
+}
+
+fn peer(args: &QueueArgs, database: &str) -> anyhow::Result<PeerReport> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("peers")
+        .join("graphile-worker");
+    if !dir.join("node_modules").exists() {
+        let status = Command::new("npm")
+            .arg("ci")
+            .arg("--silent")
+            .current_dir(&dir)
+            .status()
+            .context("npm ci")?;
+        if !status.success() {
+            bail!("npm ci failed in {}", dir.display());
+        }
+    }
+    let output = Command::new("node")
+        .arg(dir.join("bench.mjs"))
+        .args([
+            "--database-url",
+            &with_database(&args.database_url, database),
+        ])
+        .args(["--jobs", &args.runs.to_string()])
+        .args(["--concurrency", &args.concurrency.to_string()])
+        .args(["--latency-runs", &args.latency_runs.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running the graphile-worker peer")?;
+    if !output.status.success() {
+        bail!("the graphile-worker peer failed");
+    }
+    let line = String::from_utf8(output.stdout)?;
+    Ok(serde_json::from_str(line.trim())?)
+}
+
+/// Runs the benchmark and prints its table.
+pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
+    let mut admin = PgConnection::connect(&args.database_url).await?;
+    let ours = "hatchery_bench_queue";
+    let theirs = "hatchery_bench_graphile";
+    let measured = hatchery(&args, &mut admin, ours).await?;
+    let peer = if args.no_peer {
+        None
+    } else {
+        recreate(&mut admin, theirs).await?;
+        Some(peer(&args, theirs)?)
+    };
+    for database in [ours, theirs] {
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await?;
+    }
+
+    println!(
+        "queue benchmark: {} no-op runs drained by one node (concurrency {}), {} runs started one at a time",
+        args.runs, args.concurrency, args.latency_runs
+    );
+    println!("| measure | Hatchery | graphile-worker | Hatchery / peer | target |");
+    println!("| --- | --- | --- | --- | --- |");
+    let (peer_rate, peer_commits, peer_p50, peer_p99, version) = match &peer {
+        Some(p) => (
+            p.jobs_per_second,
+            p.commits_per_job,
+            p.latency_p50_ms,
+            p.latency_p99_ms,
+            p.version.clone(),
+        ),
+        None => (f64::NAN, f64::NAN, f64::NAN, f64::NAN, "skipped".into()),
+    };
+    println!(
+        "| throughput (tasks/s) | {:.0} | {:.0} | {:.2}× | ≥ 1.5× |",
+        measured.per_second,
+        peer_rate,
+        measured.per_second / peer_rate
+    );
+    println!(
+        "| commits per task | {:.4} | {:.4} | | ≤ 0.1 |",
+        measured.commits_per_task, peer_commits
+    );
+    println!(
+        "| enqueue-to-start p50 (ms) | {:.2} | {:.2} | {:.2}× | ≤ 1× |",
+        measured.p50_ms,
+        peer_p50,
+        measured.p50_ms / peer_p50
+    );
+    println!(
+        "| enqueue-to-start p99 (ms) | {:.2} | {:.2} | {:.2}× | ≤ 1× |",
+        measured.p99_ms,
+        peer_p99,
+        measured.p99_ms / peer_p99
+    );
+    println!("(graphile-worker {version}, localQueue 100, completeJobBatchDelay 0)");
+    Ok(())
+}

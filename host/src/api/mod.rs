@@ -1,0 +1,163 @@
+//! The HTTP API (axum): JSON under `/api/v1`, a bearer token per tenant, one file per resource.
+//!
+//! Handlers only translate between HTTP and the library: every decision lives in `scheduler`,
+//! every statement in `db`. Bad input is a 4xx that says what to fix; it never reaches a worker.
+
+mod auth;
+mod error;
+mod extract;
+mod health;
+mod modules;
+mod page;
+mod runs;
+mod tenants;
+mod workers;
+mod workflows;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+pub use auth::{Admin, Tenant, hash_token, new_token};
+pub use error::ApiError;
+
+use crate::db::Db;
+use crate::runtime::Runtime;
+use crate::scheduler::NodeHandle;
+
+/// Limits and secrets of the API.
+#[derive(Clone)]
+pub struct ApiConfig {
+    /// The admin token (creates tenants and tokens); `None` disables the admin endpoints.
+    pub admin_token: Option<String>,
+    /// Largest module upload.
+    pub max_module_bytes: usize,
+    /// Largest run input (with its metadata), as JSON text.
+    pub max_payload_bytes: usize,
+    /// Largest body of a bulk start.
+    pub max_bulk_bytes: usize,
+    /// Most runs in one bulk start.
+    pub max_bulk_runs: usize,
+    /// Longest `?wait=` of a run start.
+    pub max_wait: Duration,
+    /// How long a verified token is trusted without asking the database again (revocations
+    /// on another node take at most this long to apply; on this node they apply at once).
+    pub token_cache_ttl: Duration,
+}
+
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
+            .field("max_module_bytes", &self.max_module_bytes)
+            .field("max_payload_bytes", &self.max_payload_bytes)
+            .field("max_bulk_bytes", &self.max_bulk_bytes)
+            .field("max_bulk_runs", &self.max_bulk_runs)
+            .field("max_wait", &self.max_wait)
+            .field("token_cache_ttl", &self.token_cache_ttl)
+            .finish()
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            admin_token: None,
+            max_module_bytes: 50 << 20,
+            max_payload_bytes: 1 << 20,
+            max_bulk_bytes: 32 << 20,
+            max_bulk_runs: 1_000,
+            max_wait: Duration::from_secs(60),
+            token_cache_ttl: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The database.
+    pub db: Db,
+    /// The node's runtime (validates uploads).
+    pub runtime: Runtime,
+    /// The node serving runs in this process, if any (worker stats, fast run waits).
+    pub node: Option<NodeHandle>,
+    /// Limits and secrets.
+    pub config: Arc<ApiConfig>,
+    tokens: Arc<auth::TokenCache>,
+}
+
+impl AppState {
+    /// State over `db` and `runtime`, with the local `node` if there is one.
+    pub fn new(db: Db, runtime: Runtime, node: Option<NodeHandle>, config: ApiConfig) -> Self {
+        Self {
+            db,
+            runtime,
+            node,
+            config: Arc::new(config),
+            tokens: Arc::default(),
+        }
+    }
+}
+
+/// Slack over the payload limit for the rest of a single-run request body.
+const BODY_SLACK: usize = 64 << 10;
+
+/// The API's routes over `state`.
+pub fn router(state: AppState) -> Router {
+    let config = state.config.clone();
+    let module_limit = DefaultBodyLimit::max(config.max_module_bytes);
+    let bulk_limit = DefaultBodyLimit::max(config.max_bulk_bytes);
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/api/v1/tenants", post(tenants::create_tenant))
+        .route("/api/v1/tenants/{id}/tokens", post(tenants::create_token))
+        .route("/api/v1/tokens/{id}", delete(tenants::revoke_token))
+        .route(
+            "/api/v1/modules",
+            get(modules::list_modules)
+                .post(modules::deploy)
+                .layer(module_limit),
+        )
+        .route("/api/v1/workflows", get(workflows::list_workflows))
+        .route("/api/v1/workflows/{name}", get(workflows::get_workflow))
+        .route("/api/v1/workflows/{name}/runs", post(runs::start))
+        .route(
+            "/api/v1/workflows/{name}/runs/bulk",
+            post(runs::start_bulk).layer(bulk_limit),
+        )
+        .route("/api/v1/runs", get(runs::list))
+        .route("/api/v1/runs/{id}", get(runs::get))
+        .route("/api/v1/runs/{id}/cancel", post(runs::cancel))
+        .route("/api/v1/runs/{id}/replay", post(runs::replay))
+        .route("/api/v1/runs/{id}/logs", get(runs::logs))
+        .route("/api/v1/runs/{id}/children", get(runs::children))
+        .route("/api/v1/workers", get(workers::list_workers))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(config.max_payload_bytes + BODY_SLACK))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::DEBUG))
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
+        )
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no endpoint `{}`", uri.path()))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("`{}` does not accept {method}", uri.path()),
+    )
+}

@@ -1,0 +1,40 @@
+//! `GET /api/v1/workers`: the workers (module instance pools) of this node that run the
+//! tenant's modules, with their slots in all and in use.
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::auth::Tenant;
+use super::error::ApiError;
+use crate::db::module::module_digests;
+
+/// `{workers: [{node_id, module, slots, in_use}]}`.
+pub async fn list_workers(
+    Tenant(tenant): Tenant,
+    State(state): State<AppState>,
+) -> Result<Json<Value>, ApiError> {
+    let Some(node) = &state.node else {
+        return Ok(Json(json!({"workers": []})));
+    };
+    let digests = {
+        let mut conn = state.db.pool.acquire().await?;
+        module_digests(&mut conn, tenant).await?
+    };
+    let mut workers: Vec<Value> = node
+        .workers()
+        .into_iter()
+        .filter(|w| digests.contains(&w.module))
+        .map(|w| {
+            json!({
+                "node_id": node.id(),
+                "module": w.module,
+                "slots": w.slots,
+                "in_use": w.in_use,
+            })
+        })
+        .collect();
+    workers.sort_by(|a, b| a["module"].as_str().cmp(&b["module"].as_str()));
+    Ok(Json(json!({"workers": workers})))
+}

@@ -1,0 +1,153 @@
+//! `hatchery serve` (one node: HTTP API, dispatcher and workers) and `hatchery migrate`.
+//!
+//! `serve` prints `listening on http://ADDR` on stdout once it accepts connections (with the
+//! real port when asked for port 0); logs go to stderr through `tracing`.
+
+use anyhow::Context as _;
+
+use super::CacheArgs;
+use crate::api::{self, ApiConfig, AppState};
+use crate::db::Db;
+use crate::runtime::{EngineConfig, Limits, Runtime, RuntimeConfig};
+use crate::scheduler::{Node, NodeConfig};
+
+/// Arguments of `hatchery serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "HATCHERY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Token of the admin, who creates tenants and tokens; unset disables those endpoints.
+    #[arg(long, env = "HATCHERY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Task runs this node executes at once, over all modules.
+    #[arg(long, env = "HATCHERY_CAPACITY", default_value_t = 64)]
+    pub capacity: u32,
+    /// Slots of a module that does not ask for a number.
+    #[arg(long, env = "HATCHERY_SLOTS", default_value_t = 32)]
+    pub slots: u32,
+    /// Memory limit of one task attempt, in MiB.
+    #[arg(long, env = "HATCHERY_MEMORY_MIB", default_value_t = 64)]
+    pub memory_mib: u64,
+    /// Largest module upload, in MiB.
+    #[arg(long, env = "HATCHERY_MAX_MODULE_MIB", default_value_t = 50)]
+    pub max_module_mib: usize,
+    /// Largest run input (with its metadata), in KiB.
+    #[arg(long, env = "HATCHERY_MAX_PAYLOAD_KIB", default_value_t = 1024)]
+    pub max_payload_kib: usize,
+    /// Connections of the node's database pool.
+    #[arg(long, env = "HATCHERY_DB_CONNECTIONS", default_value_t = 16)]
+    pub db_connections: u32,
+    /// Compile cache options.
+    #[command(flatten)]
+    pub cache: CacheArgs,
+}
+
+/// Arguments of `hatchery migrate`.
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+}
+
+/// Applies the migrations this binary embeds.
+pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let db = Db::connect(&args.database_url, 2)
+        .await
+        .context("cannot connect to the database")?;
+    db.migrate()
+        .await
+        .context("applying the migrations failed")?;
+    println!("migrations applied");
+    Ok(())
+}
+
+/// Runs one node until SIGTERM or ctrl-c, then shuts down gracefully: the server stops
+/// accepting and finishes its requests, the node lets attempts finish or hands them back.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let db = Db::connect(&args.database_url, args.db_connections.max(2))
+        .await
+        .context("cannot connect to the database")?;
+    db.migrate()
+        .await
+        .context("applying the migrations failed")?;
+    let runtime = Runtime::new(RuntimeConfig {
+        engine: EngineConfig {
+            // Room for every slot plus parents waiting on their children.
+            max_instances: args.capacity.saturating_mul(2).max(16),
+            ..EngineConfig::default()
+        },
+        cache_dir: args.cache.dir(),
+        ..RuntimeConfig::default()
+    })?;
+    let node = Node::start(
+        db.clone(),
+        runtime.clone(),
+        NodeConfig {
+            capacity: args.capacity.max(1),
+            default_slots: args.slots.max(1),
+            limits: Limits {
+                memory_bytes: args.memory_mib << 20,
+                ..Limits::default()
+            },
+            ..NodeConfig::default()
+        },
+    )
+    .await
+    .context("cannot start the node")?;
+    let config = ApiConfig {
+        admin_token: args.admin_token.filter(|token| !token.is_empty()),
+        max_module_bytes: args.max_module_mib << 20,
+        max_payload_bytes: args.max_payload_kib << 10,
+        ..ApiConfig::default()
+    };
+    if config.admin_token.is_none() {
+        tracing::warn!("HATCHERY_ADMIN_TOKEN is not set: tenants and tokens cannot be created");
+    }
+    let state = AppState::new(db, runtime, Some(node.handle()), config);
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    println!("listening on http://{addr}");
+    tracing::info!(%addr, node_id = %node.id(), "node serving");
+    let served = axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    tracing::info!("shutting down: letting attempts finish");
+    node.shutdown().await;
+    served.context("the HTTP server failed")
+}
+
+/// Resolves on SIGTERM or ctrl-c.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    // A second signal while draining stops at once.
+    tokio::spawn(async {
+        let _ = tokio::signal::ctrl_c().await;
+        std::process::exit(130);
+    });
+}

@@ -1,0 +1,952 @@
+//! The HTTP API through its router (no socket) and once over a real socket: every endpoint,
+//! tenants and tokens, cross-tenant isolation, every kind of bad input, run-and-wait and bulk.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use hatchery::api::{ApiConfig, AppState, router};
+use hatchery::db::Db;
+use hatchery::scheduler::Node;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tower::ServiceExt as _;
+
+use crate::support::{eventually, new_runtime, test_node_config};
+
+const ADMIN: &str = "test-admin-token";
+
+/// A router over a fresh database, with (or without) a node running the runs.
+struct Api {
+    router: Router,
+    node: Option<Node>,
+}
+
+impl Api {
+    async fn start(pool: PgPool, with_node: bool) -> Self {
+        Self::with_config(pool, with_node, ApiConfig::default()).await
+    }
+
+    async fn with_config(pool: PgPool, with_node: bool, config: ApiConfig) -> Self {
+        let db = Db::new(pool);
+        let runtime = new_runtime();
+        let node = if with_node {
+            Some(
+                Node::start(db.clone(), runtime.clone(), test_node_config())
+                    .await
+                    .expect("node starts"),
+            )
+        } else {
+            None
+        };
+        let state = AppState::new(
+            db.clone(),
+            runtime,
+            node.as_ref().map(Node::handle),
+            ApiConfig {
+                admin_token: Some(ADMIN.into()),
+                ..config
+            },
+        );
+        Self {
+            router: router(state),
+            node,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        body: impl Into<Body>,
+    ) -> (StatusCode, Value) {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = request.body(body.into()).expect("request");
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                panic!("not JSON: {}", String::from_utf8_lossy(&bytes));
+            })
+        };
+        (status, body)
+    }
+
+    async fn get(&self, uri: &str, token: &str) -> (StatusCode, Value) {
+        self.call("GET", uri, Some(token), Body::empty()).await
+    }
+
+    async fn post(&self, uri: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call("POST", uri, Some(token), body.to_string()).await
+    }
+
+    /// Creates tenant `name`; returns its token.
+    async fn tenant(&self, name: &str) -> String {
+        let (status, body) = self
+            .post("/api/v1/tenants", ADMIN, json!({"name": name}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["token"].as_str().expect("token").to_owned()
+    }
+
+    async fn deploy(&self, token: &str, guest: &str) -> Value {
+        let (status, body) = self
+            .call(
+                "POST",
+                "/api/v1/modules",
+                Some(token),
+                hatchery_guests::read(guest),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+
+    async fn start_run(&self, token: &str, workflow: &str, body: Value) -> String {
+        let (status, body) = self
+            .post(&format!("/api/v1/workflows/{workflow}/runs"), token, body)
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        body["run_id"].as_str().expect("run_id").to_owned()
+    }
+
+    /// Polls the run until it finished; returns it.
+    async fn finished(&self, token: &str, id: &str) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, run) = self.get(&format!("/api/v1/runs/{id}"), token).await;
+            assert_eq!(status, StatusCode::OK, "{run}");
+            if ["succeeded", "failed", "cancelled"].contains(&run["status"].as_str().unwrap_or(""))
+            {
+                return run;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "run did not finish: {run}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn shutdown(self) {
+        if let Some(node) = self.node {
+            node.shutdown().await;
+        }
+    }
+}
+
+fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, code: &str) {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        !body["error"]["message"].as_str().unwrap_or("").is_empty(),
+        "{body}"
+    );
+}
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn health_and_readiness_answer(pool: PgPool) {
+    let api = Api::start(pool, false).await;
+    let (status, body) = api.call("GET", "/healthz", None, Body::empty()).await;
+    assert_eq!((status, body), (StatusCode::OK, json!({"status": "ok"})));
+    let (status, body) = api.call("GET", "/readyz", None, Body::empty()).await;
+    assert_eq!((status, body), (StatusCode::OK, json!({"status": "ready"})));
+    let (status, body) = api
+        .call("GET", "/api/v1/nothing", None, Body::empty())
+        .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    let (status, body) = api.call("PUT", "/api/v1/runs", None, Body::empty()).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
+}
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn tokens_authenticate_tenants_and_can_be_revoked(pool: PgPool) {
+    let api = Api::start(pool, false).await;
+    // The admin endpoints want the admin token.
+    let body = json!({"name": "acme"});
+    let (status, error) = api
+        .call("POST", "/api/v1/tenants", None, body.to_string())
+        .await;
+    assert_error(status, &error, StatusCode::UNAUTHORIZED, "unauthorized");
+    let (status, error) = api.post("/api/v1/tenants", "wrong", body.clone()).await;
+    assert_error(status, &error, StatusCode::UNAUTHORIZED, "unauthorized");
+
+    let (status, tenant) = api.post("/api/v1/tenants", ADMIN, body.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{tenant}");
+    assert_eq!(tenant["name"], "acme");
+    let token = tenant["token"].as_str().expect("token").to_owned();
+    assert!(token.starts_with("hat_") && token.len() == 68, "{token}");
+    let tenant_id = tenant["id"].as_str().expect("id").to_owned();
+    // Names are unique; a tenant token is not an admin token.
+    let (status, error) = api.post("/api/v1/tenants", ADMIN, body.clone()).await;
+    assert_error(status, &error, StatusCode::CONFLICT, "tenant_exists");
+    let (status, error) = api
+        .post("/api/v1/tenants", &token, json!({"name": "evil"}))
+        .await;
+    assert_error(status, &error, StatusCode::UNAUTHORIZED, "unauthorized");
+    let (status, error) = api
+        .post("/api/v1/tenants", ADMIN, json!({"name": ""}))
+        .await;
+    assert_error(status, &error, StatusCode::BAD_REQUEST, "invalid_name");
+
+    // Tenant endpoints: 401 without a token, with a malformed header, with an unknown token.
+    let (status, error) = api
+        .call("GET", "/api/v1/workflows", None, Body::empty())
+        .await;
+    assert_error(status, &error, StatusCode::UNAUTHORIZED, "unauthorized");
+    let request = Request::get("/api/v1/workflows")
+        .header("authorization", format!("Basic {token}"))
+        .body(Body::empty())
+        .expect("request");
+    let response = api.router.clone().oneshot(request).await.expect("response");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let (status, error) = api.get("/api/v1/workflows", "hat_00").await;
+    assert_error(status, &error, StatusCode::UNAUTHORIZED, "unauthorized");
+    let (status, list) = api.get("/api/v1/workflows", &token).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list, json!({"workflows": [], "next_cursor": null}));
+
+    // A second token (body optional), then revoke it.
+    let (status, second) = api
+        .call(
+            "POST",
+            &format!("/api/v1/tenants/{tenant_id}/tokens"),
+            Some(ADMIN),
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{second}");
+    assert_eq!(second["tenant_id"], tenant_id.as_str());
+    let second_token = second["token"].as_str().expect("token");
+    assert_ne!(second_token, token);
+    assert_eq!(
+        api.get("/api/v1/modules", second_token).await.0,
+        StatusCode::OK
+    );
+    let (status, _) = api
+        .post(
+            "/api/v1/tenants/00000000-0000-0000-0000-00000000abcd/tokens",
+            ADMIN,
+            json!({"name": "ci"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let revoke = format!("/api/v1/tokens/{}", second["id"].as_str().expect("id"));
+    let (status, error) = api
+        .call("DELETE", &revoke, Some(&token), Body::empty())
+        .await;
+    assert_error(status, &error, StatusCode::UNAUTHORIZED, "unauthorized");
+    let (status, body) = api
+        .call("DELETE", &revoke, Some(ADMIN), Body::empty())
+        .await;
+    assert_eq!((status, body), (StatusCode::NO_CONTENT, Value::Null));
+    let (status, error) = api.get("/api/v1/modules", second_token).await;
+    assert_error(status, &error, StatusCode::UNAUTHORIZED, "unauthorized");
+    let (status, error) = api
+        .call("DELETE", &revoke, Some(ADMIN), Body::empty())
+        .await;
+    assert_error(status, &error, StatusCode::NOT_FOUND, "not_found");
+    // The first token still works.
+    assert_eq!(api.get("/api/v1/modules", &token).await.0, StatusCode::OK);
+}
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn modules_deploy_and_list_with_their_workflows(pool: PgPool) {
+    let api = Api::start(pool, false).await;
+    let token = api.tenant("acme").await;
+    let deployed = api.deploy(&token, hatchery_guests::ETL).await;
+    let digest = deployed["digest"].as_str().expect("digest").to_owned();
+    assert_eq!(digest.len(), 64);
+    assert_eq!(deployed["already_deployed"], false);
+    let workflow = &deployed["workflows"][0];
+    assert_eq!(
+        (workflow["name"].as_str(), workflow["version"].as_i64()),
+        (Some("etl"), Some(1))
+    );
+    assert_eq!(workflow["tasks"][1]["name"], "transform");
+    assert_eq!(workflow["tasks"][1]["parents"], json!(["extract"]));
+    assert!(workflow["on_events"].is_array() && workflow["on_crons"].is_array());
+
+    let again = api.deploy(&token, hatchery_guests::ETL).await;
+    assert_eq!(again["already_deployed"], true);
+    assert_eq!(again["workflows"][0]["version"], 1);
+    api.deploy(&token, hatchery_guests::HELLO).await;
+
+    let (status, modules) = api.get("/api/v1/modules", &token).await;
+    assert_eq!(status, StatusCode::OK, "{modules}");
+    let modules = modules["modules"].as_array().expect("modules");
+    assert_eq!(modules.len(), 2);
+    assert_eq!(modules[1]["digest"], digest.as_str(), "newest first");
+    assert_eq!(modules[1]["workflows"], json!(["etl"]));
+    assert!(modules[1]["size"].as_i64().expect("size") > 1000);
+
+    let (_, page1) = api.get("/api/v1/workflows?limit=1", &token).await;
+    assert_eq!(page1["workflows"][0]["name"], "hello");
+    let cursor = page1["next_cursor"].as_str().expect("a second page");
+    let (_, page2) = api
+        .get(
+            &format!("/api/v1/workflows?limit=1&cursor={cursor}"),
+            &token,
+        )
+        .await;
+    assert_eq!(page2["workflows"][0]["name"], "etl");
+    assert_eq!(page2["next_cursor"], Value::Null);
+
+    let (status, etl) = api.get("/api/v1/workflows/etl", &token).await;
+    assert_eq!(status, StatusCode::OK, "{etl}");
+    assert_eq!(etl["module"], digest.as_str());
+    assert_eq!(etl["versions"][0]["version"], 1);
+    let (status, error) = api.get("/api/v1/workflows/nope", &token).await;
+    assert_error(status, &error, StatusCode::NOT_FOUND, "unknown_workflow");
+}
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn bad_modules_are_rejected_with_the_reason(pool: PgPool) {
+    let api = Api::with_config(
+        pool,
+        false,
+        ApiConfig {
+            max_module_bytes: 1 << 20,
+            ..ApiConfig::default()
+        },
+    )
+    .await;
+    let token = api.tenant("acme").await;
+    let upload = |bytes: Vec<u8>| api.call("POST", "/api/v1/modules", Some(&token), bytes);
+
+    let (status, error) = upload(b"hello, not wasm".to_vec()).await;
+    assert_error(status, &error, StatusCode::BAD_REQUEST, "invalid_module");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("not a WebAssembly file")
+    );
+    let (status, error) = upload(hatchery_guests::read(hatchery_guests::WRONG_WORLD)).await;
+    assert_error(status, &error, StatusCode::BAD_REQUEST, "invalid_module");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("hatchery:task/task-module")
+    );
+    let (status, error) = upload(hatchery_guests::read(hatchery_guests::CYCLE)).await;
+    assert_error(status, &error, StatusCode::BAD_REQUEST, "invalid_module");
+    let (status, error) = upload(vec![]).await;
+    assert_error(status, &error, StatusCode::BAD_REQUEST, "invalid_module");
+    let (status, error) = upload(vec![0; 2 << 20]).await;
+    assert_error(
+        status,
+        &error,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+
+    let (_, modules) = api.get("/api/v1/modules", &token).await;
+    assert_eq!(modules["modules"], json!([]));
+    // The node still deploys a good module.
+    api.deploy(&token, hatchery_guests::HELLO).await;
+}
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn a_run_started_over_http_runs_and_reads_back(pool: PgPool) {
+    let api = Api::start(pool, true).await;
+    let token = api.tenant("acme").await;
+    let digest = api.deploy(&token, hatchery_guests::HELLO).await["digest"].clone();
+    let id = api
+        .start_run(
+            &token,
+            "hello",
+            json!({"input": {"name": "Ada"}, "additional_metadata": {"team": "core"}, "priority": 2}),
+        )
+        .await;
+    let run = api.finished(&token, &id).await;
+    assert_eq!(run["id"], id.as_str());
+    assert_eq!(run["workflow"], "hello");
+    assert_eq!(run["version"], 1);
+    assert_eq!(run["status"], "succeeded");
+    assert_eq!(run["input"], json!({"name": "Ada"}));
+    assert_eq!(run["output"], json!({"greeting": "Hello, Ada!"}));
+    assert_eq!(run["error"], Value::Null);
+    assert_eq!(run["additional_metadata"], json!({"team": "core"}));
+    assert_eq!(run["priority"], 2);
+    assert_eq!(run["parent_run_id"], Value::Null);
+    for field in ["created_at", "started_at", "finished_at"] {
+        let time = run[field].as_str().expect(field);
+        assert!(time.ends_with('Z'), "{field} is RFC 3339 UTC: {time}");
+        chrono::DateTime::parse_from_rfc3339(time).expect("RFC 3339");
+    }
+    let task = &run["tasks"][0];
+    assert_eq!(
+        (&task["name"], &task["status"], &task["attempt"]),
+        (&json!("greet"), &json!("succeeded"), &json!(1))
+    );
+    assert_eq!(task["output"], json!({"greeting": "Hello, Ada!"}));
+    assert!(task["started_at"].is_string() && task["finished_at"].is_string());
+
+    let (status, logs) = api.get(&format!("/api/v1/runs/{id}/logs"), &token).await;
+    assert_eq!(status, StatusCode::OK, "{logs}");
+    let line = logs["lines"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .find(|line| line["message"] == "greeting Ada")
+        .unwrap_or_else(|| panic!("the task's log line: {logs}"));
+    assert_eq!(
+        (&line["task"], &line["attempt"], &line["level"]),
+        (&json!("greet"), &json!(1), &json!("info"))
+    );
+    assert!(line["time"].is_string());
+
+    let (status, children) = api
+        .get(&format!("/api/v1/runs/{id}/children"), &token)
+        .await;
+    assert_eq!(
+        (status, children),
+        (StatusCode::OK, json!({"runs": [], "next_cursor": null}))
+    );
+
+    let (status, workers) = api.get("/api/v1/workers", &token).await;
+    assert_eq!(status, StatusCode::OK, "{workers}");
+    let worker = &workers["workers"][0];
+    assert_eq!(worker["module"], digest);
+    assert_eq!(worker["slots"], 8);
+    assert_eq!(worker["in_use"], 0);
+    assert_eq!(
+        worker["node_id"],
+        json!(api.node.as_ref().expect("node").id())
+    );
+
+    let (status, error) = api.get("/api/v1/runs/not-a-run", &token).await;
+    assert_error(status, &error, StatusCode::NOT_FOUND, "not_found");
+    let (status, error) = api
+        .get("/api/v1/runs/00000000-0000-0000-0000-000000000009", &token)
+        .await;
+    assert_error(status, &error, StatusCode::NOT_FOUND, "not_found");
+    api.shutdown().await;
+}
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn run_and_wait_returns_the_finished_run_or_its_id(pool: PgPool) {
+    let api = Api::start(pool, true).await;
+    let token = api.tenant("acme").await;
+    api.deploy(&token, hatchery_guests::HELLO).await;
+    api.deploy(&token, hatchery_guests::DURABLE).await;
+
+    let (status, run) = api
+        .post(
+            "/api/v1/workflows/hello/runs?wait=30",
+            &token,
+            json!({"input": {"name": "Bo"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{run}");
+    assert_eq!(run["status"], "succeeded");
+    assert_eq!(run["output"], json!({"greeting": "Hello, Bo!"}));
+    assert_eq!(run["tasks"][0]["status"], "succeeded");
+
+    // A failed run is finished too.
+    let (status, run) = api
+        .post(
+            "/api/v1/workflows/doomed/runs?wait=30",
+            &token,
+            json!({"input": {}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{run}");
+    assert_eq!(run["status"], "failed");
+    assert_eq!(run["error"], "task `second` failed: broken on purpose");
+
+    // Not finished within the wait: 202 with the id.
+    let (status, body) = api
+        .post(
+            "/api/v1/workflows/hold/runs?wait=0.2",
+            &token,
+            json!({"input": {"ms": 3000}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let held = body["run_id"].as_str().expect("run_id").to_owned();
+    assert_eq!(api.finished(&token, &held).await["status"], "succeeded");
+
+    let (status, error) = api
+        .post(
+            "/api/v1/workflows/hello/runs?wait=61",
+            &token,
+            json!({"input": {}}),
+        )
+        .await;
+    assert_error(status, &error, StatusCode::BAD_REQUEST, "invalid_query");
+    let (status, error) = api
+        .post(
+            "/api/v1/workflows/hello/runs?wait=soon",
+            &token,
+            json!({"input": {}}),
+        )
+        .await;
+    assert_error(status, &error, StatusCode::BAD_REQUEST, "invalid_query");
+    api.shutdown().await;
+}
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn bad_run_requests_are_rejected_and_other_work_goes_on(pool: PgPool) {
+    let api = Api::with_config(
+        pool,
+        true,
+        ApiConfig {
+            max_payload_bytes: 4096,
+            ..ApiConfig::default()
+        },
+    )
+    .await;
+    let token = api.tenant("acme").await;
+    api.deploy(&token, hatchery_guests::HELLO).await;
+    api.deploy(&token, hatchery_guests::DURABLE).await;
+    // Work in flight while the bad requests arrive.
+    let held = api
+        .start_run(&token, "hold", json!({"input": {"ms": 500}}))
+        .await;
+    let runs = "/api/v1/workflows/hello/runs";
+
+    let (status, error) = api.call("POST", runs, Some(&token), "{\"input\": ").await;
+    assert_error(status, &error, StatusCode::BAD_REQUEST, "invalid_json");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("EOF"),
+        "{error}"
+    );
+    let (status, error) = api.call("POST", runs, Some(&token), "not json").await;
+    assert_error(status, &error, StatusCode::BAD_REQUEST, "invalid_json");
+    let (status, error) = api.post(runs, &token, json!({"inptu": {}})).await;
+    assert_error(status, &error, StatusCode::BAD_REQUEST, "invalid_request");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("inptu"),
+        "{error}"
+    );
+    let (status, error) = api
+        .post(runs, &token, json!({"input": {}, "priority": 7}))
+        .await;
+    assert_error(status, &error, StatusCode::BAD_REQUEST, "invalid_priority");
+    let (status, error) = api
+        .post(runs, &token, json!({"input": {}, "priority": 700}))
+        .await;
+    assert_error(status, &error, StatusCode::BAD_REQUEST, "invalid_request");
+    let (status, error) = api
+        .post(
+            runs,
+            &token,
+            json!({"input": {}, "additional_metadata": [1]}),
+        )
+        .await;
+    assert_error(status, &error, StatusCode::BAD_REQUEST, "invalid_metadata");
+    let (status, error) = api
+        .post("/api/v1/workflows/nope/runs", &token, json!({"input": {}}))
+        .await;
+    assert_error(status, &error, StatusCode::NOT_FOUND, "unknown_workflow");
+    // Input over the payload limit, whether or not the body is over the body limit.
+    let (status, error) = api
+        .post(runs, &token, json!({"input": {"name": "x".repeat(5000)}}))
+        .await;
+    assert_error(
+        status,
+        &error,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+    let (status, error) = api
+        .post(
+            runs,
+            &token,
+            json!({"input": {"name": "x".repeat(200_000)}}),
+        )
+        .await;
+    assert_error(
+        status,
+        &error,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+
+    // Nothing was started by the bad requests; the node is healthy and runs go on.
+    let (_, list) = api.get("/api/v1/runs", &token).await;
+    assert_eq!(list["runs"].as_array().expect("runs").len(), 1);
+    assert_eq!(api.finished(&token, &held).await["status"], "succeeded");
+    let (status, run) = api
+        .post(
+            "/api/v1/workflows/hello/runs?wait=30",
+            &token,
+            json!({"input": {"name": "Cy"}}),
+        )
+        .await;
+    assert_eq!(
+        (status, &run["status"]),
+        (StatusCode::OK, &json!("succeeded"))
+    );
+    assert_eq!(
+        api.call("GET", "/readyz", None, Body::empty()).await.0,
+        StatusCode::OK
+    );
+    api.shutdown().await;
+}
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn bulk_starts_all_runs_or_none(pool: PgPool) {
+    let api = Api::start(pool, true).await;
+    let token = api.tenant("acme").await;
+    api.deploy(&token, hatchery_guests::HELLO).await;
+    let bulk = "/api/v1/workflows/hello/runs/bulk";
+    let names = ["A", "B", "C"];
+    let runs: Vec<Value> = names
+        .iter()
+        .map(|n| json!({"input": {"name": n}}))
+        .collect();
+    let (status, body) = api.post(bulk, &token, json!({"runs": runs})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let ids = body["run_ids"].as_array().expect("run_ids").clone();
+    assert_eq!(ids.len(), 3);
+    for (id, name) in ids.iter().zip(names) {
+        let run = api.finished(&token, id.as_str().expect("id")).await;
+        assert_eq!(
+            run["output"],
+            json!({"greeting": format!("Hello, {name}!")})
+        );
+    }
+
+    // One bad item: nothing is started.
+    let runs = json!({"runs": [{"input": {"name": "D"}}, {"input": {}, "priority": 9}]});
+    let (status, error) = api.post(bulk, &token, runs).await;
+    assert_error(status, &error, StatusCode::BAD_REQUEST, "invalid_priority");
+    let too_many: Vec<Value> = (0..1001).map(|_| json!({"input": {}})).collect();
+    let (status, error) = api.post(bulk, &token, json!({"runs": too_many})).await;
+    assert_error(status, &error, StatusCode::BAD_REQUEST, "too_many_runs");
+    let (status, error) = api.post(bulk, &token, json!({"runs": []})).await;
+    assert_error(status, &error, StatusCode::BAD_REQUEST, "invalid_request");
+    let (status, error) = api
+        .post(
+            "/api/v1/workflows/nope/runs/bulk",
+            &token,
+            json!({"runs": [{"input": {}}]}),
+        )
+        .await;
+    assert_error(status, &error, StatusCode::NOT_FOUND, "unknown_workflow");
+    let (_, list) = api.get("/api/v1/runs", &token).await;
+    assert_eq!(list["runs"].as_array().expect("runs").len(), 3);
+    api.shutdown().await;
+}
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn runs_list_filters_and_paginates_newest_first(pool: PgPool) {
+    // No node: the runs stay queued.
+    let api = Api::start(pool, false).await;
+    let token = api.tenant("acme").await;
+    api.deploy(&token, hatchery_guests::HELLO).await;
+    api.deploy(&token, hatchery_guests::DURABLE).await;
+    let mut started = Vec::new();
+    for i in 0..5 {
+        let batch = if i < 3 { "a" } else { "b" };
+        let body = json!({"input": {"i": i}, "additional_metadata": {"batch": batch}});
+        started.push(api.start_run(&token, "hello", body).await);
+    }
+    started.push(api.start_run(&token, "noop", json!({"input": {}})).await);
+
+    let mut listed = Vec::new();
+    let mut uri = "/api/v1/runs?limit=2".to_owned();
+    loop {
+        let (status, page) = api.get(&uri, &token).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let runs = page["runs"].as_array().expect("runs");
+        assert!(runs.len() <= 2);
+        listed.extend(
+            runs.iter()
+                .map(|r| r["id"].as_str().expect("id").to_owned()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(cursor) => uri = format!("/api/v1/runs?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    started.reverse();
+    assert_eq!(listed, started, "every run once, newest first");
+
+    let count = |uri: String| {
+        let api = &api;
+        let token = &token;
+        async move {
+            let (status, page) = api.get(&uri, token).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            page["runs"].as_array().expect("runs").len()
+        }
+    };
+    assert_eq!(count("/api/v1/runs?workflow=hello".into()).await, 5);
+    assert_eq!(count("/api/v1/runs?workflow=noop".into()).await, 1);
+    assert_eq!(count("/api/v1/runs?metadata=batch:a".into()).await, 3);
+    assert_eq!(
+        count("/api/v1/runs?metadata=batch:b&workflow=hello".into()).await,
+        2
+    );
+    assert_eq!(count("/api/v1/runs?status=queued".into()).await, 6);
+    assert_eq!(count("/api/v1/runs?status=succeeded".into()).await, 0);
+
+    for (uri, code) in [
+        ("/api/v1/runs?status=done", "invalid_query"),
+        ("/api/v1/runs?metadata=batch", "invalid_query"),
+        ("/api/v1/runs?limit=0", "invalid_query"),
+        ("/api/v1/runs?limit=many", "invalid_query"),
+        ("/api/v1/runs?cursor=nonsense", "invalid_cursor"),
+    ] {
+        let (status, error) = api.get(uri, &token).await;
+        assert_error(status, &error, StatusCode::BAD_REQUEST, code);
+    }
+}
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn runs_cancel_and_replay_over_http(pool: PgPool) {
+    let api = Api::start(pool, true).await;
+    let token = api.tenant("acme").await;
+    api.deploy(&token, hatchery_guests::DURABLE).await;
+    let id = api
+        .start_run(&token, "hold", json!({"input": {"ms": 30000}}))
+        .await;
+    eventually(30, || async {
+        api.get(&format!("/api/v1/runs/{id}"), &token).await.1["status"] == "running"
+    })
+    .await;
+    let (status, run) = api
+        .call(
+            "POST",
+            &format!("/api/v1/runs/{id}/cancel"),
+            Some(&token),
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{run}");
+    assert_eq!(run["status"], "cancelled");
+    assert_eq!(
+        api.finished(&token, &id).await["tasks"][0]["status"],
+        "cancelled"
+    );
+
+    let done = api.start_run(&token, "noop", json!({"input": {}})).await;
+    assert_eq!(api.finished(&token, &done).await["status"], "succeeded");
+    let (status, error) = api
+        .call(
+            "POST",
+            &format!("/api/v1/runs/{done}/replay"),
+            Some(&token),
+            Body::empty(),
+        )
+        .await;
+    assert_error(status, &error, StatusCode::CONFLICT, "not_replayable");
+
+    // Replay the cancelled run, shorter this time: it runs again and succeeds... with its
+    // original input, so cancel it again once it runs and check the life cycle instead.
+    let (status, body) = api
+        .call(
+            "POST",
+            &format!("/api/v1/runs/{id}/replay"),
+            Some(&token),
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::ACCEPTED, json!({"run_id": id}))
+    );
+    eventually(30, || async {
+        api.get(&format!("/api/v1/runs/{id}"), &token).await.1["status"] != "cancelled"
+    })
+    .await;
+    let (status, run) = api
+        .call(
+            "POST",
+            &format!("/api/v1/runs/{id}/cancel"),
+            Some(&token),
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(
+        (status, &run["status"]),
+        (StatusCode::OK, &json!("cancelled"))
+    );
+
+    let missing = "00000000-0000-0000-0000-000000000009";
+    for action in ["cancel", "replay"] {
+        let (status, error) = api
+            .call(
+                "POST",
+                &format!("/api/v1/runs/{missing}/{action}"),
+                Some(&token),
+                Body::empty(),
+            )
+            .await;
+        assert_error(status, &error, StatusCode::NOT_FOUND, "not_found");
+    }
+    api.shutdown().await;
+}
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn children_name_their_parent_run(pool: PgPool) {
+    let api = Api::start(pool, true).await;
+    let token = api.tenant("acme").await;
+    api.deploy(&token, hatchery_guests::FANOUT).await;
+    let (status, parent) = api
+        .post(
+            "/api/v1/workflows/fanout/runs?wait=60",
+            &token,
+            json!({"input": {"count": 3}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{parent}");
+    assert_eq!(parent["output"], json!({"sum": 14, "children": 3}));
+    let id = parent["id"].as_str().expect("id");
+    let (status, children) = api
+        .get(&format!("/api/v1/runs/{id}/children?limit=2"), &token)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{children}");
+    let first = children["runs"].as_array().expect("runs").clone();
+    assert_eq!(first.len(), 2);
+    let cursor = children["next_cursor"].as_str().expect("next page");
+    let (_, rest) = api
+        .get(
+            &format!("/api/v1/runs/{id}/children?limit=2&cursor={cursor}"),
+            &token,
+        )
+        .await;
+    assert_eq!(rest["runs"].as_array().expect("runs").len(), 1);
+    for child in first.iter().chain(rest["runs"].as_array().expect("runs")) {
+        assert_eq!(child["workflow"], "square");
+        assert_eq!(child["parent_run_id"], id);
+        let (_, run) = api
+            .get(
+                &format!("/api/v1/runs/{}", child["id"].as_str().expect("id")),
+                &token,
+            )
+            .await;
+        assert_eq!(run["parent_run_id"], id);
+    }
+    api.shutdown().await;
+}
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn another_tenants_objects_are_not_found(pool: PgPool) {
+    let api = Api::start(pool, true).await;
+    let alice = api.tenant("alice").await;
+    let bob = api.tenant("bob").await;
+    api.deploy(&alice, hatchery_guests::HELLO).await;
+    let (status, run) = api
+        .post(
+            "/api/v1/workflows/hello/runs?wait=30",
+            &alice,
+            json!({"input": {"name": "A"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{run}");
+    let id = run["id"].as_str().expect("id");
+
+    for uri in [
+        format!("/api/v1/runs/{id}"),
+        format!("/api/v1/runs/{id}/logs"),
+        format!("/api/v1/runs/{id}/children"),
+    ] {
+        let (status, error) = api.get(&uri, &bob).await;
+        assert_error(status, &error, StatusCode::NOT_FOUND, "not_found");
+    }
+    for action in ["cancel", "replay"] {
+        let (status, error) = api
+            .call(
+                "POST",
+                &format!("/api/v1/runs/{id}/{action}"),
+                Some(&bob),
+                Body::empty(),
+            )
+            .await;
+        assert_error(status, &error, StatusCode::NOT_FOUND, "not_found");
+    }
+    let (status, error) = api.get("/api/v1/workflows/hello", &bob).await;
+    assert_error(status, &error, StatusCode::NOT_FOUND, "unknown_workflow");
+    let (status, error) = api
+        .post("/api/v1/workflows/hello/runs", &bob, json!({"input": {}}))
+        .await;
+    assert_error(status, &error, StatusCode::NOT_FOUND, "unknown_workflow");
+    assert_eq!(api.get("/api/v1/runs", &bob).await.1["runs"], json!([]));
+    assert_eq!(
+        api.get("/api/v1/modules", &bob).await.1["modules"],
+        json!([])
+    );
+    assert_eq!(
+        api.get("/api/v1/workflows", &bob).await.1["workflows"],
+        json!([])
+    );
+    assert_eq!(
+        api.get("/api/v1/workers", &bob).await.1["workers"],
+        json!([])
+    );
+    // Alice still sees hers.
+    assert_eq!(
+        api.get(&format!("/api/v1/runs/{id}"), &alice).await.0,
+        StatusCode::OK
+    );
+    api.shutdown().await;
+}
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn the_api_serves_over_a_real_socket(pool: PgPool) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let api = Api::start(pool, true).await;
+    let token = api.tenant("acme").await;
+    api.deploy(&token, hatchery_guests::HELLO).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(
+        axum::serve(listener, api.router.clone())
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .into_future(),
+    );
+    let body = json!({"input": {"name": "Net"}}).to_string();
+    let request = format!(
+        "POST /api/v1/workflows/hello/runs?wait=30 HTTP/1.1\r\nHost: {addr}\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let (_, body) = response.split_once("\r\n\r\n").expect("body");
+    let run: Value = serde_json::from_str(body).expect("JSON");
+    assert_eq!(run["output"], json!({"greeting": "Hello, Net!"}));
+    stop.cancel();
+    server.await.expect("joins").expect("serves");
+    api.shutdown().await;
+}
