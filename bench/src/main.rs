@@ -3,6 +3,7 @@
 //!
 //! Run with: `cargo run --release -p hatchery-bench -- runtime` (or `-- queue`)
 
+mod http;
 mod queue;
 mod runtime;
 
@@ -21,6 +22,8 @@ enum Bench {
     Runtime(runtime::RuntimeArgs),
     /// Throughput, commits per task and enqueue-to-start latency, against graphile-worker.
     Queue(queue::QueueArgs),
+    /// Run-and-wait round trips and concurrent durable enqueues over the HTTP API.
+    Http(http::HttpArgs),
 }
 
 #[tokio::main]
@@ -28,5 +31,6 @@ async fn main() -> anyhow::Result<()> {
     match Args::parse().bench {
         Bench::Runtime(args) => runtime::run(args).await,
         Bench::Queue(args) => queue::run(args).await,
+        Bench::Http(args) => http::run(args).await,
     }
 }

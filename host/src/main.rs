@@ -6,7 +6,7 @@ fn main() -> std::process::ExitCode {
     let cli = hatchery::cli::Cli::parse();
     // A node reports what it does; one-shot commands only warn.
     let default_filter = match cli.command {
-        hatchery::cli::Command::Serve(_) => "info,sqlx=warn",
+        hatchery::cli::Command::Serve(_) | hatchery::cli::Command::Dev(_) => "info,sqlx=warn",
         _ => "warn",
     };
     tracing_subscriber::fmt()

@@ -1,6 +1,10 @@
-//! The `hatchery` binary as a task author uses it: `exec` and `inspect` on real components.
+//! The `hatchery` binary as a task author uses it: `exec` and `inspect` on real components;
+//! the client commands (`deploy`, `run`, `runs …`, `tenants`, `tokens`) driving a real
+//! `hatchery serve`; and `hatchery dev` starting from nothing.
 
-use std::process::{Command, Output};
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
 
 fn hatchery(args: &[&str]) -> Output {
     let cache = tempfile::tempdir().expect("temporary directory");
@@ -110,4 +114,370 @@ fn inspect_rejects_a_component_of_another_world() {
     let output = hatchery(&["inspect", hatchery_guests::WRONG_WORLD]);
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("hatchery:task/task-module"));
+}
+
+// ---- the client commands against a real node ----
+
+/// The test server's URL (`DATABASE_URL`), as the other end-to-end tests use it.
+fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(future)
+}
+
+/// A database of its own on the `DATABASE_URL` server, dropped with this value.
+struct FreshDatabase {
+    server: String,
+    name: String,
+    url: String,
+}
+
+impl FreshDatabase {
+    fn create() -> Self {
+        let server = database_url();
+        let name = format!("hatchery_cli_{}", uuid::Uuid::new_v4().simple());
+        let base = server
+            .split('?')
+            .next()
+            .and_then(|url| url.rsplit_once('/'))
+            .map(|(base, _)| base.to_owned())
+            .expect("DATABASE_URL has a database path");
+        block_on(async {
+            let pool = sqlx::PgPool::connect(&server).await.expect("connect");
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&pool)
+                .await
+                .expect("create the test database");
+        });
+        let url = format!("{base}/{name}");
+        Self { server, name, url }
+    }
+}
+
+impl Drop for FreshDatabase {
+    fn drop(&mut self) {
+        block_on(async {
+            if let Ok(pool) = sqlx::PgPool::connect(&self.server).await {
+                let _ = sqlx::query(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ))
+                .execute(&pool)
+                .await;
+            }
+        });
+    }
+}
+
+/// A child process ended when dropped: SIGTERM first (so it cleans up), then SIGKILL.
+struct ChildGuard(Child);
+
+impl ChildGuard {
+    /// Sends SIGTERM and waits (up to 30 s) for the exit status.
+    fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        if let Ok(Some(status)) = self.0.try_wait() {
+            return Some(status);
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if self.terminate().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Reads `stdout` until a line starting with `prefix`; returns that line.
+fn read_until(stdout: &mut BufReader<ChildStdout>, prefix: &str) -> String {
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let read = stdout
+            .read_line(&mut line)
+            .expect("read the child's stdout");
+        assert!(
+            read > 0,
+            "the process exited before printing `{prefix}`: {seen}"
+        );
+        if line.starts_with(prefix) {
+            return line.trim().to_owned();
+        }
+        seen.push_str(&line);
+    }
+}
+
+/// The `hatchery` binary with a clean client environment, run in `dir`.
+fn cli(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hatchery"));
+    command
+        .current_dir(dir)
+        .env_remove("HATCHERY_URL")
+        .env_remove("HATCHERY_TOKEN")
+        .env_remove("HATCHERY_ADMIN_TOKEN")
+        .env_remove("HATCHERY_LISTEN")
+        .env("XDG_CONFIG_HOME", dir.join("config"));
+    command
+}
+
+fn run_ok(command: &mut Command) -> Output {
+    let output = command.output().expect("the binary runs");
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+#[test]
+fn the_cli_drives_a_node_as_a_user_would() {
+    let database = FreshDatabase::create();
+    let work = tempfile::tempdir().expect("temporary directory");
+    let admin = "admin-secret-for-the-cli-test";
+    let mut node = ChildGuard(
+        cli(work.path())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("DATABASE_URL", &database.url)
+            .env("HATCHERY_ADMIN_TOKEN", admin)
+            .env("HATCHERY_CACHE_DIR", work.path().join("cache"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start hatchery serve"),
+    );
+    let mut stdout = BufReader::new(node.0.stdout.take().expect("piped stdout"));
+    let listening = read_until(&mut stdout, "listening on ");
+    let url = listening["listening on ".len()..].to_owned();
+    let dir = work.path();
+
+    // The admin creates a tenant; the user takes its token.
+    let tenant = run_ok(
+        cli(dir)
+            .args(["tenants", "create", "acme", "--json", "--url", &url])
+            .env("HATCHERY_ADMIN_TOKEN", admin),
+    );
+    let tenant = stdout_json(&tenant);
+    let token = tenant["token"].as_str().expect("a token").to_owned();
+    let tenant_id = tenant["id"].as_str().expect("an id").to_owned();
+    let extra = run_ok(
+        cli(dir)
+            .args(["tokens", "create", &tenant_id, "--url", &url])
+            .env("HATCHERY_ADMIN_TOKEN", admin),
+    );
+    assert!(String::from_utf8_lossy(&extra.stdout).contains("token:  hat_"));
+    let user = |args: &[&str]| {
+        let mut command = cli(dir);
+        command
+            .args(args)
+            .env("HATCHERY_URL", &url)
+            .env("HATCHERY_TOKEN", &token);
+        command
+    };
+
+    let deployed = run_ok(&mut user(&["deploy", hatchery_guests::HELLO]));
+    let deployed = String::from_utf8_lossy(&deployed.stdout);
+    assert!(deployed.contains("deployed"), "{deployed}");
+    assert!(deployed.contains("hello"), "{deployed}");
+
+    let waited = run_ok(&mut user(&[
+        "run",
+        "hello",
+        "--input",
+        r#"{"name":"Ada"}"#,
+        "--metadata",
+        r#"{"origin":"cli-test"}"#,
+        "--wait",
+    ]));
+    assert_eq!(
+        stdout_json(&waited),
+        serde_json::json!({"greeting": "Hello, Ada!"})
+    );
+    let progress = String::from_utf8_lossy(&waited.stderr);
+    assert!(
+        progress.contains("succeeded"),
+        "progress on stderr: {progress}"
+    );
+
+    let started = run_ok(&mut user(&[
+        "run",
+        "hello",
+        "--input",
+        r#"{"name":"Grace"}"#,
+        "--wait",
+        "--json",
+    ]));
+    let run = stdout_json(&started);
+    assert_eq!(run["status"], "succeeded");
+    let id = run["id"].as_str().expect("a run id").to_owned();
+
+    let shown = stdout_json(&run_ok(&mut user(&["runs", "show", &id, "--json"])));
+    assert_eq!(shown["workflow"], "hello");
+    assert_eq!(
+        shown["output"],
+        serde_json::json!({"greeting": "Hello, Grace!"})
+    );
+    assert_eq!(shown["tasks"][0]["status"], "succeeded");
+    let shown_text = run_ok(&mut user(&["runs", "show", &id]));
+    let shown_text = String::from_utf8_lossy(&shown_text.stdout);
+    assert!(shown_text.contains("status:   succeeded"), "{shown_text}");
+    assert!(shown_text.contains("greet"), "{shown_text}");
+
+    let listed = stdout_json(&run_ok(&mut user(&[
+        "runs",
+        "list",
+        "--workflow",
+        "hello",
+        "--json",
+    ])));
+    let runs = listed["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0]["id"], id.as_str(), "newest first");
+    let filtered = stdout_json(&run_ok(&mut user(&[
+        "runs",
+        "list",
+        "--metadata",
+        "origin:cli-test",
+        "--json",
+    ])));
+    assert_eq!(filtered["runs"].as_array().map(Vec::len), Some(1));
+    let table = run_ok(&mut user(&["runs", "list", "--status", "succeeded"]));
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.starts_with("ID "), "{table}");
+    assert!(table.contains(&id), "{table}");
+
+    let logs = run_ok(&mut user(&["runs", "logs", &id]));
+    let logs = String::from_utf8_lossy(&logs.stdout);
+    assert!(logs.contains("greeting Grace"), "{logs}");
+
+    // The server's error messages reach the user, with exit code 1.
+    let replay = user(&["runs", "replay", &id]).output().expect("runs");
+    assert_eq!(replay.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&replay.stderr)
+            .contains("only failed or cancelled runs can be replayed"),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    let unknown = user(&["run", "goodbye"]).output().expect("runs");
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown workflow"));
+    let bad_token = cli(dir)
+        .args(["runs", "list", "--url", &url, "--token", "hat_nope"])
+        .output()
+        .expect("runs");
+    assert_eq!(bad_token.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad_token.stderr).contains("401"));
+
+    // A failed run: `--wait` exits 1 with the reason; it can be replayed.
+    run_ok(&mut user(&["deploy", hatchery_guests::HOSTILE]));
+    let failed = user(&["run", "panic", "--wait"]).output().expect("runs");
+    assert_eq!(failed.status.code(), Some(1));
+    let failed_err = String::from_utf8_lossy(&failed.stderr);
+    assert!(failed_err.contains("boom"), "{failed_err}");
+    let failed_id = stdout_json(&run_ok(&mut user(&[
+        "runs", "list", "--status", "failed", "--json",
+    ])))["runs"][0]["id"]
+        .as_str()
+        .expect("the failed run")
+        .to_owned();
+    let replayed = run_ok(&mut user(&["runs", "replay", &failed_id]));
+    assert!(String::from_utf8_lossy(&replayed.stdout).contains("queued again"));
+    // Cancelling a finished run leaves it as it is.
+    let cancelled = run_ok(&mut user(&["runs", "cancel", &id]));
+    let cancelled = String::from_utf8_lossy(&cancelled.stdout);
+    assert!(cancelled.contains("is succeeded"), "{cancelled}");
+
+    assert!(node.terminate().is_some_and(|s| s.success()));
+}
+
+/// Waits for `hatchery dev` to be ready, then deploys `hello` and runs it as a user would,
+/// with the token and URL `dev` wrote into `dir`.
+fn serve_a_run_with_dev(dev: &mut ChildGuard, dir: &Path) {
+    let mut stdout = BufReader::new(dev.0.stdout.take().expect("piped stdout"));
+    read_until(&mut stdout, "listening on http://");
+    read_until(&mut stdout, "Stop with ctrl-c.");
+    let token = std::fs::read_to_string(dir.join(".hatchery/token")).expect("the token file");
+    assert!(token.starts_with("hat_"));
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.join(".hatchery/token"))
+            .expect("token metadata")
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    run_ok(cli(dir).args(["deploy", hatchery_guests::HELLO]));
+    let waited = run_ok(cli(dir).args(["run", "hello", "--input", r#"{"name":"Dev"}"#, "--wait"]));
+    assert_eq!(
+        stdout_json(&waited),
+        serde_json::json!({"greeting": "Hello, Dev!"})
+    );
+}
+
+fn start_dev(dir: &Path, extra_env: &[(&str, &str)]) -> ChildGuard {
+    let mut command = cli(dir);
+    command
+        .args(["dev", "--listen", "127.0.0.1:0"])
+        .env_remove("DATABASE_URL")
+        .env("HATCHERY_CACHE_DIR", dir.join("cache"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (key, value) in extra_env {
+        command.env(key, value);
+    }
+    ChildGuard(command.spawn().expect("start hatchery dev"))
+}
+
+#[test]
+fn dev_serves_a_run_from_nothing() {
+    let work = tempfile::tempdir().expect("temporary directory");
+    let mut dev = start_dev(work.path(), &[]);
+    serve_a_run_with_dev(&mut dev, work.path());
+    assert!(dev.terminate().is_some_and(|s| s.success()));
+}
+
+#[test]
+fn dev_starts_and_stops_a_private_cluster_when_no_server_answers() {
+    let work = tempfile::tempdir().expect("temporary directory");
+    // Let the `postgres` user reach the cluster directory when the test runs as root.
+    std::fs::set_permissions(
+        work.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let nothing = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+        .to_string();
+    let mut dev = start_dev(work.path(), &[("HATCHERY_DEV_PG_PORT", &nothing)]);
+    serve_a_run_with_dev(&mut dev, work.path());
+    let cluster = work.path().join(".hatchery/postgres");
+    assert!(cluster.join("PG_VERSION").exists());
+    assert!(cluster.join("postmaster.pid").exists(), "running");
+    assert!(dev.terminate().is_some_and(|s| s.success()));
+    assert!(
+        !cluster.join("postmaster.pid").exists(),
+        "the cluster is stopped on exit"
+    );
 }

@@ -29,6 +29,7 @@ pub use error::ApiError;
 use crate::db::Db;
 use crate::runtime::Runtime;
 use crate::scheduler::NodeHandle;
+use crate::scheduler::runs::RunStarter;
 
 /// Limits and secrets of the API.
 #[derive(Clone)]
@@ -89,6 +90,8 @@ pub struct AppState {
     pub node: Option<NodeHandle>,
     /// Limits and secrets.
     pub config: Arc<ApiConfig>,
+    /// Starts single runs with shared commits.
+    pub starter: RunStarter,
     tokens: Arc<auth::TokenCache>,
 }
 
@@ -96,6 +99,7 @@ impl AppState {
     /// State over `db` and `runtime`, with the local `node` if there is one.
     pub fn new(db: Db, runtime: Runtime, node: Option<NodeHandle>, config: ApiConfig) -> Self {
         Self {
+            starter: RunStarter::new(db.clone()),
             db,
             runtime,
             node,

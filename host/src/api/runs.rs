@@ -21,7 +21,7 @@ use crate::db::workflow_run::{
     workflow_runs_list,
 };
 use crate::scheduler::{
-    RunRequest, RunView, cancel_run, get_run, replay_run, start_run, start_runs, wait_for_run,
+    RunRequest, RunView, cancel_run, get_run, replay_run, start_runs, wait_for_run,
 };
 
 /// Statuses a workflow run can be in.
@@ -166,7 +166,7 @@ pub async fn start(
         }
     };
     let request = body.into_request(&workflow, state.config.max_payload_bytes)?;
-    let id = start_run(&state.db, tenant, &request).await?;
+    let id = state.starter.start(tenant, request).await?;
     let accepted = || (StatusCode::ACCEPTED, Json(json!({"run_id": id}))).into_response();
     let Some(wait) = wait.filter(|wait| !wait.is_zero()) else {
         return Ok(accepted());

@@ -3,8 +3,10 @@
 //! Commands print results on stdout and diagnostics on stderr; `--json` gives scripts a stable
 //! shape. Errors reach `main` as `anyhow` errors and become exit code 1.
 
+pub mod client;
+pub mod dev;
 mod exec;
-mod serve;
+pub mod serve;
 
 use std::path::PathBuf;
 
@@ -30,6 +32,22 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Apply the database migrations and exit.
     Migrate(serve::MigrateArgs),
+    /// Run a node for development with zero configuration: finds or starts PostgreSQL,
+    /// creates a `dev` tenant and writes its token to .hatchery/token.
+    Dev(dev::DevArgs),
+    /// Upload a component to a node (HATCHERY_URL, HATCHERY_TOKEN).
+    Deploy(client::DeployArgs),
+    /// Start a workflow run on a node, optionally waiting for its output.
+    Run(client::RunArgs),
+    /// List, show, cancel, replay runs and read their logs.
+    #[command(subcommand)]
+    Runs(client::RunsCommand),
+    /// Create tenants (admin).
+    #[command(subcommand)]
+    Tenants(client::TenantsCommand),
+    /// Create tokens of tenants (admin).
+    #[command(subcommand)]
+    Tokens(client::TokensCommand),
 }
 
 /// Options shared by commands that load components locally.
@@ -66,5 +84,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(args) => exec::inspect(args).await,
         Command::Serve(args) => serve::serve(args).await,
         Command::Migrate(args) => serve::migrate(args).await,
+        Command::Dev(args) => dev::dev(args).await,
+        Command::Deploy(args) => client::deploy(args).await,
+        Command::Run(args) => client::run(args).await,
+        Command::Runs(command) => client::runs(command).await,
+        Command::Tenants(command) => client::tenants(command).await,
+        Command::Tokens(command) => client::tokens(command).await,
     }
 }

@@ -3,6 +3,8 @@
 //! `serve` prints `listening on http://ADDR` on stdout once it accepts connections (with the
 //! real port when asked for port 0); logs go to stderr through `tracing`.
 
+use std::net::SocketAddr;
+
 use anyhow::Context as _;
 
 use super::CacheArgs;
@@ -69,58 +71,106 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
 /// Runs one node until SIGTERM or ctrl-c, then shuts down gracefully: the server stops
 /// accepting and finishes its requests, the node lets attempts finish or hands them back.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let db = Db::connect(&args.database_url, args.db_connections.max(2))
-        .await
-        .context("cannot connect to the database")?;
-    db.migrate()
-        .await
-        .context("applying the migrations failed")?;
-    let runtime = Runtime::new(RuntimeConfig {
-        engine: EngineConfig {
-            // Room for every slot plus parents waiting on their children.
-            max_instances: args.capacity.saturating_mul(2).max(16),
-            ..EngineConfig::default()
-        },
-        cache_dir: args.cache.dir(),
-        ..RuntimeConfig::default()
-    })?;
-    let node = Node::start(
-        db.clone(),
-        runtime.clone(),
-        NodeConfig {
-            capacity: args.capacity.max(1),
-            default_slots: args.slots.max(1),
-            limits: Limits {
-                memory_bytes: args.memory_mib << 20,
-                ..Limits::default()
+    let server = Server::start(&args).await?;
+    println!("listening on http://{}", server.addr());
+    server.run().await
+}
+
+/// A node that is migrated, started and bound to its address, but does not serve HTTP yet.
+/// `hatchery serve` and `hatchery dev` both start one and then `run` it.
+pub struct Server {
+    db: Db,
+    runtime: Runtime,
+    node: Node,
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+}
+
+impl Server {
+    /// Connects to the database, applies the migrations, starts the node (dispatcher and
+    /// workers) and binds the listen address.
+    pub async fn start(args: &ServeArgs) -> anyhow::Result<Self> {
+        let db = Db::connect(&args.database_url, args.db_connections.max(2))
+            .await
+            .context("cannot connect to the database")?;
+        db.migrate()
+            .await
+            .context("applying the migrations failed")?;
+        let runtime = Runtime::new(RuntimeConfig {
+            engine: EngineConfig {
+                // Room for every slot plus parents waiting on their children.
+                max_instances: args.capacity.saturating_mul(2).max(16),
+                ..EngineConfig::default()
             },
-            ..NodeConfig::default()
-        },
-    )
-    .await
-    .context("cannot start the node")?;
-    let config = ApiConfig {
-        admin_token: args.admin_token.filter(|token| !token.is_empty()),
-        max_module_bytes: args.max_module_mib << 20,
-        max_payload_bytes: args.max_payload_kib << 10,
-        ..ApiConfig::default()
-    };
-    if config.admin_token.is_none() {
-        tracing::warn!("HATCHERY_ADMIN_TOKEN is not set: tenants and tokens cannot be created");
-    }
-    let state = AppState::new(db, runtime, Some(node.handle()), config);
-    let listener = tokio::net::TcpListener::bind(&args.listen)
+            cache_dir: args.cache.dir(),
+            ..RuntimeConfig::default()
+        })?;
+        let node = Node::start(
+            db.clone(),
+            runtime.clone(),
+            NodeConfig {
+                capacity: args.capacity.max(1),
+                default_slots: args.slots.max(1),
+                limits: Limits {
+                    memory_bytes: args.memory_mib << 20,
+                    ..Limits::default()
+                },
+                ..NodeConfig::default()
+            },
+        )
         .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let addr = listener.local_addr()?;
-    println!("listening on http://{addr}");
-    tracing::info!(%addr, node_id = %node.id(), "node serving");
-    let served = axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
-    tracing::info!("shutting down: letting attempts finish");
-    node.shutdown().await;
-    served.context("the HTTP server failed")
+        .context("cannot start the node")?;
+        let config = ApiConfig {
+            admin_token: args.admin_token.clone().filter(|token| !token.is_empty()),
+            max_module_bytes: args.max_module_mib << 20,
+            max_payload_bytes: args.max_payload_kib << 10,
+            ..ApiConfig::default()
+        };
+        if config.admin_token.is_none() {
+            tracing::warn!("HATCHERY_ADMIN_TOKEN is not set: tenants and tokens cannot be created");
+        }
+        let state = AppState::new(db.clone(), runtime.clone(), Some(node.handle()), config);
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        Ok(Self {
+            db,
+            runtime,
+            node,
+            state,
+            listener,
+            addr,
+        })
+    }
+
+    /// The address the node listens on (the real port when asked for port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The node's database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The node's runtime (validates and loads modules).
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Serves HTTP until SIGTERM or ctrl-c, then drains: the server finishes its requests and
+    /// the node lets attempts finish or hands them back.
+    pub async fn run(self) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.addr, node_id = %self.node.id(), "node serving");
+        let served = axum::serve(self.listener, api::router(self.state))
+            .with_graceful_shutdown(shutdown_signal())
+            .await;
+        tracing::info!("shutting down: letting attempts finish");
+        self.node.shutdown().await;
+        served.context("the HTTP server failed")
+    }
 }
 
 /// Resolves on SIGTERM or ctrl-c.

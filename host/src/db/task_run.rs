@@ -437,31 +437,42 @@ async fn runs_progress(
         .filter(|f| matches!(f.status.as_str(), "failed" | "cancelled") && !f.is_on_failure)
         .collect();
     if !failed.is_empty() {
-        let failed_runs: Vec<Uuid> = sqlx::query_scalar(
-            "UPDATE workflow_runs w SET status = 'failed', finished_at = now(),
-                 error = 'task `' || f.task || '` failed: ' || coalesce(f.error, 'unknown error')
-             FROM (SELECT DISTINCT ON (tenant_id, run_id) *
-                   FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[])
-                        AS f(tenant_id, run_id, task, error)) f
-             WHERE w.tenant_id = f.tenant_id AND w.id = f.run_id AND w.status IN ('queued', 'running')
-             RETURNING w.id",
+        // The first failure of each still-active run fails it. Lock order: task_runs (the
+        // rest cancelled, the on-failure task queued) before workflow_runs, as everywhere.
+        let mut first: Vec<&Finished> = Vec::new();
+        for failure in failed {
+            if !first.iter().any(|f| {
+                f.tenant_id == failure.tenant_id && f.workflow_run_id == failure.workflow_run_id
+            }) {
+                first.push(failure);
+            }
+        }
+        let active: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT w.id FROM workflow_runs w
+             JOIN unnest($1::uuid[], $2::uuid[]) AS r(tenant_id, id)
+               ON w.tenant_id = r.tenant_id AND w.id = r.id
+             WHERE w.status IN ('queued', 'running')",
         )
-        .bind(failed.iter().map(|f| f.tenant_id).collect::<Vec<_>>())
-        .bind(failed.iter().map(|f| f.workflow_run_id).collect::<Vec<_>>())
-        .bind(failed.iter().map(|f| f.task.as_str()).collect::<Vec<_>>())
-        .bind(failed.iter().map(|f| f.error.as_deref()).collect::<Vec<_>>())
+        .bind(first.iter().map(|f| f.tenant_id).collect::<Vec<_>>())
+        .bind(first.iter().map(|f| f.workflow_run_id).collect::<Vec<_>>())
         .fetch_all(&mut *conn)
         .await?;
-        if !failed_runs.is_empty() {
-            let tenants: Vec<Uuid> = failed
+        let failing: Vec<&Finished> = first
+            .into_iter()
+            .filter(|f| active.contains(&f.workflow_run_id))
+            .collect();
+        if !failing.is_empty() {
+            let tenants: Vec<Uuid> = failing.iter().map(|f| f.tenant_id).collect();
+            let runs: Vec<Uuid> = failing.iter().map(|f| f.workflow_run_id).collect();
+            let errors: Vec<String> = failing
                 .iter()
-                .filter(|f| failed_runs.contains(&f.workflow_run_id))
-                .map(|f| f.tenant_id)
-                .collect();
-            let runs: Vec<Uuid> = failed
-                .iter()
-                .filter(|f| failed_runs.contains(&f.workflow_run_id))
-                .map(|f| f.workflow_run_id)
+                .map(|f| {
+                    format!(
+                        "task `{}` failed: {}",
+                        f.task,
+                        f.error.as_deref().unwrap_or("unknown error")
+                    )
+                })
                 .collect();
             sqlx::query(
                 "UPDATE task_runs t SET status = 'cancelled', finished_at = now(),
@@ -477,19 +488,31 @@ async fn runs_progress(
             let on_failure = sqlx::query(
                 "UPDATE task_runs t SET status = 'queued', available_at = now(),
                      schedule_deadline = now() + t.schedule_timeout_ms * interval '1 millisecond',
-                     input = jsonb_build_object('error', w.error, 'input', w.input)
-                 FROM unnest($1::uuid[], $2::uuid[]) AS r(tenant_id, id)
+                     input = jsonb_build_object('error', r.error, 'input', w.input)
+                 FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS r(tenant_id, id, error)
                  JOIN workflow_runs w ON w.tenant_id = r.tenant_id AND w.id = r.id
                  WHERE t.tenant_id = r.tenant_id AND t.workflow_run_id = r.id
                    AND t.is_on_failure AND t.status = 'pending'",
             )
             .bind(&tenants)
             .bind(&runs)
+            .bind(&errors)
             .execute(&mut *conn)
             .await?;
             progress.queued |= on_failure.rows_affected() > 0;
+            let failed_runs: Vec<Uuid> = sqlx::query_scalar(
+                "UPDATE workflow_runs w SET status = 'failed', finished_at = now(), error = r.error
+                 FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS r(tenant_id, id, error)
+                 WHERE w.tenant_id = r.tenant_id AND w.id = r.id AND w.status IN ('queued', 'running')
+                 RETURNING w.id",
+            )
+            .bind(&tenants)
+            .bind(&runs)
+            .bind(&errors)
+            .fetch_all(&mut *conn)
+            .await?;
+            progress.finished_runs.extend(failed_runs);
         }
-        progress.finished_runs.extend(failed_runs);
     }
     let unique: HashSet<Uuid> = progress.finished_runs.drain(..).collect();
     progress.finished_runs = unique.into_iter().collect();

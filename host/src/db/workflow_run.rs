@@ -513,7 +513,9 @@ pub async fn workflow_run_cancel(
     if exists.is_none() {
         return Ok(None);
     }
-    let runs: Vec<Uuid> = sqlx::query_scalar(
+    // Lock order everywhere: task_runs before workflow_runs (completions, claims and the
+    // reaper update them in that order), so a cancel cannot deadlock with a completion.
+    let tree: Vec<Uuid> = sqlx::query_scalar(
         "WITH RECURSIVE tree(id) AS (
              SELECT $2::uuid
              UNION
@@ -521,10 +523,7 @@ pub async fn workflow_run_cancel(
              JOIN task_runs t ON t.tenant_id = $1 AND t.workflow_run_id = tree.id
              JOIN workflow_runs c ON c.tenant_id = $1 AND c.parent_task_run_id = t.id
          )
-         UPDATE workflow_runs SET status = 'cancelled', finished_at = now(),
-                                  error = coalesce(error, 'cancelled')
-         WHERE tenant_id = $1 AND id IN (SELECT id FROM tree) AND status IN ('queued', 'running')
-         RETURNING id",
+         SELECT id FROM tree",
     )
     .bind(tenant_id)
     .bind(id)
@@ -535,6 +534,7 @@ pub async fn workflow_run_cancel(
              SELECT id, status FROM task_runs
              WHERE tenant_id = $1 AND workflow_run_id = ANY($2)
                AND status IN ('pending', 'queued', 'running')
+             ORDER BY id
              FOR UPDATE
          )
          UPDATE task_runs t SET status = 'cancelled', finished_at = now(), error = 'cancelled',
@@ -543,10 +543,20 @@ pub async fn workflow_run_cancel(
          RETURNING CASE WHEN targets.status = 'running' THEN t.id END",
     )
     .bind(tenant_id)
-    .bind(&runs)
+    .bind(&tree)
     .fetch_all(&mut *conn)
     .await?;
     let interrupted: Vec<Uuid> = interrupted.into_iter().flatten().collect();
+    let runs: Vec<Uuid> = sqlx::query_scalar(
+        "UPDATE workflow_runs SET status = 'cancelled', finished_at = now(),
+                                  error = coalesce(error, 'cancelled')
+         WHERE tenant_id = $1 AND id = ANY($2) AND status IN ('queued', 'running')
+         RETURNING id",
+    )
+    .bind(tenant_id)
+    .bind(&tree)
+    .fetch_all(&mut *conn)
+    .await?;
     super::notify_ids(conn, super::CHANNEL_CANCEL, &interrupted).await?;
     super::notify_ids(conn, super::CHANNEL_RUN_FINISHED, &runs).await?;
     Ok(Some(Cancellation { runs, interrupted }))
@@ -559,15 +569,16 @@ pub async fn workflow_run_replay(
     tenant_id: Uuid,
     id: Uuid,
 ) -> Result<bool, sqlx::Error> {
-    let reset = sqlx::query(
-        "UPDATE workflow_runs SET status = 'queued', error = NULL, output = NULL, finished_at = NULL
+    // task_runs before workflow_runs, the lock order of every other writer.
+    let replayable: Option<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM workflow_runs
          WHERE tenant_id = $1 AND id = $2 AND status IN ('failed', 'cancelled')",
     )
     .bind(tenant_id)
     .bind(id)
-    .execute(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await?;
-    if reset.rows_affected() == 0 {
+    if replayable.is_none() {
         return Ok(false);
     }
     sqlx::query(
@@ -585,6 +596,17 @@ pub async fn workflow_run_replay(
     .bind(id)
     .execute(&mut *conn)
     .await?;
+    let reset = sqlx::query(
+        "UPDATE workflow_runs SET status = 'queued', error = NULL, output = NULL, finished_at = NULL
+         WHERE tenant_id = $1 AND id = $2 AND status IN ('failed', 'cancelled')",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    if reset.rows_affected() == 0 {
+        return Ok(false);
+    }
     sqlx::query(
         "UPDATE task_runs SET status = 'queued', available_at = now(),
                               schedule_deadline = now() + schedule_timeout_ms * interval '1 millisecond'

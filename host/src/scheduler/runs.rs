@@ -163,7 +163,9 @@ pub async fn cancel_run(db: &Db, tenant_id: Uuid, id: Uuid) -> Result<bool, RunE
 pub async fn replay_run(db: &Db, tenant_id: Uuid, id: Uuid) -> Result<bool, RunError> {
     let mut tx = db.pool.begin().await?;
     let replayed = workflow_run::workflow_run_replay(&mut tx, tenant_id, id).await?;
-    tx.commit().await?;
+    if replayed {
+        tx.commit().await?;
+    }
     Ok(replayed)
 }
 
@@ -208,5 +210,179 @@ pub async fn wait_for_run(
             () = tokio::time::sleep(Duration::from_millis(500)) => {}
             () = tokio::time::sleep_until(deadline) => return get_run(db, tenant_id, id).await,
         }
+    }
+}
+
+/// A single run request waiting to be committed with others.
+struct PendingStart {
+    tenant_id: Uuid,
+    request: RunRequest,
+    reply: tokio::sync::oneshot::Sender<Result<Uuid, RunError>>,
+}
+
+/// Most single-run requests committed together.
+const GROUP_COMMIT_MAX: usize = 1_000;
+
+/// Starts single runs for many concurrent callers with shared commits: requests that arrive
+/// while a commit is in flight are validated one by one, then written together in the next
+/// transaction. Each caller is answered only after its run is durably committed, and a bad
+/// request fails alone. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct RunStarter {
+    sender: tokio::sync::mpsc::Sender<PendingStart>,
+}
+
+impl std::fmt::Debug for PendingStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingStart")
+            .field("workflow", &self.request.workflow)
+            .finish()
+    }
+}
+
+impl RunStarter {
+    /// A starter committing to `db`; its writer task lives as long as a clone of it does.
+    pub fn new(db: Db) -> Self {
+        let (sender, receiver) = tokio::sync::mpsc::channel(GROUP_COMMIT_MAX * 4);
+        tokio::spawn(group_commit(db, receiver));
+        Self { sender }
+    }
+
+    /// Starts one run; returns once it is durably committed.
+    pub async fn start(&self, tenant_id: Uuid, request: RunRequest) -> Result<Uuid, RunError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let closed = || RunError::Db(sqlx::Error::PoolClosed);
+        self.sender
+            .send(PendingStart {
+                tenant_id,
+                request,
+                reply,
+            })
+            .await
+            .map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+}
+
+async fn group_commit(db: Db, mut receiver: tokio::sync::mpsc::Receiver<PendingStart>) {
+    while let Some(first) = receiver.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < GROUP_COMMIT_MAX {
+            match receiver.try_recv() {
+                Ok(pending) => batch.push(pending),
+                Err(_) => break,
+            }
+        }
+        commit_batch(&db, batch).await;
+    }
+}
+
+/// Validates each request (unknown workflow, metadata, priority fail alone), then creates the
+/// valid runs in one transaction and answers everyone.
+async fn commit_batch(db: &Db, batch: Vec<PendingStart>) {
+    let mut tx = match db.pool.begin().await {
+        Ok(tx) => tx,
+        Err(e) => return fail_all(batch, &e),
+    };
+    let mut versions: std::collections::HashMap<(Uuid, String), Option<WorkflowVersion>> =
+        Default::default();
+    let mut valid: Vec<(PendingStart, i16, String, String)> = Vec::with_capacity(batch.len());
+    for pending in batch {
+        let key = (pending.tenant_id, pending.request.workflow.clone());
+        if !versions.contains_key(&key) {
+            match workflow_latest(&mut tx, pending.tenant_id, &pending.request.workflow).await {
+                Ok(version) => {
+                    versions.insert(key.clone(), version);
+                }
+                Err(e) => {
+                    let _ = pending.reply.send(Err(RunError::Db(e)));
+                    continue;
+                }
+            }
+        }
+        let Some(workflow) = &versions[&key] else {
+            let _ = pending.reply.send(Err(RunError::UnknownWorkflow(key.1)));
+            continue;
+        };
+        if !pending.request.additional_metadata.is_object() {
+            let _ = pending.reply.send(Err(RunError::InvalidMetadata));
+            continue;
+        }
+        match effective_priority(pending.request.priority, workflow) {
+            Ok(priority) => {
+                let input = pending.request.input.to_string();
+                let metadata = pending.request.additional_metadata.to_string();
+                valid.push((pending, priority, input, metadata));
+            }
+            Err(e) => {
+                let _ = pending.reply.send(Err(e));
+            }
+        }
+    }
+    if valid.is_empty() {
+        return;
+    }
+    let mut tenants: Vec<Uuid> = valid.iter().map(|v| v.0.tenant_id).collect();
+    tenants.sort();
+    tenants.dedup();
+    let mut ids: std::collections::HashMap<usize, Uuid> = Default::default();
+    let mut result: Result<(), sqlx::Error> = Ok(());
+    for tenant_id in tenants {
+        let members: Vec<usize> = (0..valid.len())
+            .filter(|&i| valid[i].0.tenant_id == tenant_id)
+            .collect();
+        let runs: Vec<NewWorkflowRun<'_>> = members
+            .iter()
+            .map(|&i| {
+                let (pending, priority, input, metadata) = &valid[i];
+                let workflow = versions[&(tenant_id, pending.request.workflow.clone())]
+                    .as_ref()
+                    .expect("validated above");
+                NewWorkflowRun {
+                    workflow,
+                    input,
+                    additional_metadata: metadata,
+                    priority: *priority,
+                    idempotency_key: pending.request.key.as_deref(),
+                    parent: None,
+                }
+            })
+            .collect();
+        match workflow_runs_create(&mut tx, tenant_id, &runs).await {
+            Ok(created) => ids.extend(members.into_iter().zip(created)),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    let committed = match result {
+        Ok(()) => match db::notify_work(&mut tx).await {
+            Ok(()) => tx.commit().await,
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    match committed {
+        Ok(()) => {
+            for (i, (pending, ..)) in valid.into_iter().enumerate() {
+                let _ = pending.reply.send(
+                    ids.get(&i)
+                        .copied()
+                        .ok_or(RunError::Db(sqlx::Error::RowNotFound)),
+                );
+            }
+        }
+        Err(e) => fail_all(valid.into_iter().map(|v| v.0).collect(), &e),
+    }
+}
+
+fn fail_all(batch: Vec<PendingStart>, error: &sqlx::Error) {
+    for pending in batch {
+        let _ = pending
+            .reply
+            .send(Err(RunError::Db(sqlx::Error::Protocol(format!(
+                "the batch failed: {error}"
+            )))));
     }
 }

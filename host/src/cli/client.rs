@@ -1,0 +1,944 @@
+//! The CLI as a client of a node's HTTP API: `deploy`, `run`, `runs …`, `tenants create`,
+//! `tokens create`.
+//!
+//! It only speaks HTTP (plain `http://` for now) and never touches the database. Human-readable
+//! output by default; `--json` prints the API's JSON unchanged. An API error prints the
+//! server's message.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use chrono::{DateTime, Utc};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// Default address of the API.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+
+/// The directory `hatchery dev` keeps its state in, under the current directory.
+pub const DEV_DIR: &str = ".hatchery";
+
+/// How often `run --wait` refreshes the run.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Where a node is and who is asking.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientArgs {
+    /// URL of the API [default: the URL `hatchery dev` wrote to .hatchery/url, else
+    /// http://127.0.0.1:8080].
+    #[arg(long, env = "HATCHERY_URL")]
+    pub url: Option<String>,
+    /// The tenant's token [default: .hatchery/token, else ~/.config/hatchery/token].
+    #[arg(long, env = "HATCHERY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print the API's JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where a node is, as the admin.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AdminArgs {
+    /// URL of the API [default: the URL `hatchery dev` wrote to .hatchery/url, else
+    /// http://127.0.0.1:8080].
+    #[arg(long, env = "HATCHERY_URL")]
+    pub url: Option<String>,
+    /// The admin token the node was started with [default: .hatchery/admin-token, written
+    /// by `hatchery dev`].
+    #[arg(long, env = "HATCHERY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Print the API's JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `hatchery deploy`.
+#[derive(Debug, clap::Args)]
+pub struct DeployArgs {
+    /// The component (`.wasm`) to upload.
+    pub file: PathBuf,
+    /// Connection and output options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Arguments of `hatchery run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The workflow to start.
+    pub workflow: String,
+    /// JSON input.
+    #[arg(long, conflicts_with = "input_file")]
+    pub input: Option<String>,
+    /// Read the JSON input from this file (`-` for stdin).
+    #[arg(long)]
+    pub input_file: Option<PathBuf>,
+    /// Additional metadata of the run, a JSON object.
+    #[arg(long)]
+    pub metadata: Option<String>,
+    /// Priority, 1 (lowest) to 3 [default: the workflow's].
+    #[arg(long)]
+    pub priority: Option<u8>,
+    /// Concurrency or idempotency key of the run.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Wait for the run to finish, showing its progress on stderr, then print its output;
+    /// exit code 1 if it failed or was cancelled.
+    #[arg(long)]
+    pub wait: bool,
+    /// Connection and output options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `hatchery runs …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum RunsCommand {
+    /// List runs, newest first.
+    List(RunsListArgs),
+    /// Show a run and its tasks.
+    Show(RunIdArgs),
+    /// Cancel a run (and the runs it spawned).
+    Cancel(RunIdArgs),
+    /// Run a failed or cancelled run again.
+    Replay(RunIdArgs),
+    /// Print the log lines of a run's attempts, oldest first.
+    Logs(RunIdArgs),
+}
+
+/// Arguments of `hatchery runs list`.
+#[derive(Debug, clap::Args)]
+pub struct RunsListArgs {
+    /// Only runs of this workflow.
+    #[arg(long)]
+    pub workflow: Option<String>,
+    /// Only runs in this status: queued, running, succeeded, failed or cancelled.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only runs whose metadata has `key:value`.
+    #[arg(long, value_name = "KEY:VALUE")]
+    pub metadata: Option<String>,
+    /// At most this many runs.
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+    /// Continue after a previous page (its `next_cursor`).
+    #[arg(long)]
+    pub cursor: Option<String>,
+    /// Connection and output options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Arguments of the `runs` commands that name one run.
+#[derive(Debug, clap::Args)]
+pub struct RunIdArgs {
+    /// The run's id.
+    pub id: String,
+    /// Connection and output options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `hatchery tenants …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum TenantsCommand {
+    /// Create a tenant and its first token (admin).
+    Create(TenantCreateArgs),
+}
+
+/// Arguments of `hatchery tenants create`.
+#[derive(Debug, clap::Args)]
+pub struct TenantCreateArgs {
+    /// The tenant's unique name.
+    pub name: String,
+    /// Connection and output options.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// `hatchery tokens …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum TokensCommand {
+    /// Create another token of a tenant (admin).
+    Create(TokenCreateArgs),
+}
+
+/// Arguments of `hatchery tokens create`.
+#[derive(Debug, clap::Args)]
+pub struct TokenCreateArgs {
+    /// The tenant's id.
+    pub tenant_id: String,
+    /// A label for the token.
+    #[arg(long, default_value = "")]
+    pub name: String,
+    /// Connection and output options.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// A failed API call.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error.
+    #[error("{message} ({status}, {code})")]
+    Api {
+        /// HTTP status.
+        status: StatusCode,
+        /// The API's machine code.
+        code: String,
+        /// The API's message.
+        message: String,
+    },
+    /// The server could not be reached or the exchange failed.
+    #[error(
+        "cannot reach the Hatchery API at {url}: {source} (is a node running? set HATCHERY_URL or --url)"
+    )]
+    Unreachable {
+        /// The URL asked.
+        url: String,
+        /// The cause.
+        source: reqwest::Error,
+    },
+    /// The server answered something that is not the API's JSON.
+    #[error("unexpected answer from {url} ({status}): {body}")]
+    Unexpected {
+        /// The URL asked.
+        url: String,
+        /// HTTP status.
+        status: StatusCode,
+        /// The start of the body.
+        body: String,
+    },
+}
+
+/// A bearer token and where it came from (for messages).
+#[derive(Debug, Clone)]
+struct Credential {
+    token: String,
+    source: String,
+}
+
+/// An HTTP client of one node's API.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    credential: Option<Credential>,
+}
+
+/// The body of a request.
+enum Body {
+    None,
+    Json(Value),
+    Wasm(Vec<u8>),
+}
+
+impl Client {
+    /// A client of the API at `url` with `token` (if any).
+    pub fn new(url: &str, token: Option<String>) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("hatchery-cli/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("cannot build the HTTP client")?;
+        let base = url.trim_end_matches('/').to_owned();
+        if base.starts_with("https://") {
+            bail!(
+                "{base}: this build of the CLI speaks plain http:// only (TLS is not built in yet)"
+            );
+        }
+        if !base.starts_with("http://") {
+            bail!("{base}: the API URL must start with http://");
+        }
+        Ok(Self {
+            http,
+            base,
+            credential: token.map(|token| Credential {
+                token,
+                source: "the given token".into(),
+            }),
+        })
+    }
+
+    /// A client for a tenant's commands: the URL and token from flags, the environment or the
+    /// files `hatchery dev` writes.
+    fn tenant(args: &ClientArgs) -> anyhow::Result<Self> {
+        let mut client = Self::new(&resolve_url(args.url.as_deref()), None)?;
+        client.credential = match args.token.as_deref().filter(|t| !t.is_empty()) {
+            Some(token) => Some(Credential {
+                token: token.trim().to_owned(),
+                source: "HATCHERY_TOKEN/--token".into(),
+            }),
+            None => token_from_files()?,
+        };
+        if client.credential.is_none() {
+            bail!(
+                "no token: set HATCHERY_TOKEN or pass --token (or run `hatchery dev`, which writes {DEV_DIR}/token)"
+            );
+        }
+        Ok(client)
+    }
+
+    /// A client for the admin's commands.
+    fn admin(args: &AdminArgs) -> anyhow::Result<Self> {
+        let dev_file = Path::new(DEV_DIR).join("admin-token");
+        let token = match args.admin_token.clone().filter(|t| !t.is_empty()) {
+            Some(token) => token,
+            None => match std::fs::read_to_string(&dev_file) {
+                Ok(token) if !token.trim().is_empty() => token.trim().to_owned(),
+                _ => bail!("no admin token: set HATCHERY_ADMIN_TOKEN or pass --admin-token"),
+            },
+        };
+        let mut client = Self::new(&resolve_url(args.url.as_deref()), None)?;
+        client.credential = Some(Credential {
+            token,
+            source: "HATCHERY_ADMIN_TOKEN/--admin-token".into(),
+        });
+        Ok(client)
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Body) -> Result<Value, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self.http.request(method, &url);
+        if let Some(credential) = &self.credential {
+            request = request.bearer_auth(&credential.token);
+        }
+        request = match body {
+            Body::None => request,
+            Body::Json(value) => request.json(&value),
+            Body::Wasm(bytes) => request
+                .header(reqwest::header::CONTENT_TYPE, "application/wasm")
+                .body(bytes),
+        };
+        let unreachable = |source| ClientError::Unreachable {
+            url: url.clone(),
+            source,
+        };
+        let response = request.send().await.map_err(unreachable)?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(unreachable)?;
+        if status == StatusCode::NO_CONTENT {
+            return Ok(Value::Null);
+        }
+        let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
+        if status.is_success()
+            && let Some(value) = parsed
+        {
+            return Ok(value);
+        }
+        if let Some(error) = parsed.as_ref().and_then(|v| v.get("error")) {
+            let text = |key: &str| {
+                error
+                    .get(key)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            let mut message = text("message");
+            if status == StatusCode::UNAUTHORIZED
+                && let Some(credential) = &self.credential
+            {
+                message.push_str(&format!(" (token from {})", credential.source));
+            }
+            return Err(ClientError::Api {
+                status,
+                code: text("code"),
+                message,
+            });
+        }
+        let body = String::from_utf8_lossy(&bytes);
+        Err(ClientError::Unexpected {
+            url,
+            status,
+            body: body.chars().take(200).collect(),
+        })
+    }
+
+    /// `POST /api/v1/modules`.
+    pub async fn deploy(&self, wasm: Vec<u8>) -> Result<Value, ClientError> {
+        self.call(Method::POST, "/api/v1/modules", Body::Wasm(wasm))
+            .await
+    }
+
+    /// `POST /api/v1/workflows/{name}/runs` with `{input, additional_metadata?, priority?,
+    /// key?}` → `{run_id}`.
+    pub async fn start_run(&self, workflow: &str, body: Value) -> Result<Value, ClientError> {
+        let path = format!("/api/v1/workflows/{}/runs", encode(workflow));
+        self.call(Method::POST, &path, Body::Json(body)).await
+    }
+
+    /// `GET /api/v1/runs/{id}`.
+    pub async fn run(&self, id: &str) -> Result<Value, ClientError> {
+        self.call(
+            Method::GET,
+            &format!("/api/v1/runs/{}", encode(id)),
+            Body::None,
+        )
+        .await
+    }
+
+    async fn get(
+        &self,
+        path: &str,
+        query: &[(&str, Option<String>)],
+    ) -> Result<Value, ClientError> {
+        let query: Vec<String> = query
+            .iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v))))
+            .collect();
+        let path = if query.is_empty() {
+            path.to_owned()
+        } else {
+            format!("{path}?{}", query.join("&"))
+        };
+        self.call(Method::GET, &path, Body::None).await
+    }
+
+    async fn post(&self, path: &str, body: Body) -> Result<Value, ClientError> {
+        self.call(Method::POST, path, body).await
+    }
+}
+
+/// Percent-encodes one path segment or query value.
+fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// The API URL: the flag or `HATCHERY_URL`, else the one `hatchery dev` wrote, else the
+/// default.
+fn resolve_url(given: Option<&str>) -> String {
+    if let Some(url) = given.map(str::trim).filter(|u| !u.is_empty()) {
+        return url.to_owned();
+    }
+    std::fs::read_to_string(Path::new(DEV_DIR).join("url"))
+        .ok()
+        .map(|url| url.trim().to_owned())
+        .filter(|url| !url.is_empty())
+        .unwrap_or_else(|| DEFAULT_URL.to_owned())
+}
+
+/// The user-wide token file: `$XDG_CONFIG_HOME/hatchery/token` or `~/.config/hatchery/token`.
+pub fn user_token_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")))?;
+    Some(base.join("hatchery").join("token"))
+}
+
+/// The token in `.hatchery/token` (of the current directory), else in the user's config.
+fn token_from_files() -> anyhow::Result<Option<Credential>> {
+    let candidates = std::iter::once(Path::new(DEV_DIR).join("token")).chain(user_token_path());
+    for path in candidates {
+        match std::fs::read_to_string(&path) {
+            Ok(text) if !text.trim().is_empty() => {
+                return Ok(Some(Credential {
+                    token: text.trim().to_owned(),
+                    source: path.display().to_string(),
+                }));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+    Ok(None)
+}
+
+fn print_json(value: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn str_of<'a>(value: &'a Value, key: &str) -> &'a str {
+    value.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+/// Parses a JSON argument, naming the flag when it is not JSON.
+fn parse_json_arg(flag: &str, text: &str) -> anyhow::Result<Value> {
+    serde_json::from_str(text).with_context(|| format!("{flag} is not valid JSON"))
+}
+
+/// `hatchery deploy <file.wasm>`.
+pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
+    let client = Client::tenant(&args.client)?;
+    let bytes = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let deployed = client.deploy(bytes).await?;
+    if args.client.json {
+        return print_json(&deployed);
+    }
+    let already = deployed["already_deployed"].as_bool().unwrap_or(false);
+    println!(
+        "{} {}{}",
+        if already {
+            "already deployed"
+        } else {
+            "deployed"
+        },
+        args.file.display(),
+        format_args!(" (sha256 {})", str_of(&deployed, "digest")),
+    );
+    let workflows = deployed["workflows"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let rows: Vec<Vec<String>> = workflows
+        .iter()
+        .map(|w| {
+            let tasks: Vec<&str> = w["tasks"]
+                .as_array()
+                .map(|tasks| tasks.iter().map(|t| str_of(t, "name")).collect())
+                .unwrap_or_default();
+            vec![
+                str_of(w, "name").to_owned(),
+                w["version"].to_string(),
+                tasks.join(", "),
+            ]
+        })
+        .collect();
+    print_table(&["WORKFLOW", "VERSION", "TASKS"], &rows);
+    Ok(())
+}
+
+/// `hatchery run <workflow>`.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let client = Client::tenant(&args.client)?;
+    let input = match (&args.input, &args.input_file) {
+        (Some(text), _) => parse_json_arg("--input", text)?,
+        (None, Some(path)) => {
+            let text = if path.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).context("cannot read stdin")?
+            } else {
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?
+            };
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not valid JSON", path.display()))?
+        }
+        (None, None) => json!({}),
+    };
+    let mut body = json!({ "input": input });
+    if let Some(metadata) = &args.metadata {
+        body["additional_metadata"] = parse_json_arg("--metadata", metadata)?;
+    }
+    if let Some(priority) = args.priority {
+        body["priority"] = json!(priority);
+    }
+    if let Some(key) = &args.key {
+        body["key"] = json!(key);
+    }
+    let started = client.start_run(&args.workflow, body).await?;
+    let id = str_of(&started, "run_id").to_owned();
+    if !args.wait {
+        if args.client.json {
+            return print_json(&started);
+        }
+        println!("{id}");
+        return Ok(());
+    }
+    let run = wait_for_run(&client, &id).await?;
+    let status = str_of(&run, "status");
+    if args.client.json {
+        print_json(&run)?;
+    } else if status == "succeeded" {
+        print_json(&run["output"])?;
+    }
+    match status {
+        "succeeded" => Ok(()),
+        "cancelled" => bail!("run {id} was cancelled"),
+        _ => {
+            let reason = failure_reason(&run);
+            bail!("run {id} {status}: {reason}")
+        }
+    }
+}
+
+/// The error of a failed run, or of its first failed task.
+fn failure_reason(run: &Value) -> String {
+    if let Some(error) = run["error"].as_str().filter(|e| !e.is_empty()) {
+        return error.to_owned();
+    }
+    run["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|t| {
+            t["error"]
+                .as_str()
+                .map(|e| format!("task {}: {e}", str_of(t, "name")))
+        })
+        .unwrap_or_else(|| "no reason given".to_owned())
+}
+
+fn is_finished(status: &str) -> bool {
+    matches!(status, "succeeded" | "failed" | "cancelled")
+}
+
+/// Polls run `id` until it finishes, showing its progress on stderr: a line redrawn in place
+/// on a terminal, a line per change otherwise.
+async fn wait_for_run(client: &Client, id: &str) -> anyhow::Result<Value> {
+    let start = Instant::now();
+    let live = std::io::stderr().is_terminal();
+    let mut last = String::new();
+    loop {
+        let run = client.run(id).await?;
+        let status = str_of(&run, "status");
+        let line = progress_line(&run);
+        let mut stderr = std::io::stderr().lock();
+        if live {
+            let elapsed = start.elapsed().as_secs_f64();
+            let _ = write!(stderr, "\r\x1b[K{line}  {elapsed:.1}s");
+            if is_finished(status) {
+                let _ = writeln!(stderr);
+            }
+        } else if line != last {
+            let _ = writeln!(stderr, "{line}");
+        }
+        let _ = stderr.flush();
+        drop(stderr);
+        last = line;
+        if is_finished(status) {
+            return Ok(run);
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// `run <id> <status>  task:status task:status …`.
+fn progress_line(run: &Value) -> String {
+    let tasks: Vec<String> = run["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let attempt = t["attempt"].as_u64().unwrap_or(0);
+            let retry = if attempt > 1 {
+                format!(" (attempt {attempt})")
+            } else {
+                String::new()
+            };
+            format!("{} {}{retry}", str_of(t, "name"), str_of(t, "status"))
+        })
+        .collect();
+    let mut line = format!(
+        "{} run {} {}",
+        str_of(run, "workflow"),
+        str_of(run, "id"),
+        str_of(run, "status")
+    );
+    if !tasks.is_empty() {
+        line.push_str(" · ");
+        line.push_str(&tasks.join(", "));
+    }
+    line
+}
+
+/// `hatchery runs …`.
+pub async fn runs(command: RunsCommand) -> anyhow::Result<()> {
+    match command {
+        RunsCommand::List(args) => runs_list(args).await,
+        RunsCommand::Show(args) => {
+            let client = Client::tenant(&args.client)?;
+            let run = client.run(&args.id).await?;
+            if args.client.json {
+                return print_json(&run);
+            }
+            print_run(&run)
+        }
+        RunsCommand::Cancel(args) => {
+            let client = Client::tenant(&args.client)?;
+            let path = format!("/api/v1/runs/{}/cancel", encode(&args.id));
+            let run = client.post(&path, Body::None).await?;
+            if args.client.json {
+                return print_json(&run);
+            }
+            println!("run {} is {}", str_of(&run, "id"), str_of(&run, "status"));
+            Ok(())
+        }
+        RunsCommand::Replay(args) => {
+            let client = Client::tenant(&args.client)?;
+            let path = format!("/api/v1/runs/{}/replay", encode(&args.id));
+            let replayed = client.post(&path, Body::None).await?;
+            if args.client.json {
+                return print_json(&replayed);
+            }
+            println!("run {} queued again", str_of(&replayed, "run_id"));
+            Ok(())
+        }
+        RunsCommand::Logs(args) => runs_logs(args).await,
+    }
+}
+
+async fn runs_list(args: RunsListArgs) -> anyhow::Result<()> {
+    let client = Client::tenant(&args.client)?;
+    let page = client
+        .get(
+            "/api/v1/runs",
+            &[
+                ("workflow", args.workflow.clone()),
+                ("status", args.status.clone()),
+                ("metadata", args.metadata.clone()),
+                ("limit", Some(args.limit.to_string())),
+                ("cursor", args.cursor.clone()),
+            ],
+        )
+        .await?;
+    if args.client.json {
+        return print_json(&page);
+    }
+    let rows: Vec<Vec<String>> = page["runs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|run| {
+            vec![
+                str_of(run, "id").to_owned(),
+                str_of(run, "workflow").to_owned(),
+                str_of(run, "status").to_owned(),
+                time(&run["created_at"]),
+                duration(&run["started_at"], &run["finished_at"]),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        println!("no runs");
+    } else {
+        print_table(&["ID", "WORKFLOW", "STATUS", "CREATED", "DURATION"], &rows);
+    }
+    if let Some(cursor) = page["next_cursor"].as_str() {
+        eprintln!("more: --cursor {cursor}");
+    }
+    Ok(())
+}
+
+async fn runs_logs(args: RunIdArgs) -> anyhow::Result<()> {
+    let client = Client::tenant(&args.client)?;
+    let path = format!("/api/v1/runs/{}/logs", encode(&args.id));
+    let mut lines = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = client
+            .get(&path, &[("limit", Some("500".into())), ("cursor", cursor)])
+            .await?;
+        lines.extend(page["lines"].as_array().cloned().unwrap_or_default());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    if args.client.json {
+        return print_json(&json!({ "lines": lines }));
+    }
+    let mut stdout = std::io::stdout().lock();
+    for line in &lines {
+        writeln!(
+            stdout,
+            "{} {:<5} {}#{} {}",
+            time(&line["time"]),
+            str_of(line, "level"),
+            str_of(line, "task"),
+            line["attempt"],
+            str_of(line, "message")
+        )?;
+    }
+    Ok(())
+}
+
+/// Prints a run and its tasks as aligned text.
+fn print_run(run: &Value) -> anyhow::Result<()> {
+    let mut fields = vec![
+        ("id", str_of(run, "id").to_owned()),
+        (
+            "workflow",
+            format!("{} (version {})", str_of(run, "workflow"), run["version"]),
+        ),
+        ("status", str_of(run, "status").to_owned()),
+        ("priority", run["priority"].to_string()),
+        ("created", time(&run["created_at"])),
+        ("started", time(&run["started_at"])),
+        ("finished", time(&run["finished_at"])),
+        (
+            "duration",
+            duration(&run["started_at"], &run["finished_at"]),
+        ),
+    ];
+    if let Some(parent) = run["parent_run_id"].as_str() {
+        fields.push(("parent", parent.to_owned()));
+    }
+    if run["additional_metadata"]
+        .as_object()
+        .is_some_and(|m| !m.is_empty())
+    {
+        fields.push(("metadata", run["additional_metadata"].to_string()));
+    }
+    fields.push(("input", run["input"].to_string()));
+    if !run["output"].is_null() {
+        fields.push(("output", run["output"].to_string()));
+    }
+    if let Some(error) = run["error"].as_str() {
+        fields.push(("error", error.to_owned()));
+    }
+    for (name, value) in &fields {
+        println!("{:<9} {value}", format!("{name}:"));
+    }
+    let rows: Vec<Vec<String>> = run["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let result = match t["error"].as_str() {
+                Some(error) => error.to_owned(),
+                None if t["output"].is_null() => String::new(),
+                None => t["output"].to_string(),
+            };
+            vec![
+                str_of(t, "name").to_owned(),
+                str_of(t, "status").to_owned(),
+                t["attempt"].to_string(),
+                duration(&t["started_at"], &t["finished_at"]),
+                result,
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        println!();
+        print_table(&["TASK", "STATUS", "ATTEMPT", "DURATION", "RESULT"], &rows);
+    }
+    Ok(())
+}
+
+/// Prints rows under headers, columns padded to their widest cell.
+fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let render = |cells: Vec<&str>| {
+        let last = cells.len().saturating_sub(1);
+        let mut line = String::new();
+        for (i, (cell, width)) in cells.iter().zip(&widths).enumerate() {
+            if i == last {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}  "));
+            }
+        }
+        line
+    };
+    println!("{}", render(headers.to_vec()));
+    for row in rows {
+        println!("{}", render(row.iter().map(String::as_str).collect()));
+    }
+}
+
+fn parse_time(value: &Value) -> Option<DateTime<Utc>> {
+    value
+        .as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// An RFC 3339 timestamp as `YYYY-MM-DD HH:MM:SS.mmm`, or `-`.
+fn time(value: &Value) -> String {
+    parse_time(value).map_or_else(
+        || "-".to_owned(),
+        |t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+    )
+}
+
+/// The time between two RFC 3339 timestamps, or `-`.
+fn duration(start: &Value, end: &Value) -> String {
+    let (Some(start), Some(end)) = (parse_time(start), parse_time(end)) else {
+        return "-".to_owned();
+    };
+    let millis = (end - start).num_milliseconds().max(0);
+    if millis < 1_000 {
+        format!("{millis}ms")
+    } else {
+        format!("{:.1}s", millis as f64 / 1_000.0)
+    }
+}
+
+/// `hatchery tenants create <name>`.
+pub async fn tenants(command: TenantsCommand) -> anyhow::Result<()> {
+    let TenantsCommand::Create(args) = command;
+    let client = Client::admin(&args.admin)?;
+    let tenant = client
+        .post("/api/v1/tenants", Body::Json(json!({ "name": args.name })))
+        .await?;
+    if args.admin.json {
+        return print_json(&tenant);
+    }
+    println!(
+        "tenant: {} ({})",
+        str_of(&tenant, "name"),
+        str_of(&tenant, "id")
+    );
+    println!("token:  {}", str_of(&tenant, "token"));
+    eprintln!("the token is shown once: keep it (export HATCHERY_TOKEN=...)");
+    Ok(())
+}
+
+/// `hatchery tokens create <tenant-id>`.
+pub async fn tokens(command: TokensCommand) -> anyhow::Result<()> {
+    let TokensCommand::Create(args) = command;
+    let client = Client::admin(&args.admin)?;
+    let path = format!("/api/v1/tenants/{}/tokens", encode(&args.tenant_id));
+    let token = client
+        .post(&path, Body::Json(json!({ "name": args.name })))
+        .await?;
+    if args.admin.json {
+        return print_json(&token);
+    }
+    println!("token:  {}", str_of(&token, "token"));
+    println!(
+        "id:     {} (revoke: DELETE /api/v1/tokens/{{id}})",
+        str_of(&token, "id")
+    );
+    eprintln!("the token is shown once: keep it (export HATCHERY_TOKEN=...)");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_escapes_everything_but_unreserved() {
+        assert_eq!(encode("a-b_c.d~e"), "a-b_c.d~e");
+        assert_eq!(encode("a b/c:d"), "a%20b%2Fc%3Ad");
+        assert_eq!(encode("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn duration_is_readable() {
+        let start = json!("2026-01-01T00:00:00Z");
+        assert_eq!(
+            duration(&start, &json!("2026-01-01T00:00:00.250Z")),
+            "250ms"
+        );
+        assert_eq!(duration(&start, &json!("2026-01-01T00:00:02.5Z")), "2.5s");
+        assert_eq!(duration(&start, &Value::Null), "-");
+    }
+
+    #[test]
+    fn failure_reason_prefers_the_run_error_then_a_task_error() {
+        let run = json!({"error": null, "tasks": [
+            {"name": "a", "error": null}, {"name": "b", "error": "boom"}]});
+        assert_eq!(failure_reason(&run), "task b: boom");
+        assert_eq!(failure_reason(&json!({"error": "bad"})), "bad");
+    }
+}
