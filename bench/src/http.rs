@@ -162,6 +162,7 @@ pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
     }
 
     let server = Arc::new(serve(&url, &runtime, false).await?);
+    let start_url = format!("{}/api/v1/workflows/noop/runs", server.url);
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut clients = tokio::task::JoinSet::new();

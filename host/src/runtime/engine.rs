@@ -6,7 +6,7 @@
 use std::thread;
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How the node's engine is built.
 #[derive(Debug, Clone)]
@@ -59,8 +59,14 @@ pub fn build_engine(config: &EngineConfig) -> wasmtime::Result<Engine> {
         .table_elements(100_000)
         .max_component_instance_size(4 << 20)
         .max_core_instance_size(4 << 20)
-        // Measured: keeping pages resident cost a memset per drop and was slower.
-        .linear_memory_keep_resident(0)
+        // A slot's memory is reset for its next instance. With madvise every reset cost page
+        // faults and TLB-shootdown IPIs to every core (half the node's CPU in the queue
+        // benchmark); instead keep up to 1 MiB resident and let PAGEMAP_SCAN (Linux 6.7+) find
+        // the pages the guest dirtied, so only those are memset back.
+        .linear_memory_keep_resident(1 << 20)
+        .table_keep_resident(64 << 10)
+        .pagemap_scan(Enabled::Auto)
+        .decommit_batch_size(16)
         .max_unused_warm_slots(instances.min(64));
 
     let mut wasm = Config::new();
