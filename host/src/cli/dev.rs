@@ -263,6 +263,9 @@ impl Database {
     }
 }
 
+/// The database `dev` uses on a local server.
+const DEV_DATABASE: &str = "hatchery_dev";
+
 /// `DATABASE_URL`, else a server on the local port that lets `postgres` in, else a private
 /// cluster.
 async fn find_database(args: &DevArgs, state_dir: &Path) -> anyhow::Result<Database> {
@@ -275,12 +278,16 @@ async fn find_database(args: &DevArgs, state_dir: &Path) -> anyhow::Result<Datab
     }
     let port = args.postgres_port;
     if answers(port) {
-        let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
-        match tokio::time::timeout(Duration::from_secs(10), Db::connect(&url, 1)).await {
+        let server = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+        match tokio::time::timeout(Duration::from_secs(10), Db::connect(&server, 1)).await {
             Ok(Ok(db)) => {
+                // A database of its own, so dev tables never land in `postgres`.
+                let mut conn = db.pool.acquire().await?;
+                crate::db::database_ensure(&mut conn, DEV_DATABASE).await?;
+                drop(conn);
                 db.pool.close().await;
                 return Ok(Database {
-                    url,
+                    url: format!("postgres://postgres@127.0.0.1:{port}/{DEV_DATABASE}"),
                     origin: "the local server",
                     cluster: None,
                 });

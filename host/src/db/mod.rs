@@ -122,3 +122,25 @@ pub fn parse_ids(payload: &str) -> Vec<Uuid> {
         .filter_map(|id| id.parse().ok())
         .collect()
 }
+
+/// Creates database `name` on the server of `conn` unless it exists (for `hatchery dev`).
+pub async fn database_ensure(conn: &mut sqlx::PgConnection, name: &str) -> Result<(), sqlx::Error> {
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if exists.is_none() {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        match sqlx::query(&format!("CREATE DATABASE {quoted}"))
+            .execute(&mut *conn)
+            .await
+        {
+            // Another process created it meanwhile.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            other => {
+                other?;
+            }
+        }
+    }
+    Ok(())
+}
