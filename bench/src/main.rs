@@ -4,6 +4,7 @@
 //! Run with: `cargo run --release -p hatchery-bench -- runtime` (or `-- queue`)
 
 mod http;
+mod idle;
 mod queue;
 mod runtime;
 
@@ -24,6 +25,8 @@ enum Bench {
     Queue(queue::QueueArgs),
     /// Run-and-wait round trips and concurrent durable enqueues over the HTTP API.
     Http(http::HttpArgs),
+    /// CPU and database load of an idle node with 100 modules loaded.
+    Idle(idle::IdleArgs),
 }
 
 #[tokio::main]
@@ -32,5 +35,6 @@ async fn main() -> anyhow::Result<()> {
         Bench::Runtime(args) => runtime::run(args).await,
         Bench::Queue(args) => queue::run(args).await,
         Bench::Http(args) => http::run(args).await,
+        Bench::Idle(args) => idle::run(args).await,
     }
 }
