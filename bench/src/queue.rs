@@ -44,6 +44,9 @@ pub struct QueueArgs {
     /// Skip the peer (measure Hatchery alone).
     #[arg(long)]
     no_peer: bool,
+    /// Rounds, alternating Hatchery and the peer; the table shows each figure's median.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 /// What the peer prints.
@@ -144,6 +147,7 @@ async fn hatchery(
         default_slots: args.concurrency,
         ..NodeConfig::default()
     };
+    eprintln!("draining {} runs", args.runs);
     let started = Instant::now();
     let node = Node::start(db.clone(), runtime.clone(), config.clone()).await?;
     let mut finished = 0;
@@ -241,13 +245,51 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
     let mut admin = PgConnection::connect(&args.database_url).await?;
     let ours = "hatchery_bench_queue";
     let theirs = "hatchery_bench_graphile";
-    let measured = hatchery(&args, &mut admin, ours).await?;
-    let peer = if args.no_peer {
-        None
-    } else {
-        recreate(&mut admin, theirs).await?;
-        Some(peer(&args, theirs)?)
+    let mut ours_rounds = Vec::new();
+    let mut peer_rounds = Vec::new();
+    for round in 0..args.rounds.max(1) {
+        eprintln!("round {} of {}", round + 1, args.rounds.max(1));
+        ours_rounds.push(hatchery(&args, &mut admin, ours).await?);
+        if !args.no_peer {
+            recreate(&mut admin, theirs).await?;
+            peer_rounds.push(peer(&args, theirs)?);
+        }
+    }
+    let median = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
     };
+    let measured = Measured {
+        per_second: median(ours_rounds.iter().map(|m| m.per_second).collect()),
+        commits_per_task: median(ours_rounds.iter().map(|m| m.commits_per_task).collect()),
+        p50_ms: median(ours_rounds.iter().map(|m| m.p50_ms).collect()),
+        p99_ms: median(ours_rounds.iter().map(|m| m.p99_ms).collect()),
+    };
+    let peer = (!peer_rounds.is_empty()).then(|| PeerReport {
+        version: peer_rounds[0].version.clone(),
+        jobs_per_second: median(peer_rounds.iter().map(|p| p.jobs_per_second).collect()),
+        commits_per_job: median(peer_rounds.iter().map(|p| p.commits_per_job).collect()),
+        latency_p50_ms: median(peer_rounds.iter().map(|p| p.latency_p50_ms).collect()),
+        latency_p99_ms: median(peer_rounds.iter().map(|p| p.latency_p99_ms).collect()),
+    });
+    println!(
+        "rounds (Hatchery tasks/s): {}",
+        ours_rounds
+            .iter()
+            .map(|m| format!("{:.0}", m.per_second))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if !peer_rounds.is_empty() {
+        println!(
+            "rounds (graphile-worker jobs/s): {}",
+            peer_rounds
+                .iter()
+                .map(|p| format!("{:.0}", p.jobs_per_second))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     for database in [ours, theirs] {
         sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
             .execute(&mut admin)
@@ -255,8 +297,11 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
     }
 
     println!(
-        "queue benchmark: {} no-op runs drained by one node (concurrency {}), {} runs started one at a time",
-        args.runs, args.concurrency, args.latency_runs
+        "queue benchmark: {} no-op runs drained by one node (concurrency {}), {} runs started one at a time; median of {} rounds",
+        args.runs,
+        args.concurrency,
+        args.latency_runs,
+        args.rounds.max(1)
     );
     println!("| measure | Hatchery | graphile-worker | Hatchery / peer | target |");
     println!("| --- | --- | --- | --- | --- |");

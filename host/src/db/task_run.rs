@@ -62,6 +62,10 @@ fn millis(duration: Duration) -> i64 {
 /// Claims up to `limit` ready task runs for `node`: per tenant highest priority then oldest,
 /// interleaved across tenants (each tenant's first, then each tenant's second, …) so one
 /// tenant's backlog cannot starve another's. Rows locked by another claimer are skipped.
+///
+/// The claim leaves `workflow_runs` alone: a run is shown `running` once one of its tasks has
+/// started (derived when read, see `workflow_run::RUN_COLUMNS`), which spares every task a
+/// second row version on the hot path.
 pub async fn task_run_claim(
     conn: &mut PgConnection,
     params: &ClaimParams<'_>,
@@ -97,11 +101,6 @@ pub async fn task_run_claim(
              WHERE t.tenant_id = p.tenant_id AND t.id = p.id
              RETURNING t.tenant_id, t.id, t.workflow_run_id, t.workflow, t.task, t.module_digest,
                        t.attempt, t.lease_token, t.execution_timeout_ms, t.input, t.parents
-         ),
-         started AS (
-             UPDATE workflow_runs w SET status = 'running', started_at = now()
-             FROM (SELECT DISTINCT tenant_id, workflow_run_id FROM claimed) c
-             WHERE w.tenant_id = c.tenant_id AND w.id = c.workflow_run_id AND w.status = 'queued'
          )
          SELECT c.tenant_id, c.id, c.workflow_run_id, c.workflow, c.task, c.module_digest,
                 c.attempt, c.lease_token, c.execution_timeout_ms,
@@ -409,7 +408,10 @@ async fn runs_progress(
         runs.sort();
         runs.dedup();
         let succeeded: Vec<Uuid> = sqlx::query_scalar(
-            "UPDATE workflow_runs w SET status = 'succeeded', finished_at = now(), output = (
+            "UPDATE workflow_runs w SET status = 'succeeded', finished_at = now(),
+                 started_at = (SELECT min(s.started_at) FROM task_runs s
+                               WHERE s.tenant_id = w.tenant_id AND s.workflow_run_id = w.id),
+                 output = (
                  SELECT CASE WHEN count(*) = 1 THEN (array_agg(l.output))[1]
                              ELSE jsonb_object_agg(l.task, l.output) END
                  FROM task_runs l
@@ -501,7 +503,9 @@ async fn runs_progress(
             .await?;
             progress.queued |= on_failure.rows_affected() > 0;
             let failed_runs: Vec<Uuid> = sqlx::query_scalar(
-                "UPDATE workflow_runs w SET status = 'failed', finished_at = now(), error = r.error
+                "UPDATE workflow_runs w SET status = 'failed', finished_at = now(), error = r.error,
+                     started_at = (SELECT min(s.started_at) FROM task_runs s
+                                   WHERE s.tenant_id = w.tenant_id AND s.workflow_run_id = w.id)
                  FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS r(tenant_id, id, error)
                  WHERE w.tenant_id = r.tenant_id AND w.id = r.id AND w.status IN ('queued', 'running')
                  RETURNING w.id",

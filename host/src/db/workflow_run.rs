@@ -300,14 +300,24 @@ pub struct TaskRunRow {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-/// The columns of a `WorkflowRunRow`, over `workflow_runs r` joined with `PARENT_JOIN`.
-const RUN_COLUMNS: &str = "r.id, r.workflow, r.version, r.status, r.input, r.output, r.error,
-     r.additional_metadata, r.priority, r.parent_task_run_id, p.workflow_run_id AS parent_run_id,
-     r.created_at, r.started_at, r.finished_at";
+/// The columns of a `WorkflowRunRow`, over `workflow_runs r` joined with `PARENT_JOIN`. A stored
+/// `queued` run whose first task has started is `running` (claims do not touch the run row).
+const RUN_COLUMNS: &str = "r.id, r.workflow, r.version, {RUN_STATUS} AS status, r.input, r.output,
+     r.error, r.additional_metadata, r.priority, r.parent_task_run_id,
+     p.workflow_run_id AS parent_run_id, r.created_at,
+     coalesce(r.started_at, s.first_start) AS started_at, r.finished_at";
 
-/// Joins the task run that spawned a run, for its workflow run id.
+/// The status of run `r` as users see it (with `PARENT_JOIN`'s `s`).
+const RUN_STATUS: &str =
+    "CASE WHEN r.status = 'queued' AND s.first_start IS NOT NULL THEN 'running' ELSE r.status END";
+
+/// Joins the task run that spawned a run (for its workflow run id) and, for a queued run, when
+/// its first task started.
 const PARENT_JOIN: &str = "LEFT JOIN task_runs p
-     ON p.tenant_id = r.tenant_id AND p.id = r.parent_task_run_id";
+     ON p.tenant_id = r.tenant_id AND p.id = r.parent_task_run_id
+     LEFT JOIN LATERAL (SELECT min(t.started_at) AS first_start FROM task_runs t
+                        WHERE t.tenant_id = r.tenant_id AND t.workflow_run_id = r.id) s
+     ON r.status = 'queued'";
 
 /// One workflow run.
 pub async fn workflow_run_get(
@@ -316,8 +326,9 @@ pub async fn workflow_run_get(
     id: Uuid,
 ) -> Result<Option<WorkflowRunRow>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {RUN_COLUMNS} FROM workflow_runs r {PARENT_JOIN}
-         WHERE r.tenant_id = $1 AND r.id = $2"
+        "SELECT {} FROM workflow_runs r {PARENT_JOIN}
+         WHERE r.tenant_id = $1 AND r.id = $2",
+        RUN_COLUMNS.replace("{RUN_STATUS}", RUN_STATUS)
     ))
     .bind(tenant_id)
     .bind(id)
@@ -365,15 +376,16 @@ pub async fn workflow_runs_list(
 ) -> Result<Vec<WorkflowRunRow>, sqlx::Error> {
     let (before_at, before_id) = params.page.before.unzip();
     sqlx::query_as(&format!(
-        "SELECT {RUN_COLUMNS} FROM workflow_runs r {PARENT_JOIN}
+        "SELECT {} FROM workflow_runs r {PARENT_JOIN}
          WHERE r.tenant_id = $1
            AND ($2::text IS NULL OR r.workflow = $2)
-           AND ($3::text IS NULL OR r.status = $3)
+           AND ($3::text IS NULL OR {RUN_STATUS} = $3)
            AND ($4::jsonb IS NULL OR r.additional_metadata @> $4)
            AND ($5::uuid IS NULL OR r.parent_task_run_id IN (
                    SELECT c.id FROM task_runs c WHERE c.tenant_id = $1 AND c.workflow_run_id = $5))
            AND ($6::timestamptz IS NULL OR (r.created_at, r.id) < ($6, $7))
-         ORDER BY r.created_at DESC, r.id DESC LIMIT $8"
+         ORDER BY r.created_at DESC, r.id DESC LIMIT $8",
+        RUN_COLUMNS.replace("{RUN_STATUS}", RUN_STATUS)
     ))
     .bind(tenant_id)
     .bind(params.workflow)

@@ -409,11 +409,13 @@ async fn listen(inner: Arc<NodeInner>, mut listener: PgListener, stop: Cancellat
 
 /// Claims work ahead of the free slots, like a local queue: up to `claim_batch` task runs are
 /// claimed (leased) at once and wait here for a slot, and the next claim is made once fewer
-/// than `capacity` are waiting. One claim then serves many tasks, so claims cost a small
+/// than half of that are waiting. One claim then serves many tasks, so claims cost a small
 /// fraction of a commit per task.
 async fn dispatch(inner: Arc<NodeInner>) {
     let target = inner.config.claim_batch.max(inner.config.capacity).max(1) as usize;
-    let low_water = inner.config.capacity.max(1) as usize;
+    // Refill at half the batch: a claim of 100 takes a few milliseconds, in which a busy node
+    // runs far more than `capacity` no-op tasks; waiting for the queue to drain idles it.
+    let low_water = (inner.config.capacity as usize).max(target / 2).max(1);
     loop {
         if inner.stopping.is_cancelled() {
             return;
