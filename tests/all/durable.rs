@@ -510,3 +510,125 @@ async fn shutdown_drains_then_hands_back_what_is_left(pool: PgPool) {
         "handed back, no retry used"
     );
 }
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn a_retried_parent_gets_the_same_child_back(pool: PgPool) {
+    let (db, runtime) = deployed(pool, hatchery_guests::DURABLE).await;
+    let node = Node::start(db.clone(), runtime, test_node_config())
+        .await
+        .expect("node");
+    let view = finished(&db, run(&db, "respawn", json!({})).await).await;
+    assert_eq!(view.run.status, "succeeded", "{:?}", view.run.error);
+    let mut conn = db.pool.acquire().await.expect("conn");
+    let children = hatchery::db::workflow_run::workflow_run_children(&mut conn, T, view.run.id)
+        .await
+        .expect("children");
+    assert_eq!(
+        children.len(),
+        1,
+        "the second attempt's spawn returned the first child"
+    );
+    let output = view.run.output.expect("output");
+    assert_eq!(output["child"], json!(children[0].to_string()));
+    node.shutdown().await;
+}
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn cancelling_a_parent_cancels_its_children(pool: PgPool) {
+    let (db, runtime) = deployed(pool, hatchery_guests::DURABLE).await;
+    let node = Node::start(db.clone(), runtime, test_node_config())
+        .await
+        .expect("node");
+    let parent = run(&db, "watch-spinner", json!({})).await;
+    // The parent waits (its slot lent out) while the child spins.
+    eventually(30, || async { node.running() == 2 }).await;
+    assert!(cancel_run(&db, T, parent).await.expect("cancel"));
+    eventually(10, || async { node.running() == 0 }).await;
+    let mut conn = db.pool.acquire().await.expect("conn");
+    let children = hatchery::db::workflow_run::workflow_run_children(&mut conn, T, parent)
+        .await
+        .expect("children");
+    assert_eq!(children.len(), 1);
+    let child = get_run(&db, T, children[0])
+        .await
+        .expect("db")
+        .expect("child");
+    assert_eq!(child.run.status, "cancelled");
+    assert_eq!(child.task("spin").expect("spin").status, "cancelled");
+    assert_eq!(
+        get_run(&db, T, parent)
+            .await
+            .expect("db")
+            .expect("parent")
+            .run
+            .status,
+        "cancelled"
+    );
+    node.shutdown().await;
+}
+
+/// `bytes` with an empty custom section named `name` appended: same behaviour, new digest.
+fn variant(bytes: &[u8], name: &str) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    out.push(0);
+    out.push(u8::try_from(name.len() + 1).expect("short name"));
+    out.push(u8::try_from(name.len()).expect("short name"));
+    out.extend_from_slice(name.as_bytes());
+    out
+}
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn new_runs_use_the_newest_version_and_old_runs_keep_theirs(pool: PgPool) {
+    let (db, runtime) = deployed(pool, hatchery_guests::HELLO).await;
+    let first = run(&db, "hello", json!({"name": "v1"})).await;
+    let second_version = variant(&hatchery_guests::read(hatchery_guests::HELLO), "v2");
+    let deployed = hatchery::scheduler::deploy_module(&db, &runtime, T, &second_version)
+        .await
+        .expect("deploys");
+    assert_eq!(deployed.workflows[0].version, 2);
+    let second = run(&db, "hello", json!({"name": "v2"})).await;
+    let node = Node::start(db.clone(), runtime, test_node_config())
+        .await
+        .expect("node");
+    let (first, second) = (finished(&db, first).await, finished(&db, second).await);
+    assert_eq!(
+        (first.run.version, first.run.status.as_str()),
+        (1, "succeeded")
+    );
+    assert_eq!(
+        (second.run.version, second.run.status.as_str()),
+        (2, "succeeded")
+    );
+    let mut digests: Vec<String> = node.workers().into_iter().map(|w| w.module).collect();
+    digests.sort();
+    digests.dedup();
+    assert_eq!(
+        digests.len(),
+        2,
+        "each run ran on the module of its version"
+    );
+    node.shutdown().await;
+}
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn a_retry_waits_for_its_backoff(pool: PgPool) {
+    let (db, runtime) = deployed(pool, hatchery_guests::DURABLE).await;
+    let node = Node::start(db.clone(), runtime, test_node_config())
+        .await
+        .expect("node");
+    // backoff(2.0, 60): the first retry waits 2^0 = 1 s.
+    let view = finished(&db, run(&db, "backoff", json!({})).await).await;
+    assert_eq!(view.run.status, "failed");
+    let task = view.task("backoff").expect("task");
+    assert_eq!((task.attempt, task.failures), (2, 2));
+    let (started, finished) = (
+        task.started_at.expect("started"),
+        task.finished_at.expect("finished"),
+    );
+    assert!(
+        finished - started >= chrono::Duration::milliseconds(1000),
+        "retried after {}",
+        finished - started
+    );
+    node.shutdown().await;
+}

@@ -78,6 +78,20 @@ fn spin(_input: Value, _ctx: &Context) -> Result<Value, TaskError> {
     }
 }
 
+/// Spawns a `noop` child, then fails on its first attempt: the retry must get the same child.
+fn respawn(_input: Value, ctx: &Context) -> Result<Value, TaskError> {
+    let child = ctx.spawn("noop", &json!({}))?;
+    if ctx.attempt() == 1 {
+        return Err(TaskError::failed("failing after the spawn"));
+    }
+    Ok(json!({ "child": child.id() }))
+}
+
+/// Spawns a `spin` child and waits for it (forever, unless cancelled).
+fn watch_spinner(_input: Value, ctx: &Context) -> Result<Value, TaskError> {
+    ctx.run_child::<_, Value>("spin", &json!({}))
+}
+
 /// The module.
 fn module() -> Module {
     Module::new()
@@ -112,6 +126,8 @@ fn module() -> Module {
                 .task(Task::new("impatient", noop).schedule_timeout(Duration::from_millis(100))),
         )
         .workflow(Workflow::new("spin").task(Task::new("spin", spin)))
+        .workflow(Workflow::new("respawn").task(Task::new("respawn", respawn).retries(1)))
+        .workflow(Workflow::new("watch-spinner").task(Task::new("watch", watch_spinner)))
         .workflow(
             Workflow::new("backoff").task(Task::new("backoff", broken).retries(1).backoff(2.0, 60)),
         )
