@@ -12,9 +12,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use hatchery::api::{ApiConfig, AppState, router};
 use hatchery::db::Db;
-use hatchery::runtime::{EngineConfig, Runtime, RuntimeConfig};
+use hatchery::runtime::Runtime;
 use hatchery::scheduler::{Node, NodeConfig};
 use sqlx::{Connection, PgConnection};
+
+use crate::scratch::{self, drop_database, percentile, recreate, with_database};
 
 /// Options of the HTTP benchmark.
 #[derive(Debug, clap::Args)]
@@ -107,31 +109,13 @@ async fn serve(url: &str, runtime: &Runtime, with_node: bool) -> anyhow::Result<
     })
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
-}
-
 /// Runs the benchmark and prints its table.
 pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
     let mut admin = PgConnection::connect(&args.database_url).await?;
     let database = "hatchery_bench_http";
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await?;
-    sqlx::query(&format!("CREATE DATABASE {database}"))
-        .execute(&mut admin)
-        .await?;
-    let url = match args.database_url.rsplit_once('/') {
-        Some((server, _)) => format!("{server}/{database}"),
-        None => bail!("DATABASE_URL has no database part"),
-    };
-    let runtime = Runtime::new(RuntimeConfig {
-        engine: EngineConfig {
-            max_instances: 64,
-            ..EngineConfig::default()
-        },
-        ..RuntimeConfig::default()
-    })?;
+    recreate(&mut admin, database).await?;
+    let url = with_database(&args.database_url, database);
+    let runtime = scratch::runtime()?;
 
     let server = serve(&url, &runtime, true).await?;
     let start_url = format!("{}/api/v1/workflows/noop/runs", server.url);
@@ -198,9 +182,7 @@ pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
         let _ = server.shutdown.send(());
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await?;
+    drop_database(&mut admin, database).await?;
 
     println!(
         "http benchmark: {} run-and-wait calls one at a time; {} enqueues from {} concurrent clients",

@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use hatchery::db::{DEFAULT_TENANT, Db};
-use hatchery::runtime::{EngineConfig, Runtime, RuntimeConfig};
 use hatchery::scheduler::{Node, NodeConfig, RunRequest, deploy_module, start_run, wait_for_run};
 use sqlx::{Connection, PgConnection};
+
+use crate::scratch::{self, drop_database, recreate, with_database};
 
 /// Options of the idle benchmark.
 #[derive(Debug, clap::Args)]
@@ -72,23 +73,9 @@ fn cpu_time() -> anyhow::Result<Duration> {
 pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
     let mut admin = PgConnection::connect(&args.database_url).await?;
     let database = "hatchery_bench_idle";
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await?;
-    sqlx::query(&format!("CREATE DATABASE {database}"))
-        .execute(&mut admin)
-        .await?;
-    let url = match args.database_url.rsplit_once('/') {
-        Some((server, _)) => format!("{server}/{database}"),
-        None => bail!("DATABASE_URL has no database part"),
-    };
-    let runtime = Runtime::new(RuntimeConfig {
-        engine: EngineConfig {
-            max_instances: 64,
-            ..EngineConfig::default()
-        },
-        ..RuntimeConfig::default()
-    })?;
+    recreate(&mut admin, database).await?;
+    let url = with_database(&args.database_url, database);
+    let runtime = scratch::runtime()?;
     let db = Db::connect(&url, 8).await?;
     db.migrate().await?;
     let hello = hatchery_guests::read(hatchery_guests::HELLO);
@@ -130,9 +117,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
             .bind(database)
             .fetch_one(&mut admin)
             .await?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await?;
+    drop_database(&mut admin, database).await?;
 
     let share = cpu.as_secs_f64() / args.seconds as f64 * 100.0;
     println!(

@@ -7,6 +7,7 @@ mod http;
 mod idle;
 mod queue;
 mod runtime;
+mod scratch;
 
 use clap::{Parser, Subcommand};
 

@@ -14,13 +14,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use hatchery::db::{CHANNEL_RUN_FINISHED, DEFAULT_TENANT, Db, parse_ids};
-use hatchery::runtime::{EngineConfig, Runtime, RuntimeConfig};
 use hatchery::scheduler::{
     Node, NodeConfig, RunRequest, deploy_module, get_run, start_run, start_runs,
 };
 use serde::Deserialize;
 use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection};
+
+use crate::scratch::{self, drop_database, percentile, recreate, with_database};
 
 /// Options of the queue benchmark.
 #[derive(Debug, clap::Args)]
@@ -66,23 +67,6 @@ struct Measured {
     p99_ms: f64,
 }
 
-fn with_database(url: &str, database: &str) -> String {
-    match url.rsplit_once('/') {
-        Some((server, _)) => format!("{server}/{database}"),
-        None => format!("{url}/{database}"),
-    }
-}
-
-async fn recreate(admin: &mut PgConnection, database: &str) -> anyhow::Result<()> {
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
-        .execute(&mut *admin)
-        .await?;
-    sqlx::query(&format!("CREATE DATABASE {database}"))
-        .execute(&mut *admin)
-        .await?;
-    Ok(())
-}
-
 /// `xact_commit` of `database`, once it stops moving (counters are flushed lazily).
 async fn commits(admin: &mut PgConnection, database: &str) -> anyhow::Result<i64> {
     let mut last: i64 = -1;
@@ -100,10 +84,6 @@ async fn commits(admin: &mut PgConnection, database: &str) -> anyhow::Result<i64
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
-}
-
 async fn hatchery(
     args: &QueueArgs,
     admin: &mut PgConnection,
@@ -111,13 +91,7 @@ async fn hatchery(
 ) -> anyhow::Result<Measured> {
     recreate(admin, database).await?;
     let url = with_database(&args.database_url, database);
-    let runtime = Runtime::new(RuntimeConfig {
-        engine: EngineConfig {
-            max_instances: 64,
-            ..EngineConfig::default()
-        },
-        ..RuntimeConfig::default()
-    })?;
+    let runtime = scratch::runtime()?;
     {
         let db = Db::connect(&url, 8).await?;
         db.migrate().await?;
@@ -291,9 +265,7 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
         );
     }
     for database in [ours, theirs] {
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
-            .execute(&mut admin)
-            .await?;
+        drop_database(&mut admin, database).await?;
     }
 
     println!(

@@ -632,3 +632,39 @@ async fn a_retry_waits_for_its_backoff(pool: PgPool) {
     );
     node.shutdown().await;
 }
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn an_event_pushed_by_a_task_starts_each_subscribed_workflow_once(pool: PgPool) {
+    let (db, runtime) = deployed(pool, hatchery_guests::DURABLE).await;
+    let node = Node::start(db.clone(), runtime, test_node_config())
+        .await
+        .expect("node");
+    let view = finished(&db, run(&db, "signal", json!({"order": 7})).await).await;
+    assert_eq!(view.run.status, "succeeded", "{:?}", view.run.error);
+    let params = hatchery::db::workflow_run::RunListParams {
+        workflow: Some("on-signal"),
+        status: None,
+        metadata: None,
+        parent_run_id: None,
+        page: hatchery::db::PageParams {
+            before: None,
+            limit: 10,
+        },
+    };
+    let mut conn = db.pool.acquire().await.expect("conn");
+    let triggered = hatchery::db::workflow_run::workflow_runs_list(&mut conn, T, &params)
+        .await
+        .expect("list");
+    assert_eq!(
+        triggered.len(),
+        1,
+        "the event was pushed before the signal task finished"
+    );
+    let triggered = finished(&db, triggered[0].id).await.run;
+    assert_eq!(triggered.output, Some(json!({"order": 7})));
+    assert_eq!(
+        triggered.additional_metadata,
+        json!({"event_key": "signal:go"})
+    );
+    node.shutdown().await;
+}

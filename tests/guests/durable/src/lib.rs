@@ -92,6 +92,12 @@ fn watch_spinner(_input: Value, ctx: &Context) -> Result<Value, TaskError> {
     ctx.run_child::<_, Value>("spin", &json!({}))
 }
 
+/// Pushes the event `signal:go` with the run's input as payload.
+fn signal(input: Value, ctx: &Context) -> Result<Value, TaskError> {
+    ctx.push_event("signal:go", &input)?;
+    Ok(json!({ "pushed": "signal:go" }))
+}
+
 /// The module.
 fn module() -> Module {
     Module::new()
@@ -126,6 +132,14 @@ fn module() -> Module {
                 .task(Task::new("impatient", noop).schedule_timeout(Duration::from_millis(100))),
         )
         .workflow(Workflow::new("spin").task(Task::new("spin", spin)))
+        .workflow(Workflow::new("signal").task(Task::new("signal", signal)))
+        .workflow(
+            Workflow::new("on-signal")
+                .on_event("signal:*")
+                .task(Task::new("echo", |input: Value, _ctx: &Context| {
+                    Ok::<_, TaskError>(input)
+                })),
+        )
         .workflow(Workflow::new("respawn").task(Task::new("respawn", respawn).retries(1)))
         .workflow(Workflow::new("watch-spinner").task(Task::new("watch", watch_spinner)))
         .workflow(
