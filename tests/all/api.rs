@@ -565,6 +565,11 @@ async fn bad_run_requests_are_rejected_and_other_work_goes_on(pool: PgPool) {
         )
         .await;
     assert_error(status, &error, StatusCode::BAD_REQUEST, "invalid_metadata");
+    // A NUL character cannot be stored by jsonb: refused alone, before it reaches a batch.
+    let (status, error) = api
+        .post(runs, &token, json!({"input": {"name": "a\u{0}b"}}))
+        .await;
+    assert_error(status, &error, StatusCode::BAD_REQUEST, "invalid_input");
     let (status, error) = api
         .post("/api/v1/workflows/nope/runs", &token, json!({"input": {}}))
         .await;

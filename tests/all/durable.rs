@@ -668,3 +668,35 @@ async fn an_event_pushed_by_a_task_starts_each_subscribed_workflow_once(pool: Pg
     );
     node.shutdown().await;
 }
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn an_output_postgres_cannot_store_fails_its_task_and_blocks_nothing(pool: PgPool) {
+    let (db, runtime) = deployed(pool, hatchery_guests::DURABLE).await;
+    let node = Node::start(db.clone(), runtime, test_node_config())
+        .await
+        .expect("node");
+    let requests: Vec<RunRequest> = (0..20)
+        .map(|i| RunRequest::new(if i == 10 { "nul" } else { "noop" }, json!({})))
+        .collect();
+    let ids = start_runs(&db, T, &requests).await.expect("bulk");
+    for (i, id) in ids.iter().enumerate() {
+        let view = finished(&db, *id).await;
+        if i == 10 {
+            assert_eq!(view.run.status, "failed");
+            let task = view.task("nul").expect("nul");
+            assert_eq!(task.error_code.as_deref(), Some("invalid_output"));
+            assert!(
+                task.error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("cannot be stored")),
+                "{task:?}"
+            );
+        } else {
+            assert_eq!(
+                view.run.status, "succeeded",
+                "the other completions of its batch are kept"
+            );
+        }
+    }
+    node.shutdown().await;
+}

@@ -101,6 +101,7 @@ impl From<RunError> for ApiError {
             }
             RunError::InvalidPriority(_) => Self::bad_request("invalid_priority", e.to_string()),
             RunError::InvalidMetadata => Self::bad_request("invalid_metadata", e.to_string()),
+            RunError::NulCharacter(_) => Self::bad_request("invalid_input", e.to_string()),
             RunError::Db(e) => e.into(),
         }
     }

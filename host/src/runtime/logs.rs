@@ -166,7 +166,7 @@ impl AttemptLog {
 
     /// Adds a line from the `log` import.
     pub fn push(&self, level: LogLevel, message: String) {
-        let mut message = message;
+        let mut message = message.replace('\0', "\u{FFFD}");
         message.truncate(message.floor_char_boundary(MAX_LINE_BYTES));
         self.state().push(level, message);
     }

@@ -591,24 +591,57 @@ async fn complete(inner: Arc<NodeInner>, mut receiver: mpsc::UnboundedReceiver<C
                 Err(_) => break,
             }
         }
-        let mut delay = Duration::from_millis(50);
-        loop {
-            match write_completions(&db, &batch).await {
-                Ok(effects) => {
-                    if effects.queued
-                        && let Some(inner) = work.upgrade()
-                    {
-                        inner.work.notify_one();
-                    }
-                    break;
+        let effects = write_batch(&db, batch).await;
+        if effects.queued
+            && let Some(inner) = work.upgrade()
+        {
+            inner.work.notify_one();
+        }
+    }
+}
+
+/// Whether the database refused the data itself (SQLSTATE class 22: e.g. a `\u0000` that
+/// `jsonb` cannot hold), so retrying the same write can never succeed.
+fn is_data_error(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.code().is_some_and(|code| code.starts_with("22")))
+}
+
+/// Writes a batch, never dropping a result: transient errors are retried until the database
+/// is back (if the node dies meanwhile, the lease expires and the task runs elsewhere). A batch
+/// refused for its data is split, and the one completion the database cannot store becomes a
+/// fatal failure of its task, so one guest's output can never block the node's completions.
+async fn write_batch(db: &Db, batch: Vec<Completion>) -> db::task_run::CompletionEffects {
+    let mut delay = Duration::from_millis(50);
+    let mut batch = batch;
+    loop {
+        match write_completions(db, &batch).await {
+            Ok(effects) => return effects,
+            Err(e) if is_data_error(&e) && batch.len() > 1 => {
+                let mut effects = db::task_run::CompletionEffects::default();
+                for completion in batch {
+                    let single = Box::pin(write_batch(db, vec![completion])).await;
+                    effects.queued |= single.queued;
+                    effects.accepted += single.accepted;
+                    effects.rejected += single.rejected;
+                    effects.finished_runs.extend(single.finished_runs);
                 }
-                Err(e) => {
-                    // Never drop a result: retry until the database is back. If this node dies
-                    // meanwhile, the lease expires and the task runs again elsewhere.
-                    tracing::warn!("writing {} completions failed, retrying: {e}", batch.len());
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                return effects;
+            }
+            Err(e) if is_data_error(&e) => {
+                tracing::warn!("a completion cannot be stored, failing its task: {e}");
+                for completion in &mut batch {
+                    completion.logs.clear();
+                    completion.outcome = AttemptOutcome::Failed {
+                        error: format!("its result cannot be stored: {e}"),
+                        code: "invalid_output".into(),
+                        retryable: false,
+                    };
                 }
+            }
+            Err(e) => {
+                tracing::warn!("writing {} completions failed, retrying: {e}", batch.len());
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     }

@@ -25,6 +25,9 @@ pub enum RunError {
     /// Metadata that is not a JSON object.
     #[error("additional metadata must be a JSON object")]
     InvalidMetadata,
+    /// Input or metadata holding a NUL character, which PostgreSQL's `jsonb` cannot store.
+    #[error("the {0} contains a NUL character (\\u0000), which cannot be stored")]
+    NulCharacter(&'static str),
     /// The database failed.
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
@@ -47,6 +50,32 @@ pub struct RunRequest {
     /// Idempotency key: a second start with the same key returns the first run.
     #[serde(default)]
     pub key: Option<String>,
+}
+
+/// Whether any string or key in `value` holds a NUL character.
+fn contains_nul(value: &Value) -> bool {
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().any(contains_nul),
+        Value::Object(fields) => fields
+            .iter()
+            .any(|(key, item)| key.contains('\0') || contains_nul(item)),
+        _ => false,
+    }
+}
+
+/// Checks what the database would refuse, so a bad request fails alone, before any batch.
+fn check_storable(request: &RunRequest) -> Result<(), RunError> {
+    if !request.additional_metadata.is_object() {
+        return Err(RunError::InvalidMetadata);
+    }
+    if contains_nul(&request.input) {
+        return Err(RunError::NulCharacter("input"));
+    }
+    if contains_nul(&request.additional_metadata) {
+        return Err(RunError::NulCharacter("additional metadata"));
+    }
+    Ok(())
 }
 
 fn empty_object() -> Value {
@@ -92,9 +121,7 @@ pub async fn start_runs(
                 .ok_or_else(|| RunError::UnknownWorkflow(request.workflow.clone()))?;
             versions.insert(&request.workflow, version);
         }
-        if !request.additional_metadata.is_object() {
-            return Err(RunError::InvalidMetadata);
-        }
+        check_storable(request)?;
     }
     let texts: Vec<(String, String)> = requests
         .iter()
@@ -304,8 +331,8 @@ async fn commit_batch(db: &Db, batch: Vec<PendingStart>) {
             let _ = pending.reply.send(Err(RunError::UnknownWorkflow(key.1)));
             continue;
         };
-        if !pending.request.additional_metadata.is_object() {
-            let _ = pending.reply.send(Err(RunError::InvalidMetadata));
+        if let Err(e) = check_storable(&pending.request) {
+            let _ = pending.reply.send(Err(e));
             continue;
         }
         match effective_priority(pending.request.priority, workflow) {

@@ -98,6 +98,13 @@ fn signal(input: Value, ctx: &Context) -> Result<Value, TaskError> {
     Ok(json!({ "pushed": "signal:go" }))
 }
 
+/// Logs and returns text with NUL characters, which PostgreSQL cannot store as is.
+fn nul(_input: Value, ctx: &Context) -> Result<Value, TaskError> {
+    println!("before\0after");
+    ctx.log("log\0line");
+    Ok(json!({ "text": "a\u{0}b" }))
+}
+
 /// The module.
 fn module() -> Module {
     Module::new()
@@ -132,6 +139,7 @@ fn module() -> Module {
                 .task(Task::new("impatient", noop).schedule_timeout(Duration::from_millis(100))),
         )
         .workflow(Workflow::new("spin").task(Task::new("spin", spin)))
+        .workflow(Workflow::new("nul").task(Task::new("nul", nul)))
         .workflow(Workflow::new("signal").task(Task::new("signal", signal)))
         .workflow(
             Workflow::new("on-signal")
