@@ -313,6 +313,9 @@ impl Manifest {
                 "slots must be between 1 and {MAX_SLOTS}, got {slots}"
             ));
         }
+        if serde_json::to_value(self).is_ok_and(|value| holds_nul(&value)) {
+            problems.push("the manifest contains a NUL character, which cannot be stored".to_owned());
+        }
         let mut seen = HashSet::new();
         for workflow in &self.workflows {
             let at = format!("workflow `{}`", workflow.name);
@@ -332,6 +335,16 @@ impl Manifest {
     /// The workflow named `name`.
     pub fn workflow(&self, name: &str) -> Option<&WorkflowDef> {
         self.workflows.iter().find(|w| w.name == name)
+    }
+}
+
+/// Whether any string in `value` holds a NUL character (PostgreSQL text and jsonb cannot).
+fn holds_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(text) => text.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(holds_nul),
+        serde_json::Value::Object(fields) => fields.values().any(holds_nul),
+        _ => false,
     }
 }
 
@@ -605,6 +618,16 @@ mod tests {
                 "missing {expected:?} in {found:#?}"
             );
         }
+    }
+
+    #[test]
+    fn a_nul_in_a_description_is_refused() {
+        let mut wf = workflow("w", vec![task("a", &[])]);
+        wf.description = "bad\0text".into();
+        assert_eq!(
+            problems(&manifest(vec![wf])),
+            ["the manifest contains a NUL character, which cannot be stored"]
+        );
     }
 
     #[test]
