@@ -314,7 +314,8 @@ impl Manifest {
             ));
         }
         if serde_json::to_value(self).is_ok_and(|value| holds_nul(&value)) {
-            problems.push("the manifest contains a NUL character, which cannot be stored".to_owned());
+            problems
+                .push("the manifest contains a NUL character, which cannot be stored".to_owned());
         }
         let mut seen = HashSet::new();
         for workflow in &self.workflows {

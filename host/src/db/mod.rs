@@ -53,15 +53,17 @@ impl Db {
         let options: PgConnectOptions = (*pool.connect_options()).clone();
         let lossy = PgPoolOptions::new()
             .max_connections(4)
-            .connect_lazy_with(options.options([("synchronous_commit", "off")]));
+            .connect_lazy_with(options.options([("synchronous_commit", "off"), ("jit", "off")]));
         Self { pool, lossy }
     }
 
-    /// Connects to `url`.
+    /// Connects to `url`. Sessions run without JIT: every statement here is short, and a JIT
+    /// compile (tens of milliseconds) triggered by a row estimate would dwarf it.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, sqlx::Error> {
+        let options: PgConnectOptions = url.parse()?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
-            .connect(url)
+            .connect_with(options.options([("jit", "off")]))
             .await?;
         Ok(Self::new(pool))
     }

@@ -407,24 +407,29 @@ async fn runs_progress(
             .collect();
         runs.sort();
         runs.dedup();
+        // One pass over each run's tasks: finished when every task succeeded; output from
+        // the leaves (one leaf: its output; several: keyed by name).
         let succeeded: Vec<Uuid> = sqlx::query_scalar(
-            "UPDATE workflow_runs w SET status = 'succeeded', finished_at = now(),
-                 started_at = (SELECT min(s.started_at) FROM task_runs s
-                               WHERE s.tenant_id = w.tenant_id AND s.workflow_run_id = w.id),
-                 output = (
-                 SELECT CASE WHEN count(*) = 1 THEN (array_agg(l.output))[1]
-                             ELSE jsonb_object_agg(l.task, l.output) END
-                 FROM task_runs l
-                 WHERE l.tenant_id = w.tenant_id AND l.workflow_run_id = w.id AND NOT l.is_on_failure
-                   AND NOT EXISTS (SELECT 1 FROM task_runs o
-                                   WHERE o.tenant_id = l.tenant_id
-                                     AND o.workflow_run_id = l.workflow_run_id
-                                     AND l.task = ANY(o.parents)))
-             FROM unnest($1::uuid[], $2::uuid[]) AS r(tenant_id, id)
-             WHERE w.tenant_id = r.tenant_id AND w.id = r.id AND w.status IN ('queued', 'running')
-               AND NOT EXISTS (SELECT 1 FROM task_runs t
-                               WHERE t.tenant_id = w.tenant_id AND t.workflow_run_id = w.id
-                                 AND NOT t.is_on_failure AND t.status <> 'succeeded')
+            "WITH runs AS (
+                 SELECT * FROM unnest($1::uuid[], $2::uuid[]) AS r(tenant_id, id)
+             ),
+             summary AS (
+                 SELECT t.tenant_id, t.workflow_run_id AS id,
+                        min(t.started_at) AS first_start,
+                        count(*) FILTER (WHERE NOT t.is_on_failure AND t.status <> 'succeeded') AS open,
+                        count(*) FILTER (WHERE t.is_leaf AND NOT t.is_on_failure) AS leaves,
+                        (array_agg(t.output) FILTER (WHERE t.is_leaf AND NOT t.is_on_failure))[1] AS single,
+                        jsonb_object_agg(t.task, t.output) FILTER (WHERE t.is_leaf AND NOT t.is_on_failure) AS keyed
+                 FROM runs r
+                 JOIN task_runs t ON t.tenant_id = r.tenant_id AND t.workflow_run_id = r.id
+                 GROUP BY t.tenant_id, t.workflow_run_id
+             )
+             UPDATE workflow_runs w SET status = 'succeeded', finished_at = now(),
+                 started_at = s.first_start,
+                 output = CASE WHEN s.leaves = 1 THEN s.single ELSE s.keyed END
+             FROM summary s
+             WHERE w.tenant_id = s.tenant_id AND w.id = s.id AND s.open = 0
+               AND w.status IN ('queued', 'running')
              RETURNING w.id",
         )
         .bind(runs.iter().map(|r| r.0).collect::<Vec<_>>())

@@ -144,6 +144,7 @@ struct TaskRows {
     parents: Vec<String>,
     pending_parents: Vec<i32>,
     on_failure: Vec<bool>,
+    leaves: Vec<bool>,
     statuses: Vec<&'static str>,
     priorities: Vec<i16>,
     retries: Vec<i32>,
@@ -156,15 +157,33 @@ struct TaskRows {
 impl TaskRows {
     fn add_run(&mut self, run_id: Uuid, run: &NewWorkflowRun<'_>) {
         let definition = &run.workflow.definition;
+        let leaves: Vec<&str> = definition
+            .leaves()
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
         for task in &definition.tasks {
-            self.add(run_id, run, task, false);
+            self.add(
+                run_id,
+                run,
+                task,
+                false,
+                leaves.contains(&task.name.as_str()),
+            );
         }
         if let Some(task) = &definition.on_failure {
-            self.add(run_id, run, task, true);
+            self.add(run_id, run, task, true, false);
         }
     }
 
-    fn add(&mut self, run_id: Uuid, run: &NewWorkflowRun<'_>, task: &TaskDef, on_failure: bool) {
+    fn add(
+        &mut self,
+        run_id: Uuid,
+        run: &NewWorkflowRun<'_>,
+        task: &TaskDef,
+        on_failure: bool,
+        leaf: bool,
+    ) {
         self.ids.push(Uuid::now_v7());
         self.run_ids.push(run_id);
         self.workflows.push(run.workflow.name.clone());
@@ -174,6 +193,7 @@ impl TaskRows {
             .push(serde_json::to_string(&task.parents).unwrap_or_else(|_| "[]".into()));
         self.pending_parents.push(task.parents.len() as i32);
         self.on_failure.push(on_failure);
+        self.leaves.push(leaf);
         self.statuses
             .push(if task.parents.is_empty() && !on_failure {
                 "queued"
@@ -203,18 +223,21 @@ impl TaskRows {
             "INSERT INTO task_runs (tenant_id, id, workflow_run_id, workflow, task, module_digest,
                                     parents, pending_parents, is_on_failure, status, priority,
                                     retries, backoff_factor, backoff_max_seconds,
-                                    execution_timeout_ms, schedule_timeout_ms, schedule_deadline)
+                                    execution_timeout_ms, schedule_timeout_ms, schedule_deadline,
+                                    is_leaf)
              SELECT $1, t.id, t.run_id, t.workflow, t.task, t.digest,
                     ARRAY(SELECT jsonb_array_elements_text(t.parents::jsonb)), t.pending,
                     t.on_failure, t.status, t.priority, t.retries, t.factor, t.max_seconds,
                     t.execution_timeout, t.schedule_timeout,
                     CASE WHEN t.status = 'queued'
-                         THEN now() + t.schedule_timeout * interval '1 millisecond' END
+                         THEN now() + t.schedule_timeout * interval '1 millisecond' END,
+                    t.leaf
              FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[],
                          $8::int[], $9::bool[], $10::text[], $11::smallint[], $12::int[],
-                         $13::float8[], $14::int[], $15::bigint[], $16::bigint[])
+                         $13::float8[], $14::int[], $15::bigint[], $16::bigint[], $17::bool[])
                   AS t(id, run_id, workflow, task, digest, parents, pending, on_failure, status,
-                       priority, retries, factor, max_seconds, execution_timeout, schedule_timeout)",
+                       priority, retries, factor, max_seconds, execution_timeout, schedule_timeout,
+                       leaf)",
         )
         .bind(tenant_id)
         .bind(&self.ids)
@@ -232,6 +255,7 @@ impl TaskRows {
         .bind(&self.backoff_max)
         .bind(&self.execution_timeouts)
         .bind(&self.schedule_timeouts)
+        .bind(&self.leaves)
         .execute(conn)
         .await?;
         Ok(())
