@@ -700,3 +700,59 @@ async fn an_output_postgres_cannot_store_fails_its_task_and_blocks_nothing(pool:
     }
     node.shutdown().await;
 }
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn one_tenants_backlog_does_not_starve_another(pool: PgPool) {
+    let (db, runtime) = deployed(pool, hatchery_guests::DURABLE).await;
+    let other = Uuid::now_v7();
+    let mut conn = db.pool.acquire().await.expect("conn");
+    hatchery::db::tenant::tenant_create(&mut conn, other, "other")
+        .await
+        .expect("tenant")
+        .expect("new");
+    drop(conn);
+    hatchery::scheduler::deploy_module(
+        &db,
+        &runtime,
+        other,
+        &hatchery_guests::read(hatchery_guests::DURABLE),
+    )
+    .await
+    .expect("deploys");
+    // The default tenant's backlog is older than everything the other tenant asks for.
+    let backlog: Vec<RunRequest> = (0..50)
+        .map(|_| RunRequest::new("noop", json!({})))
+        .collect();
+    let backlog = start_runs(&db, T, &backlog).await.expect("backlog");
+    let few: Vec<RunRequest> = (0..5).map(|_| RunRequest::new("noop", json!({}))).collect();
+    let few = start_runs(&db, other, &few).await.expect("few");
+    let config = NodeConfig {
+        capacity: 1,
+        claim_batch: 10,
+        ..test_node_config()
+    };
+    let node = Node::start(db.clone(), runtime, config)
+        .await
+        .expect("node");
+    let mut last_other = None;
+    for id in &few {
+        let view = wait_for_run(&db, other, *id, Duration::from_secs(60))
+            .await
+            .expect("db")
+            .expect("run");
+        assert_eq!(view.run.status, "succeeded");
+        last_other = last_other.max(view.run.started_at);
+    }
+    let mut backlog_before = 0;
+    for id in &backlog {
+        if finished(&db, *id).await.run.started_at < last_other {
+            backlog_before += 1;
+        }
+    }
+    // Claims interleave tenants: the first claim of 10 took 5 of each.
+    assert_eq!(
+        backlog_before, 0,
+        "the other tenant waited behind {backlog_before} older runs"
+    );
+    node.shutdown().await;
+}
