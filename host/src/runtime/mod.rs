@@ -357,19 +357,23 @@ impl Runtime {
             // The epoch callback interrupts a running guest; this outer race also covers a
             // guest parked in an import or a WASI poll, which no epoch check reaches.
             tokio::select! {
-                result = tokio::time::timeout_at(deadline.into(), body) => match result {
-                    Ok(result) => result,
-                    Err(_) => Err(wasmtime::format_err!("deadline")),
-                },
-                () = cancel.cancelled() => Err(wasmtime::format_err!("cancelled")),
+                result = tokio::time::timeout_at(deadline.into(), body) => {
+                    result.map_err(|_| Interruption::TimedOut)
+                }
+                () = cancel.cancelled() => Err(Interruption::Cancelled),
             }
         };
         let fuel_used = limits
             .fuel
             .map(|budget| budget.saturating_sub(store.get_fuel().unwrap_or(0)));
         let outcome = match result {
-            Ok(outcome) => outcome,
-            Err(error) => Err(classify(&error, store.data_mut(), &limits, &log)),
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(error)) => Err(classify(&error, store.data_mut(), &limits, &log)),
+            // Stopped from outside while parked (the epoch check may have stopped it first).
+            Err(stopped) => Err(interruption_failure(
+                *store.data_mut().interruption.get_or_insert(stopped),
+                &limits,
+            )),
         };
         (outcome, log.finish(), fuel_used)
     }
@@ -395,23 +399,21 @@ impl Runtime {
 }
 
 /// Turns the error of a failed call into the precise reason, from most to least specific.
+fn interruption_failure(interruption: Interruption, limits: &Limits) -> TaskFailure {
+    match interruption {
+        Interruption::Cancelled => TaskFailure::Cancelled,
+        Interruption::TimedOut => TaskFailure::timed_out(limits.timeout),
+    }
+}
+
 fn classify(
     error: &wasmtime::Error,
     state: &mut TaskState,
     limits: &Limits,
     log: &AttemptLog,
 ) -> TaskFailure {
-    let message = format!("{error}");
-    if message == "deadline" && state.interruption.is_none() {
-        state.interruption = Some(Interruption::TimedOut);
-    }
-    if message == "cancelled" && state.interruption.is_none() {
-        state.interruption = Some(Interruption::Cancelled);
-    }
-    match state.interruption {
-        Some(Interruption::Cancelled) => return TaskFailure::Cancelled,
-        Some(Interruption::TimedOut) => return TaskFailure::timed_out(limits.timeout),
-        None => {}
+    if let Some(interruption) = state.interruption {
+        return interruption_failure(interruption, limits);
     }
     if state.limiter.refused().is_some() {
         return TaskFailure::MemoryLimit {

@@ -105,6 +105,24 @@ pub fn effective_priority(asked: Option<u8>, workflow: &WorkflowVersion) -> Resu
     }
 }
 
+/// A request checked against its workflow and serialised, ready to insert.
+struct Prepared {
+    priority: i16,
+    input: String,
+    metadata: String,
+}
+
+/// Checks what the database would refuse and settles the priority, so a bad request fails
+/// alone and before any transaction; both start paths go through here.
+fn prepare(request: &RunRequest, workflow: &WorkflowVersion) -> Result<Prepared, RunError> {
+    check_storable(request)?;
+    Ok(Prepared {
+        priority: effective_priority(request.priority, workflow)?,
+        input: request.input.to_string(),
+        metadata: request.additional_metadata.to_string(),
+    })
+}
+
 /// Starts the runs in one transaction (all or nothing) and wakes the dispatchers; returns
 /// their ids in order. Durable when this returns.
 pub async fn start_runs(
@@ -121,24 +139,23 @@ pub async fn start_runs(
                 .ok_or_else(|| RunError::UnknownWorkflow(request.workflow.clone()))?;
             versions.insert(&request.workflow, version);
         }
-        check_storable(request)?;
     }
-    let texts: Vec<(String, String)> = requests
+    let prepared = requests
         .iter()
-        .map(|r| (r.input.to_string(), r.additional_metadata.to_string()))
-        .collect();
-    let mut runs = Vec::with_capacity(requests.len());
-    for (request, (input, metadata)) in requests.iter().zip(&texts) {
-        let workflow = &versions[request.workflow.as_str()];
-        runs.push(NewWorkflowRun {
-            workflow,
-            input,
-            additional_metadata: metadata,
-            priority: effective_priority(request.priority, workflow)?,
+        .map(|request| prepare(request, &versions[request.workflow.as_str()]))
+        .collect::<Result<Vec<_>, _>>()?;
+    let runs: Vec<NewWorkflowRun<'_>> = requests
+        .iter()
+        .zip(&prepared)
+        .map(|(request, prepared)| NewWorkflowRun {
+            workflow: &versions[request.workflow.as_str()],
+            input: &prepared.input,
+            additional_metadata: &prepared.metadata,
+            priority: prepared.priority,
             idempotency_key: request.key.as_deref(),
             parent: None,
-        });
-    }
+        })
+        .collect();
     let ids = workflow_runs_create(&mut tx, tenant_id, &runs).await?;
     db::notify_work(&mut tx).await?;
     tx.commit().await?;
@@ -313,7 +330,7 @@ async fn commit_batch(db: &Db, batch: Vec<PendingStart>) {
     };
     let mut versions: std::collections::HashMap<(Uuid, String), Option<WorkflowVersion>> =
         Default::default();
-    let mut valid: Vec<(PendingStart, i16, String, String)> = Vec::with_capacity(batch.len());
+    let mut valid: Vec<(PendingStart, Prepared)> = Vec::with_capacity(batch.len());
     for pending in batch {
         let key = (pending.tenant_id, pending.request.workflow.clone());
         if !versions.contains_key(&key) {
@@ -331,16 +348,8 @@ async fn commit_batch(db: &Db, batch: Vec<PendingStart>) {
             let _ = pending.reply.send(Err(RunError::UnknownWorkflow(key.1)));
             continue;
         };
-        if let Err(e) = check_storable(&pending.request) {
-            let _ = pending.reply.send(Err(e));
-            continue;
-        }
-        match effective_priority(pending.request.priority, workflow) {
-            Ok(priority) => {
-                let input = pending.request.input.to_string();
-                let metadata = pending.request.additional_metadata.to_string();
-                valid.push((pending, priority, input, metadata));
-            }
+        match prepare(&pending.request, workflow) {
+            Ok(prepared) => valid.push((pending, prepared)),
             Err(e) => {
                 let _ = pending.reply.send(Err(e));
             }
@@ -361,15 +370,15 @@ async fn commit_batch(db: &Db, batch: Vec<PendingStart>) {
         let runs: Vec<NewWorkflowRun<'_>> = members
             .iter()
             .map(|&i| {
-                let (pending, priority, input, metadata) = &valid[i];
+                let (pending, prepared) = &valid[i];
                 let workflow = versions[&(tenant_id, pending.request.workflow.clone())]
                     .as_ref()
                     .expect("validated above");
                 NewWorkflowRun {
                     workflow,
-                    input,
-                    additional_metadata: metadata,
-                    priority: *priority,
+                    input: &prepared.input,
+                    additional_metadata: &prepared.metadata,
+                    priority: prepared.priority,
                     idempotency_key: pending.request.key.as_deref(),
                     parent: None,
                 }
