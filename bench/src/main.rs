@@ -5,9 +5,12 @@
 
 mod http;
 mod idle;
+mod plans;
 mod queue;
 mod runtime;
 mod scratch;
+mod soak;
+mod workloads;
 
 use clap::{Parser, Subcommand};
 
@@ -28,6 +31,12 @@ enum Bench {
     Http(http::HttpArgs),
     /// CPU and database load of an idle node with 100 modules loaded.
     Idle(idle::IdleArgs),
+    /// Plans of the hot statements at 10⁴ to 10⁷ task runs, statistics stale and fresh.
+    Plans(plans::PlansArgs),
+    /// Single-task runs against a three-task DAG, and a fan-out of thousands of children.
+    Workloads(workloads::WorkloadsArgs),
+    /// A steady mix of single tasks, DAGs and fan-outs for many minutes: does the node keep up?
+    Soak(soak::SoakArgs),
 }
 
 #[tokio::main]
@@ -37,5 +46,8 @@ async fn main() -> anyhow::Result<()> {
         Bench::Queue(args) => queue::run(args).await,
         Bench::Http(args) => http::run(args).await,
         Bench::Idle(args) => idle::run(args).await,
+        Bench::Plans(args) => plans::run(args).await,
+        Bench::Workloads(args) => workloads::run(args).await,
+        Bench::Soak(args) => soak::run(args).await,
     }
 }

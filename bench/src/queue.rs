@@ -13,6 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use hatchery::db::workflow_run::task_runs_repeats;
 use hatchery::db::{CHANNEL_RUN_FINISHED, DEFAULT_TENANT, Db, parse_ids};
 use hatchery::scheduler::{
     Node, NodeConfig, RunRequest, deploy_module, get_run, start_run, start_runs,
@@ -33,9 +34,10 @@ pub struct QueueArgs {
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
     database_url: String,
-    /// Runs to drain in the throughput test.
-    #[arg(long, default_value_t = 20_000)]
-    runs: usize,
+    /// Runs to drain in the throughput test; several sizes (`--runs 100000,1000000`) are
+    /// measured one after the other and compared.
+    #[arg(long, value_delimiter = ',', default_values_t = [200_000_usize])]
+    runs: Vec<usize>,
     /// Runs started one at a time in the latency test.
     #[arg(long, default_value_t = 300)]
     latency_runs: usize,
@@ -52,12 +54,14 @@ pub struct QueueArgs {
 
 /// What the peer prints.
 #[derive(Debug, Deserialize)]
-struct PeerReport {
+pub struct PeerReport {
     version: String,
-    jobs_per_second: f64,
+    /// Jobs per second of the throughput phase.
+    pub jobs_per_second: f64,
     commits_per_job: f64,
-    latency_p50_ms: f64,
-    latency_p99_ms: f64,
+    /// `null` when no latency runs were asked for.
+    latency_p50_ms: Option<f64>,
+    latency_p99_ms: Option<f64>,
 }
 
 struct Measured {
@@ -65,6 +69,25 @@ struct Measured {
     commits_per_task: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// Leases lost during the drain (a healthy database: 0).
+    lost_leases: i64,
+    /// Task runs that took more than one attempt.
+    repeated: i64,
+    /// Peak resident memory of the process (node and bench) during the drain, MiB.
+    peak_rss_mib: f64,
+}
+
+/// Resident memory of this process, MiB.
+pub fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 /// `xact_commit` of `database`, once it stops moving (counters are flushed lazily).
@@ -86,6 +109,7 @@ async fn commits(admin: &mut PgConnection, database: &str) -> anyhow::Result<i64
 
 async fn hatchery(
     args: &QueueArgs,
+    runs: usize,
     admin: &mut PgConnection,
     database: &str,
 ) -> anyhow::Result<Measured> {
@@ -102,12 +126,17 @@ async fn hatchery(
             &hatchery_guests::read(hatchery_guests::BENCH),
         )
         .await?;
-        let requests: Vec<RunRequest> = (0..args.runs)
+        let requests: Vec<RunRequest> = (0..1_000)
             .map(|_| RunRequest::new("noop", serde_json::json!({})))
             .collect();
-        for chunk in requests.chunks(1_000) {
-            start_runs(&db, DEFAULT_TENANT, chunk).await?;
+        let started = Instant::now();
+        for done in (0..runs).step_by(1_000) {
+            start_runs(&db, DEFAULT_TENANT, &requests[..(runs - done).min(1_000)]).await?;
         }
+        eprintln!(
+            "enqueued {runs} runs in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
         db.pool.close().await;
         db.lossy.close().await;
     }
@@ -121,25 +150,43 @@ async fn hatchery(
         default_slots: args.concurrency,
         ..NodeConfig::default()
     };
-    eprintln!("draining {} runs", args.runs);
+    eprintln!("draining {runs} runs");
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = tokio::spawn({
+        let sampling = sampling.clone();
+        async move {
+            let mut peak = rss_mib();
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_mib());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            peak
+        }
+    });
     let started = Instant::now();
     let node = Node::start(db.clone(), runtime.clone(), config.clone()).await?;
     let mut finished = 0;
-    while finished < args.runs {
+    while finished < runs {
         let notification = tokio::time::timeout(Duration::from_secs(60), listener.recv())
             .await
             .context("the node stopped finishing runs")??;
         finished += parse_ids(notification.payload()).len();
     }
     let elapsed = started.elapsed();
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let peak_rss_mib = sampler.await?;
     node.shutdown().await;
+    let (lost_leases, repeated) = {
+        let mut conn = db.pool.acquire().await?;
+        task_runs_repeats(&mut conn, DEFAULT_TENANT).await?
+    };
     db.pool.close().await;
     db.lossy.close().await;
     drop(listener);
     // LISTEN itself commits once.
     let after = commits(admin, database).await? - 1;
-    let per_second = args.runs as f64 / elapsed.as_secs_f64();
-    let commits_per_task = (after - before) as f64 / args.runs as f64;
+    let per_second = runs as f64 / elapsed.as_secs_f64();
+    let commits_per_task = (after - before) as f64 / runs as f64;
 
     let db = Db::connect(&url, 8).await?;
     let node = Node::start(db.clone(), runtime, config).await?;
@@ -177,10 +224,30 @@ async fn hatchery(
         commits_per_task,
         p50_ms: percentile(&latencies, 0.5),
         p99_ms: percentile(&latencies, 0.99),
+        lost_leases,
+        repeated,
+        peak_rss_mib,
     })
 }
 
-fn peer(args: &QueueArgs, database: &str) -> anyhow::Result<PeerReport> {
+fn peer(args: &QueueArgs, runs: usize, database: &str) -> anyhow::Result<PeerReport> {
+    run_peer(
+        &args.database_url,
+        database,
+        &[
+            "--jobs",
+            &runs.to_string(),
+            "--concurrency",
+            &args.concurrency.to_string(),
+            "--latency-runs",
+            &args.latency_runs.to_string(),
+        ],
+    )
+}
+
+/// Runs `bench/peers/graphile-worker/bench.mjs` on `database` with `options` (installing its
+/// packages on first use) and reads its report.
+pub fn run_peer(url: &str, database: &str, options: &[&str]) -> anyhow::Result<PeerReport> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("peers")
         .join("graphile-worker");
@@ -197,13 +264,8 @@ fn peer(args: &QueueArgs, database: &str) -> anyhow::Result<PeerReport> {
     }
     let output = Command::new("node")
         .arg(dir.join("bench.mjs"))
-        .args([
-            "--database-url",
-            &with_database(&args.database_url, database),
-        ])
-        .args(["--jobs", &args.runs.to_string()])
-        .args(["--concurrency", &args.concurrency.to_string()])
-        .args(["--latency-runs", &args.latency_runs.to_string()])
+        .args(["--database-url", &with_database(url, database)])
+        .args(options)
         .stderr(std::process::Stdio::inherit())
         .output()
         .context("running the graphile-worker peer")?;
@@ -217,16 +279,31 @@ fn peer(args: &QueueArgs, database: &str) -> anyhow::Result<PeerReport> {
 /// Runs the benchmark and prints its table.
 pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
     let mut admin = PgConnection::connect(&args.database_url).await?;
+    let mut rates = Vec::new();
+    for &runs in &args.runs {
+        rates.push((runs, size(&args, runs, &mut admin).await?));
+    }
+    if let [(small, small_rate), .., (large, large_rate)] = rates.as_slice() {
+        println!(
+            "throughput at {large} runs / at {small} runs: {:.2} (target ≥ 0.90)",
+            large_rate / small_rate
+        );
+    }
+    Ok(())
+}
+
+/// Measures one size; returns Hatchery's median throughput.
+async fn size(args: &QueueArgs, runs: usize, admin: &mut PgConnection) -> anyhow::Result<f64> {
     let ours = "hatchery_bench_queue";
     let theirs = "hatchery_bench_graphile";
     let mut ours_rounds = Vec::new();
     let mut peer_rounds = Vec::new();
     for round in 0..args.rounds.max(1) {
-        eprintln!("round {} of {}", round + 1, args.rounds.max(1));
-        ours_rounds.push(hatchery(&args, &mut admin, ours).await?);
+        eprintln!("{runs} runs: round {} of {}", round + 1, args.rounds.max(1));
+        ours_rounds.push(hatchery(args, runs, admin, ours).await?);
         if !args.no_peer {
-            recreate(&mut admin, theirs).await?;
-            peer_rounds.push(peer(&args, theirs)?);
+            recreate(admin, theirs).await?;
+            peer_rounds.push(peer(args, runs, theirs)?);
         }
     }
     let median = |mut values: Vec<f64>| {
@@ -238,13 +315,29 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
         commits_per_task: median(ours_rounds.iter().map(|m| m.commits_per_task).collect()),
         p50_ms: median(ours_rounds.iter().map(|m| m.p50_ms).collect()),
         p99_ms: median(ours_rounds.iter().map(|m| m.p99_ms).collect()),
+        lost_leases: ours_rounds.iter().map(|m| m.lost_leases).sum(),
+        repeated: ours_rounds.iter().map(|m| m.repeated).sum(),
+        peak_rss_mib: ours_rounds
+            .iter()
+            .map(|m| m.peak_rss_mib)
+            .fold(0.0, f64::max),
     };
     let peer = (!peer_rounds.is_empty()).then(|| PeerReport {
         version: peer_rounds[0].version.clone(),
         jobs_per_second: median(peer_rounds.iter().map(|p| p.jobs_per_second).collect()),
         commits_per_job: median(peer_rounds.iter().map(|p| p.commits_per_job).collect()),
-        latency_p50_ms: median(peer_rounds.iter().map(|p| p.latency_p50_ms).collect()),
-        latency_p99_ms: median(peer_rounds.iter().map(|p| p.latency_p99_ms).collect()),
+        latency_p50_ms: Some(median(
+            peer_rounds
+                .iter()
+                .map(|p| p.latency_p50_ms.unwrap_or(f64::NAN))
+                .collect(),
+        )),
+        latency_p99_ms: Some(median(
+            peer_rounds
+                .iter()
+                .map(|p| p.latency_p99_ms.unwrap_or(f64::NAN))
+                .collect(),
+        )),
     });
     println!(
         "rounds (Hatchery tasks/s): {}",
@@ -265,12 +358,11 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
         );
     }
     for database in [ours, theirs] {
-        drop_database(&mut admin, database).await?;
+        drop_database(admin, database).await?;
     }
 
     println!(
-        "queue benchmark: {} no-op runs drained by one node (concurrency {}), {} runs started one at a time; median of {} rounds",
-        args.runs,
+        "queue benchmark: {runs} no-op runs drained by one node (concurrency {}), {} runs started one at a time; median of {} rounds",
         args.concurrency,
         args.latency_runs,
         args.rounds.max(1)
@@ -281,14 +373,14 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
         Some(p) => (
             p.jobs_per_second,
             p.commits_per_job,
-            p.latency_p50_ms,
-            p.latency_p99_ms,
+            p.latency_p50_ms.unwrap_or(f64::NAN),
+            p.latency_p99_ms.unwrap_or(f64::NAN),
             p.version.clone(),
         ),
         None => (f64::NAN, f64::NAN, f64::NAN, f64::NAN, "skipped".into()),
     };
     println!(
-        "| throughput (tasks/s) | {:.0} | {:.0} | {:.2}× | ≥ 1.5× |",
+        "| throughput (tasks/s) | {:.0} | {:.0} | {:.2}× | ≥ 2× |",
         measured.per_second,
         peer_rate,
         measured.per_second / peer_rate
@@ -309,6 +401,18 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
         peer_p99,
         measured.p99_ms / peer_p99
     );
+    println!(
+        "| lost leases, all rounds | {} | | | 0 |",
+        measured.lost_leases
+    );
+    println!(
+        "| task runs attempted more than once | {} | | | 0 |",
+        measured.repeated
+    );
+    println!(
+        "| peak memory of the process (MiB) | {:.0} | | | |",
+        measured.peak_rss_mib
+    );
     println!("(graphile-worker {version}, localQueue 100, completeJobBatchDelay 0)");
-    Ok(())
+    Ok(measured.per_second)
 }

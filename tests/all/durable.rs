@@ -188,12 +188,14 @@ async fn the_schedule_timeout_cancels_a_run_that_waited_too_long(pool: PgPool) {
     let (db, _runtime) = deployed(pool, hatchery_guests::DURABLE).await;
     let id = run(&db, "impatient", json!({})).await;
     let mut tx = db.pool.begin().await.expect("tx");
-    let early = task_runs_reap(&mut tx, chrono::Utc::now(), 5)
+    let early = task_runs_reap(&mut tx, chrono::Utc::now(), 5, 5_000)
         .await
         .expect("reap");
     assert_eq!(early.expired, 0, "not yet past its 100 ms");
     let later = chrono::Utc::now() + chrono::Duration::seconds(1);
-    let reaped = task_runs_reap(&mut tx, later, 5).await.expect("reap");
+    let reaped = task_runs_reap(&mut tx, later, 5, 5_000)
+        .await
+        .expect("reap");
     tx.commit().await.expect("commit");
     assert_eq!(reaped.expired, 1);
     let view = get_run(&db, T, id).await.expect("db").expect("run");
@@ -451,6 +453,7 @@ async fn a_stale_lease_holder_cannot_complete(pool: PgPool) {
         &mut conn,
         chrono::Utc::now() + chrono::Duration::seconds(60),
         5,
+        5_000,
     )
     .await
     .expect("reap");

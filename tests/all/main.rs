@@ -6,5 +6,6 @@ mod api;
 mod durable;
 mod loading;
 mod sandbox;
+mod scale;
 mod support;
 mod workflows;

@@ -8,7 +8,10 @@
 //   node bench.mjs --database-url postgres://postgres@127.0.0.1:5432/<db>
 //                  [--jobs 20000] [--concurrency 10] [--latency-runs 300]
 //                  [--latency-warmup 10] [--enqueue-batch 2000]
-//                  [--poll-interval 2000] [--verbose]
+//                  [--poll-interval 2000] [--chain 1] [--verbose]
+//
+// --chain K: the throughput phase enqueues jobs/K jobs, and each adds the next
+// of its chain of K (the peer of a K-task DAG); --jobs counts every job run.
 //
 // Prints exactly ONE line of JSON to stdout; everything else goes to stderr.
 // Exits non-zero on any error. See README.md for what is measured and why.
@@ -51,6 +54,7 @@ function parseArgs(argv) {
     latencyWarmup: 10,
     enqueueBatch: 2000,
     pollInterval: 2000,
+    chain: 1,
     verbose: false,
   };
   const intFlags = {
@@ -60,6 +64,7 @@ function parseArgs(argv) {
     "--latency-warmup": "latencyWarmup",
     "--enqueue-batch": "enqueueBatch",
     "--poll-interval": "pollInterval",
+    "--chain": "chain",
   };
   for (let i = 0; i < argv.length; i++) {
     let arg = argv[i];
@@ -95,6 +100,8 @@ function parseArgs(argv) {
   if (opts.concurrency < 1) usage("--concurrency must be >= 1");
   if (opts.enqueueBatch < 1) usage("--enqueue-batch must be >= 1");
   if (opts.pollInterval < 1) usage("--poll-interval must be >= 1");
+  if (opts.chain < 1) usage("--chain must be >= 1");
+  if (opts.jobs % opts.chain !== 0) usage("--jobs must be a multiple of --chain");
   return opts;
 }
 
@@ -213,6 +220,11 @@ const taskList = {
   noop: async (payload) => {
     onNoop(payload);
   },
+  // One link of a chain: runs, then adds the next link (a DAG's next task).
+  step: async (payload, helpers) => {
+    onNoop(payload);
+    if (payload.step < opts.chain) await helpers.addJob("step", { step: payload.step + 1 });
+  },
 };
 
 let activeRunner = null;
@@ -266,10 +278,15 @@ async function enqueueThroughputJobs() {
   });
   const t0 = performance.now();
   try {
-    for (let done = 0; done < opts.jobs; ) {
-      const n = Math.min(opts.enqueueBatch, opts.jobs - done);
+    const first = opts.jobs / opts.chain;
+    for (let done = 0; done < first; ) {
+      const n = Math.min(opts.enqueueBatch, first - done);
       const specs = new Array(n);
-      for (let i = 0; i < n; i++) specs[i] = { identifier: "noop", payload: {} };
+      for (let i = 0; i < n; i++) {
+        specs[i] = opts.chain > 1
+          ? { identifier: "step", payload: { step: 1 } }
+          : { identifier: "noop", payload: {} };
+      }
       await utils.addJobs(specs);
       done += n;
     }
@@ -281,7 +298,9 @@ async function enqueueThroughputJobs() {
     const { rows } = await c.query("select count(*)::int as n from graphile_worker._private_jobs");
     return rows[0].n;
   });
-  if (queued !== opts.jobs) throw new Error(`expected ${opts.jobs} queued jobs, found ${queued}`);
+  if (queued !== opts.jobs / opts.chain) {
+    throw new Error(`expected ${opts.jobs / opts.chain} queued jobs, found ${queued}`);
+  }
   log(`enqueued ${opts.jobs} jobs via addJobs (batches of ${opts.enqueueBatch}) in ${secs.toFixed(2)} s`);
   return secs;
 }

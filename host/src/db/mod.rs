@@ -6,6 +6,7 @@
 //! for the WAL flush; everything a user was told about goes through the durable pool.
 
 pub mod module;
+pub mod plans;
 pub mod task_run;
 pub mod tenant;
 pub mod token;
@@ -145,4 +146,11 @@ pub async fn database_ensure(conn: &mut sqlx::PgConnection, name: &str) -> Resul
         }
     }
     Ok(())
+}
+
+/// Size on disk of the current database, in bytes (for the soak benchmark and operators).
+pub async fn database_size(conn: &mut sqlx::PgConnection) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_database_size(current_database())")
+        .fetch_one(conn)
+        .await
 }

@@ -70,57 +70,13 @@ pub async fn task_run_claim(
     conn: &mut PgConnection,
     params: &ClaimParams<'_>,
 ) -> Result<Vec<ClaimedTask>, sqlx::Error> {
-    sqlx::query_as(
-        "WITH candidates AS (
-             SELECT r.tenant_id, r.id, r.priority, r.available_at,
-                    row_number() OVER (PARTITION BY r.tenant_id
-                                       ORDER BY r.priority DESC, r.available_at, r.id) AS turn
-             FROM tenants tn
-             CROSS JOIN LATERAL (
-                 SELECT tr.tenant_id, tr.id, tr.priority, tr.available_at
-                 FROM task_runs tr
-                 WHERE tr.tenant_id = tn.id AND tr.status = 'queued' AND tr.available_at <= now()
-                   AND tr.module_digest <> ALL($3)
-                 ORDER BY tr.priority DESC, tr.available_at, tr.id
-                 LIMIT $2
-                 FOR UPDATE SKIP LOCKED
-             ) r
-         ),
-         picked AS (
-             SELECT tenant_id, id FROM candidates
-             ORDER BY turn, priority DESC, available_at, id
-             LIMIT $2
-         ),
-         claimed AS (
-             UPDATE task_runs t SET
-                 status = 'running', attempt = t.attempt + 1, lease_owner = $1,
-                 lease_token = nextval('lease_tokens'),
-                 lease_expires_at = now() + $4 * interval '1 millisecond',
-                 started_at = coalesce(t.started_at, now())
-             FROM picked p
-             WHERE t.tenant_id = p.tenant_id AND t.id = p.id
-             RETURNING t.tenant_id, t.id, t.workflow_run_id, t.workflow, t.task, t.module_digest,
-                       t.attempt, t.lease_token, t.execution_timeout_ms, t.input, t.parents
-         )
-         SELECT c.tenant_id, c.id, c.workflow_run_id, c.workflow, c.task, c.module_digest,
-                c.attempt, c.lease_token, c.execution_timeout_ms,
-                coalesce(c.input, w.input)::text AS input,
-                w.additional_metadata::text AS metadata,
-                CASE WHEN cardinality(c.parents) = 0 THEN '[]' ELSE (
-                    SELECT coalesce(jsonb_agg(jsonb_build_array(p.task, p.output)), '[]')::text
-                    FROM task_runs p
-                    WHERE p.tenant_id = c.tenant_id AND p.workflow_run_id = c.workflow_run_id
-                      AND p.task = ANY(c.parents)
-                ) END AS parent_outputs
-         FROM claimed c
-         JOIN workflow_runs w ON w.tenant_id = c.tenant_id AND w.id = c.workflow_run_id",
-    )
-    .bind(params.node)
-    .bind(params.limit)
-    .bind(params.full_modules)
-    .bind(millis(params.lease))
-    .fetch_all(conn)
-    .await
+    sqlx::query_as(CLAIM)
+        .bind(params.node)
+        .bind(params.limit)
+        .bind(params.full_modules)
+        .bind(millis(params.lease))
+        .fetch_all(conn)
+        .await
 }
 
 /// How an attempt ended, as the completer records it.
@@ -178,6 +134,7 @@ struct Finished {
     task: String,
     status: String,
     is_on_failure: bool,
+    is_leaf: bool,
     error: Option<String>,
 }
 
@@ -195,30 +152,21 @@ pub async fn task_runs_complete(
         .filter(|c| matches!(c.outcome, AttemptOutcome::Succeeded(_)))
         .collect();
     if !succeeded.is_empty() {
-        let rows: Vec<Finished> = sqlx::query_as(
-            "UPDATE task_runs t SET status = 'succeeded', output = c.output::jsonb,
-                 finished_at = now(), error = NULL, error_code = NULL,
-                 lease_owner = NULL, lease_expires_at = NULL
-             FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[])
-                  AS c(tenant_id, id, token, output)
-             WHERE t.tenant_id = c.tenant_id AND t.id = c.id AND t.lease_token = c.token
-               AND t.status = 'running'
-             RETURNING t.tenant_id, t.workflow_run_id, t.task, t.status, t.is_on_failure, t.error",
-        )
-        .bind(succeeded.iter().map(|c| c.tenant_id).collect::<Vec<_>>())
-        .bind(succeeded.iter().map(|c| c.task_run_id).collect::<Vec<_>>())
-        .bind(succeeded.iter().map(|c| c.lease_token).collect::<Vec<_>>())
-        .bind(
-            succeeded
-                .iter()
-                .map(|c| match &c.outcome {
-                    AttemptOutcome::Succeeded(output) => output.as_str(),
-                    _ => "null",
-                })
-                .collect::<Vec<_>>(),
-        )
-        .fetch_all(&mut *conn)
-        .await?;
+        let rows: Vec<Finished> = sqlx::query_as(COMPLETE_SUCCEEDED)
+            .bind(succeeded.iter().map(|c| c.tenant_id).collect::<Vec<_>>())
+            .bind(succeeded.iter().map(|c| c.task_run_id).collect::<Vec<_>>())
+            .bind(succeeded.iter().map(|c| c.lease_token).collect::<Vec<_>>())
+            .bind(
+                succeeded
+                    .iter()
+                    .map(|c| match &c.outcome {
+                        AttemptOutcome::Succeeded(output) => output.as_str(),
+                        _ => "null",
+                    })
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_all(&mut *conn)
+            .await?;
         finished.extend(rows);
     }
 
@@ -256,7 +204,7 @@ pub async fn task_runs_complete(
                   AS c(tenant_id, id, token, error, code, retryable)
              WHERE t.tenant_id = c.tenant_id AND t.id = c.id AND t.lease_token = c.token
                AND t.status = 'running'
-             RETURNING t.tenant_id, t.workflow_run_id, t.task, t.status, t.is_on_failure, t.error",
+             RETURNING t.tenant_id, t.workflow_run_id, t.task, t.status, t.is_on_failure, t.is_leaf, t.error",
         )
         .bind(failed.iter().map(|f| f.0.tenant_id).collect::<Vec<_>>())
         .bind(failed.iter().map(|f| f.0.task_run_id).collect::<Vec<_>>())
@@ -372,70 +320,40 @@ async fn runs_progress(
         .iter()
         .filter(|f| f.status == "succeeded" && !f.is_on_failure)
         .collect();
-    if !done.is_empty() {
-        let queued: Vec<Option<Uuid>> = sqlx::query_scalar(
-            "WITH done AS (
-                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS d(tenant_id, run_id, task)
-             ),
-             hits AS (
-                 SELECT ch.tenant_id, ch.id, count(*)::int AS n
-                 FROM done d
-                 JOIN task_runs ch ON ch.tenant_id = d.tenant_id AND ch.workflow_run_id = d.run_id
-                                  AND d.task = ANY(ch.parents)
-                 WHERE ch.status = 'pending' AND NOT ch.is_on_failure
-                 GROUP BY ch.tenant_id, ch.id
-             )
-             UPDATE task_runs ch SET
-                 pending_parents = ch.pending_parents - hits.n,
-                 status = CASE WHEN ch.pending_parents - hits.n <= 0 THEN 'queued' ELSE 'pending' END,
-                 available_at = now(),
-                 schedule_deadline = CASE WHEN ch.pending_parents - hits.n <= 0
-                     THEN now() + ch.schedule_timeout_ms * interval '1 millisecond' END
-             FROM hits WHERE ch.tenant_id = hits.tenant_id AND ch.id = hits.id
-             RETURNING CASE WHEN ch.status = 'queued' THEN ch.id END",
-        )
-        .bind(done.iter().map(|d| d.tenant_id).collect::<Vec<_>>())
-        .bind(done.iter().map(|d| d.workflow_run_id).collect::<Vec<_>>())
-        .bind(done.iter().map(|d| d.task.as_str()).collect::<Vec<_>>())
-        .fetch_all(&mut *conn)
-        .await?;
+    // Leaves have no children to queue.
+    let parents: Vec<&&Finished> = done.iter().filter(|d| !d.is_leaf).collect();
+    if !parents.is_empty() {
+        let queued: Vec<Option<Uuid>> = sqlx::query_scalar(QUEUE_CHILDREN)
+            .bind(parents.iter().map(|d| d.tenant_id).collect::<Vec<_>>())
+            .bind(
+                parents
+                    .iter()
+                    .map(|d| d.workflow_run_id)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(parents.iter().map(|d| d.task.as_str()).collect::<Vec<_>>())
+            .fetch_all(&mut *conn)
+            .await?;
         progress.queued |= queued.iter().any(Option::is_some);
+    }
 
-        let mut runs: Vec<(Uuid, Uuid)> = done
-            .iter()
-            .map(|d| (d.tenant_id, d.workflow_run_id))
-            .collect();
-        runs.sort();
-        runs.dedup();
+    // Only a leaf can be the last task of its run to succeed (every other task has a
+    // child that succeeds after it), so only runs with a leaf among these can be finished.
+    let mut runs: Vec<(Uuid, Uuid)> = done
+        .iter()
+        .filter(|d| d.is_leaf)
+        .map(|d| (d.tenant_id, d.workflow_run_id))
+        .collect();
+    runs.sort();
+    runs.dedup();
+    if !runs.is_empty() {
         // One pass over each run's tasks: finished when every task succeeded; output from
         // the leaves (one leaf: its output; several: keyed by name).
-        let succeeded: Vec<Uuid> = sqlx::query_scalar(
-            "WITH runs AS (
-                 SELECT * FROM unnest($1::uuid[], $2::uuid[]) AS r(tenant_id, id)
-             ),
-             summary AS (
-                 SELECT t.tenant_id, t.workflow_run_id AS id,
-                        min(t.started_at) AS first_start,
-                        count(*) FILTER (WHERE NOT t.is_on_failure AND t.status <> 'succeeded') AS open,
-                        count(*) FILTER (WHERE t.is_leaf AND NOT t.is_on_failure) AS leaves,
-                        (array_agg(t.output) FILTER (WHERE t.is_leaf AND NOT t.is_on_failure))[1] AS single,
-                        jsonb_object_agg(t.task, t.output) FILTER (WHERE t.is_leaf AND NOT t.is_on_failure) AS keyed
-                 FROM runs r
-                 JOIN task_runs t ON t.tenant_id = r.tenant_id AND t.workflow_run_id = r.id
-                 GROUP BY t.tenant_id, t.workflow_run_id
-             )
-             UPDATE workflow_runs w SET status = 'succeeded', finished_at = now(),
-                 started_at = s.first_start,
-                 output = CASE WHEN s.leaves = 1 THEN s.single ELSE s.keyed END
-             FROM summary s
-             WHERE w.tenant_id = s.tenant_id AND w.id = s.id AND s.open = 0
-               AND w.status IN ('queued', 'running')
-             RETURNING w.id",
-        )
-        .bind(runs.iter().map(|r| r.0).collect::<Vec<_>>())
-        .bind(runs.iter().map(|r| r.1).collect::<Vec<_>>())
-        .fetch_all(&mut *conn)
-        .await?;
+        let succeeded: Vec<Uuid> = sqlx::query_scalar(FINISH_RUNS)
+            .bind(runs.iter().map(|r| r.0).collect::<Vec<_>>())
+            .bind(runs.iter().map(|r| r.1).collect::<Vec<_>>())
+            .fetch_all(&mut *conn)
+            .await?;
         progress.finished_runs.extend(succeeded);
     }
 
@@ -528,31 +446,57 @@ async fn runs_progress(
     Ok(progress)
 }
 
-/// Extends the leases this node still holds; returns the tokens renewed. A token missing from
-/// the answer means the task was cancelled or the lease lost: its attempt should stop.
+/// What one heartbeat learned about the leases a node holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// Tokens whose lease was extended.
+    pub renewed: Vec<i64>,
+    /// Tokens whose lease is gone for good: the task was cancelled, reaped or finished by
+    /// someone else. Their attempts should stop.
+    pub lost: Vec<i64>,
+}
+
+/// Extends the leases node `node` still holds. A row locked by another transaction — above all
+/// the node's own completion being written — is skipped, neither renewed nor lost, so a slow
+/// completion never blocks the heartbeat of every other lease; the reaper skips locked rows
+/// too, so the lease of a result being committed cannot be taken meanwhile.
 pub async fn task_runs_heartbeat(
     conn: &mut PgConnection,
     node: Uuid,
     held: &[(Uuid, Uuid, i64)],
     lease: Duration,
-) -> Result<Vec<i64>, sqlx::Error> {
+) -> Result<Heartbeat, sqlx::Error> {
     if held.is_empty() {
-        return Ok(vec![]);
+        return Ok(Heartbeat::default());
     }
-    sqlx::query_scalar(
-        "UPDATE task_runs t SET lease_expires_at = now() + $5 * interval '1 millisecond'
+    let tenants: Vec<Uuid> = held.iter().map(|h| h.0).collect();
+    let ids: Vec<Uuid> = held.iter().map(|h| h.1).collect();
+    let tokens: Vec<i64> = held.iter().map(|h| h.2).collect();
+    let renewed: Vec<i64> = sqlx::query_scalar(RENEW_LEASES)
+        .bind(node)
+        .bind(&tenants)
+        .bind(&ids)
+        .bind(&tokens)
+        .bind(millis(lease))
+        .fetch_all(&mut *conn)
+        .await?;
+    // The last committed state of the rest (a plain read waits for no lock).
+    let lost: Vec<i64> = sqlx::query_scalar(
+        "SELECT h.token
          FROM unnest($2::uuid[], $3::uuid[], $4::bigint[]) AS h(tenant_id, id, token)
-         WHERE t.tenant_id = h.tenant_id AND t.id = h.id AND t.lease_token = h.token
-           AND t.lease_owner = $1 AND t.status = 'running'
-         RETURNING t.lease_token",
+         LEFT JOIN task_runs t ON t.tenant_id = h.tenant_id AND t.id = h.id
+         WHERE NOT h.token = ANY($5)
+           AND (t.id IS NULL OR t.lease_token IS DISTINCT FROM h.token
+                OR t.lease_owner IS DISTINCT FROM $1 OR t.status <> 'running')",
     )
     .bind(node)
-    .bind(held.iter().map(|h| h.0).collect::<Vec<_>>())
-    .bind(held.iter().map(|h| h.1).collect::<Vec<_>>())
-    .bind(held.iter().map(|h| h.2).collect::<Vec<_>>())
-    .bind(millis(lease))
-    .fetch_all(conn)
-    .await
+    .bind(&tenants)
+    .bind(&ids)
+    .bind(&tokens)
+    .bind(&renewed)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(Heartbeat { renewed, lost })
 }
 
 /// What one pass of the reaper did.
@@ -568,54 +512,34 @@ pub struct Reaped {
     pub finished_runs: Vec<Uuid>,
 }
 
-/// Requeues running task runs whose lease expired before `now` (a lost node does not consume
-/// retries; more than `max_lost_leases` losses fail the task), and cancels queued task runs
-/// past their schedule deadline, failing their workflow runs.
-pub async fn task_runs_reap(
+impl Reaped {
+    /// Task runs changed.
+    pub fn touched(&self) -> usize {
+        self.requeued + self.failed + self.expired
+    }
+}
+
+/// Requeues up to `batch` running task runs whose lease expired before `now` (a lost node does
+/// not consume retries; more than `max_lost_leases` losses fail the task). Rows locked by
+/// another transaction (a completion being written) are skipped, so the sweep never waits on a
+/// completion and never holds more than `batch` rows; call again while it returns `batch`.
+pub async fn task_runs_reap_lost(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
     max_lost_leases: i32,
+    batch: i64,
 ) -> Result<Reaped, sqlx::Error> {
     let mut reaped = Reaped::default();
-    let lost: Vec<Finished> = sqlx::query_as(
-        "UPDATE task_runs SET
-             lost_leases = lost_leases + 1,
-             status = CASE WHEN lost_leases + 1 > $2 THEN 'failed' ELSE 'queued' END,
-             error = CASE WHEN lost_leases + 1 > $2
-                          THEN 'its node was lost ' || (lost_leases + 1) || ' times' ELSE error END,
-             error_code = CASE WHEN lost_leases + 1 > $2 THEN 'lost' ELSE error_code END,
-             finished_at = CASE WHEN lost_leases + 1 > $2 THEN now() END,
-             available_at = now(),
-             schedule_deadline = now() + schedule_timeout_ms * interval '1 millisecond',
-             lease_owner = NULL, lease_expires_at = NULL
-         WHERE status = 'running' AND lease_expires_at < $1
-         RETURNING tenant_id, workflow_run_id, task, status, is_on_failure, error",
-    )
-    .bind(now)
-    .bind(max_lost_leases)
-    .fetch_all(&mut *conn)
-    .await?;
+    let lost: Vec<Finished> = sqlx::query_as(REAP_LOST)
+        .bind(now)
+        .bind(max_lost_leases)
+        .bind(batch.max(1))
+        .fetch_all(&mut *conn)
+        .await?;
     reaped.requeued = lost.iter().filter(|l| l.status == "queued").count();
     reaped.failed = lost.len() - reaped.requeued;
-
-    let expired: Vec<Finished> = sqlx::query_as(
-        "UPDATE task_runs SET status = 'cancelled', finished_at = now(), error_code = 'schedule_timeout',
-             error = 'not started within its schedule timeout of '
-                     || (schedule_timeout_ms / 1000.0)::text || 's'
-         WHERE status = 'queued' AND schedule_deadline < $1
-         RETURNING tenant_id, workflow_run_id, task, status, is_on_failure, error",
-    )
-    .bind(now)
-    .fetch_all(&mut *conn)
-    .await?;
-    reaped.expired = expired.len();
-
-    let finished: Vec<Finished> = lost
-        .into_iter()
-        .filter(|l| l.status == "failed")
-        .chain(expired)
-        .collect();
-    let progress = runs_progress(conn, &finished).await?;
+    let failed: Vec<Finished> = lost.into_iter().filter(|l| l.status == "failed").collect();
+    let progress = runs_progress(conn, &failed).await?;
     if reaped.requeued > 0 || progress.queued {
         super::notify_work(conn).await?;
     }
@@ -623,3 +547,194 @@ pub async fn task_runs_reap(
     reaped.finished_runs = progress.finished_runs;
     Ok(reaped)
 }
+
+/// Cancels up to `batch` queued task runs past their schedule deadline, failing their
+/// workflow runs. Rows locked by another transaction (a claim) are skipped; call again while
+/// it returns `batch`.
+pub async fn task_runs_expire(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    batch: i64,
+) -> Result<Reaped, sqlx::Error> {
+    let expired: Vec<Finished> = sqlx::query_as(EXPIRE)
+        .bind(now)
+        .bind(batch.max(1))
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut reaped = Reaped {
+        expired: expired.len(),
+        ..Reaped::default()
+    };
+    let progress = runs_progress(conn, &expired).await?;
+    if progress.queued {
+        super::notify_work(conn).await?;
+    }
+    super::notify_ids(conn, super::CHANNEL_RUN_FINISHED, &progress.finished_runs).await?;
+    reaped.finished_runs = progress.finished_runs;
+    Ok(reaped)
+}
+
+/// One batch of each sweep in one transaction: expired leases, then schedule timeouts (for
+/// tests and tools; the node runs each sweep in transactions of its own).
+pub async fn task_runs_reap(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    max_lost_leases: i32,
+    batch: i64,
+) -> Result<Reaped, sqlx::Error> {
+    let mut reaped = task_runs_reap_lost(conn, now, max_lost_leases, batch).await?;
+    let expired = task_runs_expire(conn, now, batch).await?;
+    reaped.expired = expired.expired;
+    reaped.finished_runs.extend(expired.finished_runs);
+    Ok(reaped)
+}
+
+// The hot statements, named so that `plans` can show how each executes at any table size.
+
+/// The claim (see `task_run_claim`).
+pub(crate) const CLAIM: &str = "WITH candidates AS (
+             SELECT r.tenant_id, r.id, r.priority, r.available_at,
+                    row_number() OVER (PARTITION BY r.tenant_id
+                                       ORDER BY r.priority DESC, r.available_at, r.id) AS turn
+             FROM tenants tn
+             CROSS JOIN LATERAL (
+                 SELECT tr.tenant_id, tr.id, tr.priority, tr.available_at
+                 FROM task_runs tr
+                 WHERE tr.tenant_id = tn.id AND tr.status = 'queued' AND tr.available_at <= now()
+                   AND tr.module_digest <> ALL($3)
+                 ORDER BY tr.priority DESC, tr.available_at, tr.id
+                 LIMIT $2
+                 FOR UPDATE SKIP LOCKED
+             ) r
+         ),
+         picked AS (
+             SELECT tenant_id, id FROM candidates
+             ORDER BY turn, priority DESC, available_at, id
+             LIMIT $2
+         ),
+         claimed AS (
+             UPDATE task_runs t SET
+                 status = 'running', attempt = t.attempt + 1, lease_owner = $1,
+                 lease_token = nextval('lease_tokens'),
+                 lease_expires_at = now() + $4 * interval '1 millisecond',
+                 started_at = coalesce(t.started_at, now())
+             FROM picked p
+             WHERE t.tenant_id = p.tenant_id AND t.id = p.id
+             RETURNING t.tenant_id, t.id, t.workflow_run_id, t.workflow, t.task, t.module_digest,
+                       t.attempt, t.lease_token, t.execution_timeout_ms, t.input, t.parents
+         )
+         SELECT c.tenant_id, c.id, c.workflow_run_id, c.workflow, c.task, c.module_digest,
+                c.attempt, c.lease_token, c.execution_timeout_ms,
+                coalesce(c.input, w.input)::text AS input,
+                w.additional_metadata::text AS metadata,
+                CASE WHEN cardinality(c.parents) = 0 THEN '[]' ELSE (
+                    SELECT coalesce(jsonb_agg(jsonb_build_array(p.task, p.output)), '[]')::text
+                    FROM task_runs p
+                    WHERE p.tenant_id = c.tenant_id AND p.workflow_run_id = c.workflow_run_id
+                      AND p.task = ANY(c.parents)
+                ) END AS parent_outputs
+         FROM claimed c
+         JOIN workflow_runs w ON w.tenant_id = c.tenant_id AND w.id = c.workflow_run_id";
+
+/// Records successful attempts whose lease is current.
+pub(crate) const COMPLETE_SUCCEEDED: &str = "UPDATE task_runs t SET status = 'succeeded', output = c.output::jsonb,
+                 finished_at = now(), error = NULL, error_code = NULL,
+                 lease_owner = NULL, lease_expires_at = NULL
+             FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[])
+                  AS c(tenant_id, id, token, output)
+             WHERE t.tenant_id = c.tenant_id AND t.id = c.id AND t.lease_token = c.token
+               AND t.status = 'running'
+             RETURNING t.tenant_id, t.workflow_run_id, t.task, t.status, t.is_on_failure, t.is_leaf, t.error";
+
+/// DAG progress: children whose parents all succeeded become queued.
+pub(crate) const QUEUE_CHILDREN: &str = "WITH done AS (
+                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS d(tenant_id, run_id, task)
+             ),
+             hits AS (
+                 SELECT ch.tenant_id, ch.id, count(*)::int AS n
+                 FROM done d
+                 JOIN task_runs ch ON ch.tenant_id = d.tenant_id AND ch.workflow_run_id = d.run_id
+                                  AND d.task = ANY(ch.parents)
+                 WHERE ch.status = 'pending' AND NOT ch.is_on_failure
+                 GROUP BY ch.tenant_id, ch.id
+             )
+             UPDATE task_runs ch SET
+                 pending_parents = ch.pending_parents - hits.n,
+                 status = CASE WHEN ch.pending_parents - hits.n <= 0 THEN 'queued' ELSE 'pending' END,
+                 available_at = now(),
+                 schedule_deadline = CASE WHEN ch.pending_parents - hits.n <= 0
+                     THEN now() + ch.schedule_timeout_ms * interval '1 millisecond' END
+             FROM hits WHERE ch.tenant_id = hits.tenant_id AND ch.id = hits.id
+             RETURNING CASE WHEN ch.status = 'queued' THEN ch.id END";
+
+/// Finishes the runs whose tasks all succeeded, with the output of their leaves.
+pub(crate) const FINISH_RUNS: &str = "WITH runs AS (
+                 SELECT * FROM unnest($1::uuid[], $2::uuid[]) AS r(tenant_id, id)
+             ),
+             summary AS (
+                 SELECT t.tenant_id, t.workflow_run_id AS id,
+                        min(t.started_at) AS first_start,
+                        count(*) FILTER (WHERE NOT t.is_on_failure AND t.status <> 'succeeded') AS open,
+                        count(*) FILTER (WHERE t.is_leaf AND NOT t.is_on_failure) AS leaves,
+                        (array_agg(t.output) FILTER (WHERE t.is_leaf AND NOT t.is_on_failure))[1] AS single,
+                        jsonb_object_agg(t.task, t.output) FILTER (WHERE t.is_leaf AND NOT t.is_on_failure) AS keyed
+                 FROM runs r
+                 JOIN task_runs t ON t.tenant_id = r.tenant_id AND t.workflow_run_id = r.id
+                 GROUP BY t.tenant_id, t.workflow_run_id
+             )
+             UPDATE workflow_runs w SET status = 'succeeded', finished_at = now(),
+                 started_at = s.first_start,
+                 output = CASE WHEN s.leaves = 1 THEN s.single ELSE s.keyed END
+             FROM summary s
+             WHERE w.tenant_id = s.tenant_id AND w.id = s.id AND s.open = 0
+               AND w.status IN ('queued', 'running')
+             RETURNING w.id";
+
+/// Extends the leases a node holds, skipping rows locked by another transaction.
+pub(crate) const RENEW_LEASES: &str = "WITH mine AS (
+             SELECT t.tenant_id, t.id
+             FROM unnest($2::uuid[], $3::uuid[], $4::bigint[]) AS h(tenant_id, id, token)
+             JOIN task_runs t ON t.tenant_id = h.tenant_id AND t.id = h.id
+             WHERE t.lease_token = h.token AND t.lease_owner = $1 AND t.status = 'running'
+             ORDER BY t.tenant_id, t.id
+             FOR UPDATE OF t SKIP LOCKED
+         )
+         UPDATE task_runs t SET lease_expires_at = now() + $5 * interval '1 millisecond'
+         FROM mine WHERE t.tenant_id = mine.tenant_id AND t.id = mine.id
+         RETURNING t.lease_token";
+
+/// Requeues (or fails) one batch of task runs whose lease expired.
+pub(crate) const REAP_LOST: &str = "WITH expired AS (
+             SELECT tenant_id, id FROM task_runs
+             WHERE status = 'running' AND lease_expires_at < $1
+             ORDER BY lease_expires_at
+             LIMIT $3
+             FOR UPDATE SKIP LOCKED
+         )
+         UPDATE task_runs t SET
+             lost_leases = t.lost_leases + 1,
+             status = CASE WHEN t.lost_leases + 1 > $2 THEN 'failed' ELSE 'queued' END,
+             error = CASE WHEN t.lost_leases + 1 > $2
+                          THEN 'its node was lost ' || (t.lost_leases + 1) || ' times' ELSE t.error END,
+             error_code = CASE WHEN t.lost_leases + 1 > $2 THEN 'lost' ELSE t.error_code END,
+             finished_at = CASE WHEN t.lost_leases + 1 > $2 THEN now() END,
+             available_at = now(),
+             schedule_deadline = now() + t.schedule_timeout_ms * interval '1 millisecond',
+             lease_owner = NULL, lease_expires_at = NULL
+         FROM expired e WHERE t.tenant_id = e.tenant_id AND t.id = e.id
+         RETURNING t.tenant_id, t.workflow_run_id, t.task, t.status, t.is_on_failure, t.is_leaf, t.error";
+
+/// Cancels one batch of queued task runs past their schedule deadline.
+pub(crate) const EXPIRE: &str = "WITH late AS (
+             SELECT tenant_id, id FROM task_runs
+             WHERE status = 'queued' AND schedule_deadline < $1
+             ORDER BY schedule_deadline
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED
+         )
+         UPDATE task_runs t SET status = 'cancelled', finished_at = now(),
+             error_code = 'schedule_timeout',
+             error = 'not started within its schedule timeout of '
+                     || (t.schedule_timeout_ms / 1000.0)::text || 's'
+         FROM late WHERE t.tenant_id = late.tenant_id AND t.id = late.id
+         RETURNING t.tenant_id, t.workflow_run_id, t.task, t.status, t.is_on_failure, t.is_leaf, t.error";

@@ -18,6 +18,9 @@ pub const DEFAULT_SCHEDULE_TIMEOUT_MS: i64 = 300_000;
 /// A workflow run to create.
 #[derive(Debug, Clone)]
 pub struct NewWorkflowRun<'a> {
+    /// Its id, when the caller chose it (spawned children are answered before they are
+    /// written); `None`: a new UUIDv7.
+    pub id: Option<Uuid>,
     /// The workflow version it runs.
     pub workflow: &'a WorkflowVersion,
     /// JSON input.
@@ -39,7 +42,10 @@ pub async fn workflow_runs_create(
     tenant_id: Uuid,
     runs: &[NewWorkflowRun<'_>],
 ) -> Result<Vec<Uuid>, sqlx::Error> {
-    let ids: Vec<Uuid> = runs.iter().map(|_| Uuid::now_v7()).collect();
+    let ids: Vec<Uuid> = runs
+        .iter()
+        .map(|run| run.id.unwrap_or_else(Uuid::now_v7))
+        .collect();
     let inserted: Vec<Uuid> = sqlx::query_scalar(
         "INSERT INTO workflow_runs (tenant_id, id, workflow, version, module_digest, status, input,
                                     additional_metadata, priority, idempotency_key,
@@ -499,6 +505,54 @@ pub async fn workflow_run_children(
     .await
 }
 
+/// The children that task run `parent` spawned, by spawn key.
+pub async fn workflow_run_children_by_key(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    parent: Uuid,
+) -> Result<HashMap<String, Uuid>, sqlx::Error> {
+    let rows: Vec<(String, Uuid)> = sqlx::query_as(
+        "SELECT spawn_key, id FROM workflow_runs
+         WHERE tenant_id = $1 AND parent_task_run_id = $2",
+    )
+    .bind(tenant_id)
+    .bind(parent)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Run result as `workflow_run_result` gives it: unfinished `None`, else output or error.
+pub type RunResult = Option<Result<Value, String>>;
+
+/// The state of each of the runs `ids` that exists (see `workflow_run_result`).
+pub async fn workflow_runs_results(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    ids: &[Uuid],
+) -> Result<Vec<(Uuid, RunResult)>, sqlx::Error> {
+    let rows: Vec<(Uuid, String, Option<Value>, Option<String>)> = sqlx::query_as(
+        "SELECT id, status, output, error FROM workflow_runs
+         WHERE tenant_id = $1 AND id = ANY($2)",
+    )
+    .bind(tenant_id)
+    .bind(ids)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, status, output, error)| (id, run_result(&status, output, error)))
+        .collect())
+}
+
+fn run_result(status: &str, output: Option<Value>, error: Option<String>) -> RunResult {
+    match status {
+        "succeeded" => Some(Ok(output.unwrap_or(Value::Null))),
+        "failed" | "cancelled" => Some(Err(error.unwrap_or_else(|| status.to_owned()))),
+        _ => None,
+    }
+}
+
 /// The state of a run: `None` if it does not exist, `Some(None)` while it is unfinished, and
 /// `Some(Some(Ok(output)))` or `Some(Some(Err(error)))` once it finished.
 #[allow(
@@ -517,11 +571,7 @@ pub async fn workflow_run_result(
     .bind(id)
     .fetch_optional(conn)
     .await?;
-    Ok(row.map(|(status, output, error)| match status.as_str() {
-        "succeeded" => Some(Ok(output.unwrap_or(Value::Null))),
-        "failed" | "cancelled" => Some(Err(error.unwrap_or_else(|| status.clone()))),
-        _ => None,
-    }))
+    Ok(row.map(|(status, output, error)| run_result(&status, output, error)))
 }
 
 /// What a cancellation touched.
@@ -683,4 +733,28 @@ pub async fn task_run_attempt_counts(
     .fetch_all(conn)
     .await?;
     Ok(rows.into_iter().collect())
+}
+
+/// Blocks every write to `workflow_runs` (reads go on) until the transaction `tx` ends: no run
+/// can start or finish meanwhile. For the tests that play a slow database, and for operators
+/// who need a quiet moment.
+pub async fn workflow_runs_block_writes(tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("LOCK TABLE workflow_runs IN SHARE ROW EXCLUSIVE MODE")
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// Leases lost in all, and task runs attempted more than once, for tests and the benchmark.
+pub async fn task_runs_repeats(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT coalesce(sum(lost_leases), 0)::bigint, count(*) FILTER (WHERE attempt > 1)
+         FROM task_runs WHERE tenant_id = $1",
+    )
+    .bind(tenant_id)
+    .fetch_one(conn)
+    .await
 }

@@ -11,10 +11,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use uuid::Uuid;
 
 use super::node::NodeInner;
-use super::runs::effective_priority;
-use crate::db::module::workflow_latest;
-use crate::db::workflow_run::{NewWorkflowRun, workflow_run_result, workflow_runs_create};
-use crate::db::{self};
+use super::spawns::SpawnBuffer;
 use crate::runtime::{RunInfo, SpawnRequest, TaskHost, Worker};
 
 /// How often a waiting parent re-reads its child's state if no notification arrives.
@@ -32,16 +29,20 @@ pub(crate) struct DurableHost {
     tenant_id: Uuid,
     worker: Worker,
     permits: Mutex<Option<Permits>>,
+    children: Arc<SpawnBuffer>,
 }
 
 impl DurableHost {
     pub(crate) fn new(
         node: Arc<NodeInner>,
+        run: &RunInfo,
         tenant_id: Uuid,
         worker: Worker,
         capacity: OwnedSemaphorePermit,
         slot: OwnedSemaphorePermit,
     ) -> Self {
+        let parent = run.task_run_id.parse().unwrap_or_default();
+        let children = SpawnBuffer::new(node.db.clone(), tenant_id, parent, run.attempt);
         Self {
             node,
             tenant_id,
@@ -50,6 +51,7 @@ impl DurableHost {
                 _capacity: capacity,
                 _slot: slot,
             })),
+            children,
         }
     }
 
@@ -64,81 +66,43 @@ impl DurableHost {
         *self.permits.lock().unwrap_or_else(|p| p.into_inner()) = Some(permits);
     }
 
-    async fn run_result(
-        &self,
-        id: Uuid,
-    ) -> Result<Option<Result<serde_json::Value, String>>, String> {
-        let mut conn = self
-            .node
-            .db
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| e.to_string())?;
-        workflow_run_result(&mut conn, self.tenant_id, id)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("unknown run `{id}`"))
+    /// Commits the children spawned and not yet written; the attempt's result is sent only
+    /// after this succeeds.
+    pub(crate) async fn flush_spawns(&self) -> Result<(), String> {
+        self.children.flush().await
     }
-}
-
-fn task_run_id(parent: &RunInfo) -> Result<Uuid, String> {
-    parent
-        .task_run_id
-        .parse()
-        .map_err(|_| "the parent has no task run id".to_owned())
 }
 
 #[async_trait::async_trait]
 impl TaskHost for DurableHost {
     async fn spawn(&self, parent: &RunInfo, request: SpawnRequest) -> Result<String, String> {
-        serde_json::from_str::<serde::de::IgnoredAny>(&request.input)
-            .map_err(|e| format!("the child's input is not JSON: {e}"))?;
         let metadata = request
             .additional_metadata
+            .clone()
             .unwrap_or_else(|| parent.metadata.clone());
-        if !serde_json::from_str::<serde_json::Value>(&metadata).is_ok_and(|m| m.is_object()) {
-            return Err("the child's additional metadata must be a JSON object".into());
+        if parent.task_run_id.parse::<Uuid>().is_err() {
+            return Err("the parent has no task run id".to_owned());
         }
-        let parent_id = task_run_id(parent)?;
-        let created = async {
-            let mut tx = self.node.db.pool.begin().await?;
-            let Some(workflow) =
-                workflow_latest(&mut tx, self.tenant_id, &request.workflow).await?
-            else {
-                return Ok(Err(format!("unknown workflow `{}`", request.workflow)));
-            };
-            let priority = match effective_priority(request.priority, &workflow) {
-                Ok(priority) => priority,
-                Err(e) => return Ok(Err(e.to_string())),
-            };
-            let run = NewWorkflowRun {
-                workflow: &workflow,
-                input: &request.input,
-                additional_metadata: &metadata,
-                priority,
-                idempotency_key: None,
-                parent: Some((parent_id, &request.key)),
-            };
-            let ids = workflow_runs_create(&mut tx, self.tenant_id, &[run]).await?;
-            db::notify_work(&mut tx).await?;
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(Ok(ids[0].to_string()))
-        };
-        created.await.map_err(|e| format!("spawn failed: {e}"))?
+        self.children
+            .spawn(request, metadata)
+            .await
+            .map(|id| id.to_string())
     }
 
     async fn wait(&self, _parent: &RunInfo, run_id: &str) -> Result<String, String> {
         let id: Uuid = run_id
             .parse()
             .map_err(|_| format!("`{run_id}` is not a run id"))?;
+        // The child must be committed before anyone can run it.
+        self.children.flush().await?;
+        let id = self.children.resolve(id);
         let notify = self.node.run_waiter(id);
         // While lent, this attempt holds one unit of the pool's headroom instead of a slot.
         let mut lent: Option<OwnedSemaphorePermit> = None;
         let result = loop {
             // Created before the check, so a notification in between is not lost.
             let notified = notify.notified();
-            match self.run_result(id).await {
+            match self.children.result(id).await {
                 Err(e) => break Err(e),
                 Ok(Some(result)) => break result.map(|output| output.to_string()),
                 Ok(None) => {}

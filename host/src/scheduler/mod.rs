@@ -6,8 +6,10 @@
 pub mod deploy;
 pub mod events;
 mod host;
+mod leases;
 pub mod node;
 pub mod runs;
+mod spawns;
 
 pub use deploy::{DeployError, Deployed, deploy_module};
 pub use node::{Node, NodeConfig, NodeHandle, WorkerStats};

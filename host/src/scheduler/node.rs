@@ -5,7 +5,7 @@
 //! a node that dies loses nothing but its leases, which the reaper of any node requeues.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -17,9 +17,10 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::host::DurableHost;
+use super::leases::{LeaseSignals, LeaseTable};
 use crate::db::task_run::{
     AttemptOutcome, ClaimParams, ClaimedTask, Completion, task_run_claim, task_runs_complete,
-    task_runs_heartbeat, task_runs_reap,
+    task_runs_expire, task_runs_heartbeat, task_runs_reap_lost,
 };
 use crate::db::{self, Db, module};
 use crate::runtime::{Attempt, Limits, RunInfo, Runtime, TaskFailure, Worker};
@@ -46,6 +47,12 @@ pub struct NodeConfig {
     pub claim_batch: u32,
     /// Most completions written per transaction.
     pub completion_batch: usize,
+    /// Most finished attempts whose results may wait for the database at once. The node
+    /// holds at most `claim_batch + capacity + max_unwritten` leases; past that it stops
+    /// claiming until results are written, so a slow database makes it claim less, never more.
+    pub max_unwritten: usize,
+    /// Most rows one maintenance statement (reaping, schedule timeouts) touches.
+    pub maintenance_batch: i64,
     /// Losses of a lease after which a task fails instead of being requeued.
     pub max_lost_leases: i32,
     /// How long a graceful shutdown lets attempts finish before handing them back.
@@ -66,6 +73,8 @@ impl Default for NodeConfig {
             poll_interval: Duration::from_secs(1),
             claim_batch: 100,
             completion_batch: 1_000,
+            max_unwritten: 1_000,
+            maintenance_batch: 5_000,
             max_lost_leases: 5,
             shutdown_grace: Duration::from_secs(30),
             limits: Limits::default(),
@@ -73,13 +82,16 @@ impl Default for NodeConfig {
     }
 }
 
-/// An attempt running on this node.
-struct InFlight {
-    tenant_id: Uuid,
-    task_run_id: Uuid,
-    cancel: CancellationToken,
-    /// Interrupted by this node's shutdown: hand back, do not fail.
-    handed_back: Arc<AtomicBool>,
+impl NodeConfig {
+    /// Claimed task runs the dispatcher keeps waiting for a slot (at most).
+    fn claim_target(&self) -> usize {
+        self.claim_batch.max(self.capacity).max(1) as usize
+    }
+
+    /// Most leases held at once: waiting for a slot, executing, or waiting to be written.
+    pub fn max_held(&self) -> usize {
+        self.claim_target() + self.capacity.max(1) as usize + self.max_unwritten.max(1)
+    }
 }
 
 type WorkerCell = Arc<OnceCell<Result<Worker, String>>>;
@@ -93,13 +105,11 @@ pub(crate) struct NodeInner {
     /// How many waiting parents may give their slot back (the instance pool's headroom).
     pub(crate) wait_releases: Arc<Semaphore>,
     workers: Mutex<HashMap<String, WorkerCell>>,
-    inflight: Mutex<HashMap<i64, InFlight>>,
+    leases: Arc<LeaseTable>,
     waiters: Mutex<HashMap<Uuid, Arc<Notify>>>,
     pub(crate) work: Notify,
-    /// Claimed task runs waiting here for a slot, and the signal that one started.
-    local_queue: std::sync::atomic::AtomicUsize,
-    started: Notify,
-    completions: mpsc::UnboundedSender<Completion>,
+    /// Results for the completer; bounded by `max_held` (every result is a held lease).
+    completions: mpsc::Sender<Completion>,
     /// Stops claiming.
     stopping: CancellationToken,
     attempts: TaskTracker,
@@ -116,6 +126,7 @@ pub struct Node {
     inner: Arc<NodeInner>,
     background: JoinSet<()>,
     completer: tokio::task::JoinHandle<()>,
+    stop_completer: CancellationToken,
     stop_loops: CancellationToken,
 }
 
@@ -133,7 +144,8 @@ pub struct WorkerStats {
 impl Node {
     /// Starts a node on `db` with `runtime`.
     pub async fn start(db: Db, runtime: Runtime, config: NodeConfig) -> Result<Self, sqlx::Error> {
-        let (completions, receiver) = mpsc::unbounded_channel();
+        let (completions, receiver) = mpsc::channel(config.max_held());
+        let leases = Arc::new(LeaseTable::default());
         let headroom = (runtime.free_instances() as u32).saturating_sub(config.capacity);
         let inner = Arc::new(NodeInner {
             capacity: Arc::new(Semaphore::new(config.capacity.max(1) as usize)),
@@ -142,11 +154,9 @@ impl Node {
             runtime,
             config,
             workers: Mutex::new(HashMap::new()),
-            inflight: Mutex::new(HashMap::new()),
+            leases: leases.clone(),
             waiters: Mutex::new(HashMap::new()),
             work: Notify::new(),
-            local_queue: std::sync::atomic::AtomicUsize::new(0),
-            started: Notify::new(),
             completions,
             stopping: CancellationToken::new(),
             attempts: TaskTracker::new(),
@@ -165,11 +175,20 @@ impl Node {
         background.spawn(dispatch(inner.clone()));
         background.spawn(heartbeat(inner.clone(), stop_loops.clone()));
         background.spawn(reap(inner.clone(), stop_loops.clone()));
-        let completer = tokio::spawn(complete(inner.clone(), receiver));
+        let stop_completer = CancellationToken::new();
+        let completer = tokio::spawn(complete(
+            inner.db.clone(),
+            leases,
+            Arc::downgrade(&inner),
+            receiver,
+            inner.config.completion_batch,
+            stop_completer.clone(),
+        ));
         Ok(Self {
             inner,
             background,
             completer,
+            stop_completer,
             stop_loops,
         })
     }
@@ -181,8 +200,12 @@ impl Node {
 
     /// Attempts executing now (claimed task runs still waiting for a slot excluded).
     pub fn running(&self) -> usize {
-        let claimed = lock(&self.inner.inflight).len();
-        claimed.saturating_sub(self.inner.local_queue.load(Ordering::SeqCst))
+        self.inner.leases.counts().executing
+    }
+
+    /// Leases this node holds: claimed, executing, or finished with the result not yet written.
+    pub fn leases_held(&self) -> usize {
+        self.inner.leases.counts().held()
     }
 
     /// The workers this node has loaded, with their slots.
@@ -199,7 +222,8 @@ impl Node {
     }
 
     /// Graceful shutdown: stop claiming, let attempts finish within the grace period, then
-    /// interrupt the rest and hand them back (no retry consumed), write every completion.
+    /// interrupt the rest and hand them back (no retry consumed), write every completion, and
+    /// only then stop the heartbeat (leases stay renewed until their results are written).
     pub async fn shutdown(mut self) {
         self.inner.stopping.cancel();
         self.inner.attempts.close();
@@ -208,20 +232,14 @@ impl Node {
             .await
             .is_err()
         {
-            for inflight in lock(&self.inner.inflight).values() {
-                inflight.handed_back.store(true, Ordering::SeqCst);
-                inflight.cancel.cancel();
-            }
+            self.inner.leases.hand_back_all();
             self.inner.attempts.wait().await;
         }
+        // Every attempt has sent its result: the completer drains the channel and ends.
+        self.stop_completer.cancel();
+        let _ = (&mut self.completer).await;
         self.stop_loops.cancel();
         while self.background.join_next().await.is_some() {}
-        // The completer ends once every sender is gone: the last ones live in `inner`.
-        let Self {
-            inner, completer, ..
-        } = self;
-        drop(inner);
-        let _ = completer.await;
     }
 
     /// Stops dead, as a crash would: attempts are dropped mid-run and nothing more is written.
@@ -231,11 +249,8 @@ impl Node {
         self.inner.stopping.cancel();
         self.background.abort_all();
         self.completer.abort();
-        for inflight in lock(&self.inner.inflight).values() {
-            inflight.cancel.cancel();
-        }
-        // Attempts see their completions channel closed and write nothing.
-        lock(&self.inner.inflight).clear();
+        // Attempts find their leases gone and write nothing.
+        self.inner.leases.abandon_all();
     }
 }
 
@@ -380,11 +395,7 @@ async fn listen(inner: Arc<NodeInner>, mut listener: PgListener, stop: Cancellat
                 db::CHANNEL_WORK => inner.work.notify_one(),
                 db::CHANNEL_CANCEL => {
                     let ids = db::parse_ids(notification.payload());
-                    for inflight in lock(&inner.inflight).values() {
-                        if ids.contains(&inflight.task_run_id) {
-                            inflight.cancel.cancel();
-                        }
-                    }
+                    inner.leases.cancel_task_runs(&ids);
                 }
                 db::CHANNEL_RUN_FINISHED => {
                     let waiters = lock(&inner.waiters);
@@ -411,26 +422,34 @@ async fn listen(inner: Arc<NodeInner>, mut listener: PgListener, stop: Cancellat
 /// claimed (leased) at once and wait here for a slot, and the next claim is made once fewer
 /// than half of that are waiting. One claim then serves many tasks, so claims cost a small
 /// fraction of a commit per task.
+///
+/// Backpressure: results not yet written hold their leases, and the node never holds more than
+/// `max_held` leases, so when the completer falls behind (a slow database) claims shrink and
+/// then stop until results are committed.
 async fn dispatch(inner: Arc<NodeInner>) {
-    let target = inner.config.claim_batch.max(inner.config.capacity).max(1) as usize;
+    let target = inner.config.claim_target();
     // Refill at half the batch: a claim of 100 takes a few milliseconds, in which a busy node
     // runs far more than `capacity` no-op tasks; waiting for the queue to drain idles it.
     let low_water = (inner.config.capacity as usize).max(target / 2).max(1);
+    let max_held = inner.config.max_held();
     loop {
         if inner.stopping.is_cancelled() {
             return;
         }
-        let waiting = inner.local_queue.load(Ordering::SeqCst);
-        if waiting >= low_water {
+        let counts = inner.leases.counts();
+        let room = max_held.saturating_sub(counts.held());
+        let wanted = target.saturating_sub(counts.waiting).min(room);
+        // Tiny claims on a backed-up node would cost a statement each for a few rows.
+        if counts.waiting >= low_water || wanted * 4 < target {
             tokio::select! {
-                () = inner.started.notified() => continue,
+                () = inner.leases.changed() => continue,
                 () = inner.stopping.cancelled() => return,
             }
         }
         let full = inner.full_modules();
         let params = ClaimParams {
             node: inner.config.node_id,
-            limit: (target - waiting) as i64,
+            limit: wanted as i64,
             full_modules: &full,
             lease: inner.config.lease,
         };
@@ -450,21 +469,12 @@ async fn dispatch(inner: Arc<NodeInner>) {
         };
         let got = claimed.len() as i64;
         for task in claimed {
-            let cancel = CancellationToken::new();
-            let handed_back = Arc::new(AtomicBool::new(false));
-            lock(&inner.inflight).insert(
-                task.lease_token,
-                InFlight {
-                    tenant_id: task.tenant_id,
-                    task_run_id: task.id,
-                    cancel: cancel.clone(),
-                    handed_back: handed_back.clone(),
-                },
-            );
-            inner.local_queue.fetch_add(1, Ordering::SeqCst);
+            let signals = inner
+                .leases
+                .claimed(task.lease_token, task.tenant_id, task.id);
             inner
                 .attempts
-                .spawn(run_attempt(inner.clone(), task, cancel, handed_back));
+                .spawn(run_attempt(inner.clone(), task, signals));
         }
         if got < params.limit {
             tokio::select! {
@@ -478,17 +488,17 @@ async fn dispatch(inner: Arc<NodeInner>) {
 
 /// Runs one claimed attempt once a slot is free, and sends its completion. A task still
 /// waiting for a slot when the node stops is handed back.
-async fn run_attempt(
-    inner: Arc<NodeInner>,
-    task: ClaimedTask,
-    cancel: CancellationToken,
-    handed_back: Arc<AtomicBool>,
-) {
+async fn run_attempt(inner: Arc<NodeInner>, task: ClaimedTask, signals: LeaseSignals) {
+    let LeaseSignals {
+        cancel,
+        handed_back,
+    } = signals;
+    let token = task.lease_token;
     let completion = |outcome, logs| Completion {
         tenant_id: task.tenant_id,
         task_run_id: task.id,
         attempt: task.attempt,
-        lease_token: task.lease_token,
+        lease_token: token,
         outcome,
         logs,
     };
@@ -497,28 +507,33 @@ async fn run_attempt(
         () = inner.stopping.cancelled() => None,
         () = cancel.cancelled() => None,
     };
-    inner.local_queue.fetch_sub(1, Ordering::SeqCst);
-    inner.started.notify_one();
     let Some(capacity) = capacity else {
         // Stopping (hand it back) or cancelled (the database already says so).
-        let ours = lock(&inner.inflight).remove(&task.lease_token).is_some();
-        if ours && inner.stopping.is_cancelled() && !cancel.is_cancelled() {
-            let _ = inner
-                .completions
-                .send(completion(AttemptOutcome::Released, vec![]));
+        if inner.stopping.is_cancelled() && !cancel.is_cancelled() {
+            if inner.leases.finished(token) {
+                inner
+                    .send(completion(AttemptOutcome::Released, vec![]))
+                    .await;
+            }
+        } else {
+            inner.leases.give_up(token);
         }
         return;
     };
+    if !inner.leases.executing(token) {
+        // Killed while waiting.
+        return;
+    }
     let worker = match inner.worker(task.tenant_id, &task.module_digest).await {
         Ok(worker) => worker,
         Err(e) => {
-            if lock(&inner.inflight).remove(&task.lease_token).is_some() {
+            if inner.leases.finished(token) {
                 let outcome = AttemptOutcome::Failed {
                     error: format!("its module cannot be loaded: {e}"),
                     code: "host".into(),
                     retryable: true,
                 };
-                let _ = inner.completions.send(completion(outcome, vec![]));
+                inner.send(completion(outcome, vec![])).await;
             }
             return;
         }
@@ -530,23 +545,25 @@ async fn run_attempt(
             .into_iter()
             .map(|(name, output)| (name, output.to_string()))
             .collect();
+    let run = RunInfo {
+        workflow_run_id: task.workflow_run_id.to_string(),
+        task_run_id: task.id.to_string(),
+        workflow: task.workflow.clone(),
+        task: task.task.clone(),
+        attempt: task.attempt as u32,
+        metadata: task.metadata.clone(),
+        parents,
+    };
     let host = Arc::new(DurableHost::new(
         inner.clone(),
+        &run,
         task.tenant_id,
         worker.clone(),
         capacity,
         slot,
     ));
     let attempt = Attempt {
-        run: RunInfo {
-            workflow_run_id: task.workflow_run_id.to_string(),
-            task_run_id: task.id.to_string(),
-            workflow: task.workflow.clone(),
-            task: task.task.clone(),
-            attempt: task.attempt as u32,
-            metadata: task.metadata.clone(),
-            parents,
-        },
+        run,
         input: task.input.clone(),
         limits: Limits {
             timeout: Duration::from_millis(task.execution_timeout_ms.max(1) as u64),
@@ -556,34 +573,63 @@ async fn run_attempt(
         host: host.clone(),
     };
     let report = worker.runtime().execute(worker.module(), attempt).await;
-    let still_ours = lock(&inner.inflight).remove(&task.lease_token).is_some();
+    // Children spawned but not yet committed are written before the parent's result; a
+    // cancelled or handed-back attempt leaves them unwritten (a retry spawns them again).
+    let flushed = match &report.outcome {
+        Err(TaskFailure::Cancelled) => Ok(()),
+        _ => host.flush_spawns().await,
+    };
     drop(host);
-    if !still_ours {
+    if !inner.leases.finished(token) {
         // Killed: a crashed node writes nothing.
         return;
     }
-    let outcome = match report.outcome {
-        Ok(output) => AttemptOutcome::Succeeded(output),
-        Err(TaskFailure::Cancelled) if handed_back.load(Ordering::SeqCst) => {
+    let outcome = match (report.outcome, flushed) {
+        (_, Err(error)) => AttemptOutcome::Failed {
+            error,
+            code: "host".into(),
+            retryable: true,
+        },
+        (Ok(output), Ok(())) => AttemptOutcome::Succeeded(output),
+        (Err(TaskFailure::Cancelled), Ok(())) if handed_back.load(Ordering::SeqCst) => {
             AttemptOutcome::Released
         }
-        Err(failure) => AttemptOutcome::Failed {
+        (Err(failure), Ok(())) => AttemptOutcome::Failed {
             error: failure.to_string(),
             code: failure.code().into(),
             retryable: failure.is_retryable(),
         },
     };
-    let _ = inner.completions.send(completion(outcome, report.logs));
+    inner.send(completion(outcome, report.logs)).await;
+}
+
+impl NodeInner {
+    /// Hands a result to the completer. The channel holds at most `max_held` results, one per
+    /// held lease, so this never waits long; it fails only once the completer is gone (a kill).
+    async fn send(&self, completion: Completion) {
+        let _ = self.completions.send(completion).await;
+    }
 }
 
 /// Writes completions in batches: whatever arrived while the previous commit was in flight
-/// goes into the next one, so commits per task fall as load rises.
-async fn complete(inner: Arc<NodeInner>, mut receiver: mpsc::UnboundedReceiver<Completion>) {
-    let max = inner.config.completion_batch.max(1);
-    let db = inner.db.clone();
-    let work = Arc::downgrade(&inner);
-    drop(inner);
-    while let Some(first) = receiver.recv().await {
+/// goes into the next one, so commits per task fall as load rises. A lease leaves the table
+/// only once its result is committed, so it is renewed while the result waits. On `stop` it
+/// writes what is left in the channel and ends.
+async fn complete(
+    db: Db,
+    leases: Arc<LeaseTable>,
+    node: Weak<NodeInner>,
+    mut receiver: mpsc::Receiver<Completion>,
+    max: usize,
+    stop: CancellationToken,
+) {
+    let max = max.max(1);
+    loop {
+        let first = tokio::select! {
+            first = receiver.recv() => first,
+            () = stop.cancelled() => receiver.try_recv().ok(),
+        };
+        let Some(first) = first else { return };
         let mut batch = vec![first];
         while batch.len() < max {
             match receiver.try_recv() {
@@ -591,15 +637,16 @@ async fn complete(inner: Arc<NodeInner>, mut receiver: mpsc::UnboundedReceiver<C
                 Err(_) => break,
             }
         }
+        let tokens: Vec<i64> = batch.iter().map(|c| c.lease_token).collect();
         let effects = write_batch(&db, batch).await;
+        leases.written(tokens);
         if effects.queued
-            && let Some(inner) = work.upgrade()
+            && let Some(inner) = node.upgrade()
         {
             inner.work.notify_one();
         }
     }
 }
-
 /// Whether the database refused the data itself (SQLSTATE class 22: e.g. a `\u0000` that
 /// `jsonb` cannot hold), so retrying the same write can never succeed.
 fn is_data_error(error: &sqlx::Error) -> bool {
@@ -657,60 +704,81 @@ async fn write_completions(
     Ok(effects)
 }
 
+/// Renews every lease the node holds, including those whose results wait for the completer;
+/// stops the attempts whose leases are gone.
 async fn heartbeat(inner: Arc<NodeInner>, stop: CancellationToken) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(inner.config.heartbeat) => {}
             () = stop.cancelled() => return,
         }
-        let held: Vec<(Uuid, Uuid, i64)> = lock(&inner.inflight)
-            .iter()
-            .map(|(token, f)| (f.tenant_id, f.task_run_id, *token))
-            .collect();
+        let held = inner.leases.held();
         if held.is_empty() {
             continue;
         }
-        let renewed = match inner.db.lossy.acquire().await {
+        let beat = match inner.db.lossy.acquire().await {
             Ok(mut conn) => {
                 task_runs_heartbeat(&mut conn, inner.config.node_id, &held, inner.config.lease)
                     .await
             }
             Err(e) => Err(e),
         };
-        match renewed {
-            Ok(renewed) => {
-                // A lease that could not be renewed was cancelled or lost: stop the attempt.
-                for (token, inflight) in lock(&inner.inflight).iter() {
-                    if held.iter().any(|h| h.2 == *token) && !renewed.contains(token) {
-                        inflight.cancel.cancel();
-                    }
-                }
-            }
+        match beat {
+            Ok(beat) => inner.leases.lost(&beat.lost),
             Err(e) => tracing::warn!("heartbeat failed: {e}"),
         }
     }
 }
 
+/// The maintenance sweeps, each in bounded batches of their own transaction: expired leases,
+/// then schedule timeouts. A sweep that filled its batch goes on at once.
 async fn reap(inner: Arc<NodeInner>, stop: CancellationToken) {
+    let batch = inner.config.maintenance_batch.max(1);
     loop {
         tokio::select! {
             () = tokio::time::sleep(inner.config.reap_interval) => {}
             () = stop.cancelled() => return,
         }
-        let reaped = async {
-            let mut tx = inner.db.pool.begin().await?;
-            let reaped =
-                task_runs_reap(&mut tx, chrono::Utc::now(), inner.config.max_lost_leases).await?;
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(reaped)
-        };
-        match reaped.await {
-            Ok(reaped) if reaped.requeued + reaped.failed + reaped.expired > 0 => {
-                tracing::info!(?reaped, "reaped task runs");
-                inner.work.notify_one();
+        for sweep in [Sweep::LostLeases, Sweep::ScheduleTimeouts] {
+            loop {
+                if stop.is_cancelled() {
+                    return;
+                }
+                let reaped = async {
+                    let mut tx = inner.db.pool.begin().await?;
+                    let now = chrono::Utc::now();
+                    let reaped = match sweep {
+                        Sweep::LostLeases => {
+                            task_runs_reap_lost(&mut tx, now, inner.config.max_lost_leases, batch)
+                                .await?
+                        }
+                        Sweep::ScheduleTimeouts => task_runs_expire(&mut tx, now, batch).await?,
+                    };
+                    tx.commit().await?;
+                    Ok::<_, sqlx::Error>(reaped)
+                };
+                match reaped.await {
+                    Ok(reaped) if reaped.touched() > 0 => {
+                        tracing::info!(?sweep, ?reaped, "reaped task runs");
+                        inner.work.notify_one();
+                        if (reaped.touched() as i64) < batch {
+                            break;
+                        }
+                    }
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(?sweep, "reaper failed: {e}");
+                        break;
+                    }
+                }
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!("reaper failed: {e}"),
         }
     }
+}
+
+/// A maintenance sweep of the reaper.
+#[derive(Debug, Clone, Copy)]
+enum Sweep {
+    LostLeases,
+    ScheduleTimeouts,
 }

@@ -65,14 +65,14 @@ fn contains_nul(value: &Value) -> bool {
 }
 
 /// Checks what the database would refuse, so a bad request fails alone, before any batch.
-fn check_storable(request: &RunRequest) -> Result<(), RunError> {
-    if !request.additional_metadata.is_object() {
+pub(crate) fn check_storable(input: &Value, additional_metadata: &Value) -> Result<(), RunError> {
+    if !additional_metadata.is_object() {
         return Err(RunError::InvalidMetadata);
     }
-    if contains_nul(&request.input) {
+    if contains_nul(input) {
         return Err(RunError::NulCharacter("input"));
     }
-    if contains_nul(&request.additional_metadata) {
+    if contains_nul(additional_metadata) {
         return Err(RunError::NulCharacter("additional metadata"));
     }
     Ok(())
@@ -115,7 +115,7 @@ struct Prepared {
 /// Checks what the database would refuse and settles the priority, so a bad request fails
 /// alone and before any transaction; both start paths go through here.
 fn prepare(request: &RunRequest, workflow: &WorkflowVersion) -> Result<Prepared, RunError> {
-    check_storable(request)?;
+    check_storable(&request.input, &request.additional_metadata)?;
     Ok(Prepared {
         priority: effective_priority(request.priority, workflow)?,
         input: request.input.to_string(),
@@ -148,6 +148,7 @@ pub async fn start_runs(
         .iter()
         .zip(&prepared)
         .map(|(request, prepared)| NewWorkflowRun {
+            id: None,
             workflow: &versions[request.workflow.as_str()],
             input: &prepared.input,
             additional_metadata: &prepared.metadata,
@@ -375,6 +376,7 @@ async fn commit_batch(db: &Db, batch: Vec<PendingStart>) {
                     .as_ref()
                     .expect("validated above");
                 NewWorkflowRun {
+                    id: None,
                     workflow,
                     input: &prepared.input,
                     additional_metadata: &prepared.metadata,

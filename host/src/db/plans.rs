@@ -1,0 +1,218 @@
+//! How the hot statements execute at a given table size: a synthetic backlog of any size, and
+//! `EXPLAIN (ANALYZE, BUFFERS)` of the claim, completion, DAG-progress, heartbeat and reaper
+//! statements over it, inside a transaction that is rolled back. Used by `hatchery-bench plans`.
+
+use std::time::Duration;
+
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use super::task_run::{self, ClaimParams};
+
+/// Adds `runs` workflow runs of a three-task chain (`a` → `b` → `c`) for `tenant_id`, three task
+/// runs each. Every other run is history (all tasks succeeded); the rest are backlog (`a`
+/// queued, `b` and `c` pending). Returns the task runs added.
+pub async fn backlog_fill(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    runs: i64,
+) -> Result<u64, sqlx::Error> {
+    let added = sqlx::query(
+        "WITH runs AS (
+             INSERT INTO workflow_runs (tenant_id, id, workflow, version, module_digest, status,
+                                        input, priority, finished_at)
+             SELECT $1, gen_random_uuid(), 'chain', 1, 'plans',
+                    CASE WHEN i % 2 = 0 THEN 'succeeded' ELSE 'queued' END, '{}', 1,
+                    CASE WHEN i % 2 = 0 THEN now() END
+             FROM generate_series(1, $2) AS i
+             RETURNING tenant_id, id, status
+         )
+         INSERT INTO task_runs (tenant_id, id, workflow_run_id, workflow, task, module_digest,
+                                parents, pending_parents, status, priority, attempt,
+                                execution_timeout_ms, schedule_timeout_ms, schedule_deadline,
+                                is_leaf, output, finished_at)
+         SELECT r.tenant_id, gen_random_uuid(), r.id, 'chain', t.task, 'plans', t.parents,
+                CASE WHEN r.status = 'succeeded' THEN 0 ELSE t.pending END,
+                CASE WHEN r.status = 'succeeded' THEN 'succeeded' ELSE t.status END,
+                1, CASE WHEN r.status = 'succeeded' THEN 1 ELSE 0 END, 60000, 300000,
+                CASE WHEN r.status <> 'succeeded' AND t.status = 'queued'
+                     THEN now() + interval '5 minutes' END,
+                t.leaf,
+                CASE WHEN r.status = 'succeeded' THEN '{}'::jsonb END,
+                CASE WHEN r.status = 'succeeded' THEN now() END
+         FROM runs r
+         CROSS JOIN (VALUES ('a', '{}'::text[], 0, 'queued', false),
+                            ('b', '{a}'::text[], 1, 'pending', false),
+                            ('c', '{b}'::text[], 1, 'pending', true))
+              AS t(task, parents, pending, status, leaf)",
+    )
+    .bind(tenant_id)
+    .bind(runs)
+    .execute(conn)
+    .await?;
+    Ok(added.rows_affected())
+}
+
+/// Refreshes the planner's statistics of the hot tables.
+pub async fn backlog_analyze(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("ANALYZE task_runs, workflow_runs")
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Task runs in the table.
+pub async fn task_runs_count(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM task_runs")
+        .fetch_one(conn)
+        .await
+}
+
+/// The plan of one statement as it ran.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Which statement.
+    pub statement: &'static str,
+    /// `EXPLAIN (ANALYZE, BUFFERS)` output, one line per entry.
+    pub lines: Vec<String>,
+}
+
+impl Plan {
+    /// The execution time the plan reports, in milliseconds.
+    pub fn execution_ms(&self) -> Option<f64> {
+        self.lines.iter().find_map(|line| {
+            line.trim()
+                .strip_prefix("Execution Time: ")?
+                .strip_suffix(" ms")?
+                .parse()
+                .ok()
+        })
+    }
+
+    /// Shared buffers hit plus read over the whole statement (the first `Buffers:` line).
+    pub fn buffers(&self) -> u64 {
+        let Some(line) = self.lines.iter().find(|l| l.trim().starts_with("Buffers:")) else {
+            return 0;
+        };
+        line.split_whitespace()
+            .filter_map(|part| {
+                let (key, value) = part.split_once('=')?;
+                matches!(key, "hit" | "read").then(|| value.parse::<u64>().ok())?
+            })
+            .sum()
+    }
+}
+
+type Query<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// `EXPLAIN (ANALYZE, BUFFERS)` of `sql` with the arguments `bind` gives it.
+async fn explain(
+    conn: &mut PgConnection,
+    statement: &'static str,
+    sql: &str,
+    bind: impl for<'q> FnOnce(Query<'q>) -> Query<'q>,
+) -> Result<Plan, sqlx::Error> {
+    let text = format!("EXPLAIN (ANALYZE, BUFFERS) {sql}");
+    let rows = bind(sqlx::query(&text)).fetch_all(conn).await?;
+    Ok(Plan {
+        statement,
+        lines: rows
+            .iter()
+            .map(|row| row.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// Runs each hot statement once under `EXPLAIN (ANALYZE, BUFFERS)` at the table's current
+/// size, as a node would: claim `batch` tasks, complete them (which queues their children),
+/// try to finish their runs, renew their leases, and sweep leases and schedule timeouts. All
+/// in one transaction that is rolled back, so the backlog is unchanged.
+pub async fn hot_statement_plans(
+    conn: &mut PgConnection,
+    batch: i64,
+) -> Result<Vec<Plan>, sqlx::Error> {
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    let node = Uuid::new_v4();
+    let lease_ms: i64 = 30_000;
+    let none: Vec<String> = Vec::new();
+    let mut plans = vec![
+        explain(&mut tx, "claim", task_run::CLAIM, |q| {
+            q.bind(node).bind(batch).bind(none.clone()).bind(lease_ms)
+        })
+        .await?,
+    ];
+    let params = ClaimParams {
+        node,
+        limit: batch,
+        full_modules: &[],
+        lease: Duration::from_millis(lease_ms as u64),
+    };
+    let claimed = task_run::task_run_claim(&mut tx, &params).await?;
+    let tenants: Vec<Uuid> = claimed.iter().map(|c| c.tenant_id).collect();
+    let ids: Vec<Uuid> = claimed.iter().map(|c| c.id).collect();
+    let runs: Vec<Uuid> = claimed.iter().map(|c| c.workflow_run_id).collect();
+    let tokens: Vec<i64> = claimed.iter().map(|c| c.lease_token).collect();
+    let tasks: Vec<String> = claimed.iter().map(|c| c.task.clone()).collect();
+    let outputs: Vec<String> = claimed.iter().map(|_| "{}".to_owned()).collect();
+    plans.push(
+        explain(&mut tx, "renew leases", task_run::RENEW_LEASES, |q| {
+            q.bind(node)
+                .bind(tenants.clone())
+                .bind(ids.clone())
+                .bind(tokens.clone())
+                .bind(lease_ms)
+        })
+        .await?,
+    );
+    plans.push(
+        explain(
+            &mut tx,
+            "complete (succeeded)",
+            task_run::COMPLETE_SUCCEEDED,
+            |q| {
+                q.bind(tenants.clone())
+                    .bind(ids.clone())
+                    .bind(tokens.clone())
+                    .bind(outputs.clone())
+            },
+        )
+        .await?,
+    );
+    plans.push(
+        explain(
+            &mut tx,
+            "DAG progress: queue children",
+            task_run::QUEUE_CHILDREN,
+            |q| {
+                q.bind(tenants.clone())
+                    .bind(runs.clone())
+                    .bind(tasks.clone())
+            },
+        )
+        .await?,
+    );
+    plans.push(
+        explain(
+            &mut tx,
+            "DAG progress: finish runs",
+            task_run::FINISH_RUNS,
+            |q| q.bind(tenants.clone()).bind(runs.clone()),
+        )
+        .await?,
+    );
+    let now = chrono::Utc::now();
+    plans.push(
+        explain(&mut tx, "reap lost leases", task_run::REAP_LOST, |q| {
+            q.bind(now).bind(5_i32).bind(5_000_i64)
+        })
+        .await?,
+    );
+    plans.push(
+        explain(&mut tx, "expire schedule timeouts", task_run::EXPIRE, |q| {
+            q.bind(now).bind(5_000_i64)
+        })
+        .await?,
+    );
+    tx.rollback().await?;
+    Ok(plans)
+}
