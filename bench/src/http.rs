@@ -11,9 +11,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use hatchery::api::{ApiConfig, AppState, router};
-use hatchery::db::Db;
+use hatchery::db::tenant::tenant_ids;
+use hatchery::db::workflow_run::task_runs_repeats;
+use hatchery::db::{CHANNEL_RUN_FINISHED, Db, parse_ids};
 use hatchery::runtime::Runtime;
 use hatchery::scheduler::{Node, NodeConfig};
+use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection};
 
 use crate::scratch::{self, drop_database, percentile, recreate, with_database};
@@ -37,6 +40,13 @@ pub struct HttpArgs {
     /// Enqueue requests in all.
     #[arg(long, default_value_t = 40_000)]
     enqueues: usize,
+    /// Runs of `hello` (a task that logs a line) bulk-enqueued, 1,000 a request, while a node
+    /// drains them: the million-run path through the API (`--bulk-runs 1000000`). 0 skips it.
+    #[arg(long, default_value_t = 0)]
+    bulk_runs: usize,
+    /// Concurrent clients of the bulk phase.
+    #[arg(long, default_value_t = 4)]
+    bulk_clients: usize,
 }
 
 const ADMIN: &str = "bench-admin-token";
@@ -90,15 +100,17 @@ async fn serve(url: &str, runtime: &Runtime, with_node: bool) -> anyhow::Result<
         .json()
         .await?;
     let token = tenant["token"].as_str().context("tenant token")?.to_owned();
-    let deployed = client
-        .post(format!("{base}/api/v1/modules"))
-        .bearer_auth(&token)
-        .header("content-type", "application/wasm")
-        .body(hatchery_guests::read(hatchery_guests::BENCH))
-        .send()
-        .await?;
-    if !deployed.status().is_success() {
-        bail!("deploy failed: {}", deployed.text().await?);
+    for guest in [hatchery_guests::BENCH, hatchery_guests::HELLO] {
+        let deployed = client
+            .post(format!("{base}/api/v1/modules"))
+            .bearer_auth(&token)
+            .header("content-type", "application/wasm")
+            .body(hatchery_guests::read(guest))
+            .send()
+            .await?;
+        if !deployed.status().is_success() {
+            bail!("deploy failed: {}", deployed.text().await?);
+        }
     }
     Ok(Server {
         url: base,
@@ -182,6 +194,11 @@ pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
         let _ = server.shutdown.send(());
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
+    let bulk = if args.bulk_runs > 0 {
+        Some(bulk(&args, &url, &runtime).await?)
+    } else {
+        None
+    };
     drop_database(&mut admin, database).await?;
 
     println!(
@@ -199,5 +216,127 @@ pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
         percentile(&round_trips, 0.99)
     );
     println!("| durable single-run enqueues | {enqueue_rate:.0} /s | ≥ 8,000 /s |");
+    if let Some(bulk) = bulk {
+        println!(
+            "| bulk: {} `hello` runs enqueued ({} clients × 1,000 a request) | {:.1} s, {:.0} runs/s | |",
+            args.bulk_runs,
+            args.bulk_clients,
+            bulk.enqueue_seconds,
+            args.bulk_runs as f64 / bulk.enqueue_seconds
+        );
+        println!(
+            "| bulk: all drained, from the first request | {:.1} s, {:.0} runs/s | finishes |",
+            bulk.drain_seconds,
+            args.bulk_runs as f64 / bulk.drain_seconds
+        );
+        println!(
+            "| bulk: lost leases / task runs attempted twice | {} / {} | 0 / 0 |",
+            bulk.lost_leases, bulk.repeated
+        );
+        println!(
+            "| bulk: peak memory of the process (MiB) | {:.0} | |",
+            bulk.peak_rss_mib
+        );
+    }
     Ok(())
+}
+
+struct Bulk {
+    enqueue_seconds: f64,
+    drain_seconds: f64,
+    lost_leases: i64,
+    repeated: i64,
+    peak_rss_mib: f64,
+}
+
+/// Bulk-enqueues `args.bulk_runs` runs of `hello` through the API while the server's node
+/// drains them; waits until every one finished.
+async fn bulk(args: &HttpArgs, url: &str, runtime: &Runtime) -> anyhow::Result<Bulk> {
+    let server = Arc::new(serve(url, runtime, true).await?);
+    let mut listener = PgListener::connect(url).await?;
+    listener.listen(CHANNEL_RUN_FINISHED).await?;
+    let bulk_url = format!("{}/api/v1/workflows/hello/runs/bulk", server.url);
+    let body = serde_json::json!({
+        "runs": (0..1_000).map(|_| serde_json::json!({"input": {"name": "Ada"}})).collect::<Vec<_>>()
+    });
+    let requests = args.bulk_runs.div_ceil(1_000);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..args.bulk_clients.max(1) {
+        let (server, next, url, body) =
+            (server.clone(), next.clone(), bulk_url.clone(), body.clone());
+        clients.spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < requests {
+                let response = server
+                    .client
+                    .post(&url)
+                    .bearer_auth(&server.token)
+                    .json(&body)
+                    .send()
+                    .await?;
+                if response.status() != reqwest::StatusCode::ACCEPTED {
+                    bail!("bulk enqueue failed: {}", response.status());
+                }
+                response.bytes().await?;
+            }
+            Ok::<_, anyhow::Error>(started.elapsed().as_secs_f64())
+        });
+    }
+    let total = requests * 1_000;
+    let mut finished = 0;
+    let mut peak_rss_mib = crate::queue::rss_mib();
+    let mut enqueue_seconds = 0.0_f64;
+    let mut last_report = Instant::now();
+    while finished < total {
+        tokio::select! {
+            done = clients.join_next(), if !clients.is_empty() => {
+                if let Some(done) = done {
+                    enqueue_seconds = enqueue_seconds.max(done??);
+                }
+            }
+            notification = tokio::time::timeout(Duration::from_secs(60), listener.recv()) => {
+                let notification = notification.context("the node stopped finishing runs")??;
+                finished += parse_ids(notification.payload()).len();
+            }
+        }
+        if last_report.elapsed() > Duration::from_secs(10) {
+            peak_rss_mib = peak_rss_mib.max(crate::queue::rss_mib());
+            eprintln!(
+                "bulk: {finished} of {total} finished after {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
+            last_report = Instant::now();
+        }
+    }
+    while let Some(done) = clients.join_next().await {
+        enqueue_seconds = enqueue_seconds.max(done??);
+    }
+    let drain_seconds = started.elapsed().as_secs_f64();
+    let server = Arc::into_inner(server).context("a client still holds the server")?;
+    let _ = server.shutdown.send(());
+    if let Some(node) = server.node {
+        node.shutdown().await;
+    }
+    let db = Db::connect(url, 1).await?;
+    let (lost_leases, repeated) = {
+        let mut conn = db.pool.acquire().await?;
+        // The tenant made by `serve` owns every run; count over all tenants.
+        let mut lost = 0;
+        let mut repeated = 0;
+        for tenant in tenant_ids(&mut conn).await? {
+            let (l, r) = task_runs_repeats(&mut conn, tenant).await?;
+            lost += l;
+            repeated += r;
+        }
+        (lost, repeated)
+    };
+    db.pool.close().await;
+    Ok(Bulk {
+        enqueue_seconds,
+        drain_seconds,
+        lost_leases,
+        repeated,
+        peak_rss_mib,
+    })
 }

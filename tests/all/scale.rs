@@ -174,3 +174,36 @@ async fn maintenance_sweeps_touch_at_most_one_batch_per_statement(pool: PgPool) 
     assert_eq!(expired, [5_000, 5_000, 2_000]);
     assert_eq!(count(&db, "cancelled").await, 12_000);
 }
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn completions_and_heartbeats_never_scan_every_running_row(pool: PgPool) {
+    use hatchery::db::plans::{backlog_analyze, backlog_fill, hot_statement_plans};
+    let db = Db::new(pool);
+    let mut conn = db.pool.acquire().await.expect("conn");
+    backlog_fill(&mut conn, T, 6_000).await.expect("fill");
+    // Many running rows in the statistics: the shape that made the planner scan every running
+    // row through the reaper's partial index (cheap-looking, but full of dead entries between
+    // vacuums) instead of looking the batch up by key. At this size a sequential scan is
+    // legitimately cheap; at a million rows the primary key is the only cheap path left.
+    let params = ClaimParams {
+        node: Uuid::new_v4(),
+        limit: 2_000,
+        full_modules: &[],
+        lease: Duration::from_secs(60),
+    };
+    task_run_claim(&mut conn, &params).await.expect("claim");
+    backlog_analyze(&mut conn).await.expect("analyze");
+    let plans = hot_statement_plans(&mut conn, 300).await.expect("plans");
+    for statement in ["complete (succeeded)", "renew leases"] {
+        let plan = plans
+            .iter()
+            .find(|p| p.statement == statement)
+            .expect("planned")
+            .lines
+            .join("\n");
+        assert!(
+            !plan.contains("task_runs_leases"),
+            "{statement} scans the reaper's index of every lease:\n{plan}"
+        );
+    }
+}

@@ -41,3 +41,10 @@ pub async fn tenant_get(
         .fetch_optional(conn)
         .await
 }
+
+/// The ids of every tenant (for operators' tools and the benchmarks).
+pub async fn tenant_ids(conn: &mut PgConnection) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM tenants ORDER BY id")
+        .fetch_all(conn)
+        .await
+}

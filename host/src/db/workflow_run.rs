@@ -624,7 +624,8 @@ pub async fn workflow_run_cancel(
              FOR UPDATE
          )
          UPDATE task_runs t SET status = 'cancelled', finished_at = now(), error = 'cancelled',
-                                error_code = 'cancelled'
+                                error_code = 'cancelled', lease_owner = NULL,
+                                lease_expires_at = NULL
          FROM targets WHERE t.tenant_id = $1 AND t.id = targets.id
          RETURNING CASE WHEN targets.status = 'running' THEN t.id END",
     )
