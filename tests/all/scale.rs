@@ -207,3 +207,28 @@ async fn completions_and_heartbeats_never_scan_every_running_row(pool: PgPool) {
         );
     }
 }
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn a_node_vacuums_the_dead_weight_autovacuum_leaves(pool: PgPool) {
+    use hatchery::db::maintenance::{HotTable, table_health};
+    let (db, runtime) = deployed(pool, hatchery_guests::DURABLE).await;
+    // Each task run leaves two dead versions: 12,000 runs pass the 20,000 + 5 % threshold.
+    enqueue(&db, "noop", 12_000).await;
+    let config = NodeConfig {
+        vacuum_check: Some(Duration::from_millis(200)),
+        ..test_node_config()
+    };
+    let node = Node::start(db.clone(), runtime, config)
+        .await
+        .expect("node");
+    eventually(120, || async { count(&db, "succeeded").await == 12_000 }).await;
+    eventually(60, || async {
+        let mut conn = db.pool.acquire().await.expect("conn");
+        let health = table_health(&mut conn, HotTable::TaskRuns)
+            .await
+            .expect("health");
+        health.vacuums > 0 && health.dead < 20_000
+    })
+    .await;
+    node.shutdown().await;
+}

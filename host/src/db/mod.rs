@@ -5,6 +5,7 @@
 //! lost (claims, heartbeats) go through the `lossy` pool, whose sessions commit without waiting
 //! for the WAL flush; everything a user was told about goes through the durable pool.
 
+pub mod maintenance;
 pub mod module;
 pub mod plans;
 pub mod task_run;

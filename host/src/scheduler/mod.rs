@@ -10,6 +10,7 @@ mod leases;
 pub mod node;
 pub mod runs;
 mod spawns;
+mod vacuum;
 
 pub use deploy::{DeployError, Deployed, deploy_module};
 pub use node::{Node, NodeConfig, NodeHandle, WorkerStats};

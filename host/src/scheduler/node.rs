@@ -53,6 +53,9 @@ pub struct NodeConfig {
     pub max_unwritten: usize,
     /// Most rows one maintenance statement (reaping, schedule timeouts) touches.
     pub maintenance_batch: i64,
+    /// How often the vacuum service checks the hot tables' dead weight (`None`: never; leave
+    /// it to autovacuum). See `scheduler::vacuum`.
+    pub vacuum_check: Option<Duration>,
     /// Losses of a lease after which a task fails instead of being requeued.
     pub max_lost_leases: i32,
     /// How long a graceful shutdown lets attempts finish before handing them back.
@@ -75,6 +78,7 @@ impl Default for NodeConfig {
             completion_batch: 1_000,
             max_unwritten: 1_000,
             maintenance_batch: 5_000,
+            vacuum_check: Some(Duration::from_secs(5)),
             max_lost_leases: 5,
             shutdown_grace: Duration::from_secs(30),
             limits: Limits::default(),
@@ -175,6 +179,13 @@ impl Node {
         background.spawn(dispatch(inner.clone()));
         background.spawn(heartbeat(inner.clone(), stop_loops.clone()));
         background.spawn(reap(inner.clone(), stop_loops.clone()));
+        if let Some(interval) = inner.config.vacuum_check {
+            background.spawn(super::vacuum::run(
+                inner.db.clone(),
+                interval,
+                stop_loops.clone(),
+            ));
+        }
         let stop_completer = CancellationToken::new();
         let completer = tokio::spawn(complete(
             inner.db.clone(),

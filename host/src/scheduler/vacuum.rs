@@ -1,0 +1,83 @@
+//! The vacuum service: keeps the dead weight of the hot tables bounded where autovacuum does
+//! not (it may be off, as on the servers this project is tested on, or lag behind a drain).
+//!
+//! Every task run leaves dead row versions, and each claim walks past the dead entries at the
+//! head of the ready index, so claims grow slower with every task until a vacuum. Measured at a
+//! million runs with autovacuum off: 586,512 dead versions, 2,461 index buffers and 19.5 ms for
+//! a claim of 100 (against about 2 ms at a hundred thousand). This service checks the
+//! statistics every `interval` and vacuums a table whose dead versions pass
+//! `DEAD_MIN + DEAD_FRACTION × live`; an advisory lock lets one node at a time do it, so a
+//! fleet vacuums no more often than one node would. Where autovacuum keeps up, the threshold
+//! is never reached and this does nothing.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::db::Db;
+use crate::db::maintenance::{
+    HotTable, TableHealth, table_health, table_vacuum, vacuum_lock_try, vacuum_unlock,
+};
+
+/// Dead versions a table may carry whatever its size.
+const DEAD_MIN: i64 = 20_000;
+/// And in proportion to its live rows.
+const DEAD_FRACTION: f64 = 0.05;
+
+/// Whether `health` calls for a vacuum.
+pub(crate) fn needs_vacuum(health: TableHealth) -> bool {
+    health.dead > DEAD_MIN + (health.live as f64 * DEAD_FRACTION) as i64
+}
+
+/// Checks the hot tables every `interval` until `stop`, vacuuming those that need it.
+pub(crate) async fn run(db: Db, interval: Duration, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = stop.cancelled() => return,
+        }
+        for table in HotTable::ALL {
+            if let Err(e) = check(&db, table, &stop).await {
+                tracing::warn!(table = table.name(), "vacuum check failed: {e}");
+            }
+        }
+    }
+}
+
+async fn check(db: &Db, table: HotTable, stop: &CancellationToken) -> Result<(), sqlx::Error> {
+    let mut conn = db.pool.acquire().await?;
+    let health = table_health(&mut conn, table).await?;
+    if !needs_vacuum(health) || stop.is_cancelled() || !vacuum_lock_try(&mut conn).await? {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let vacuumed = table_vacuum(&mut conn, table).await;
+    vacuum_unlock(&mut conn).await?;
+    vacuumed?;
+    tracing::info!(
+        table = table.name(),
+        dead = health.dead,
+        live = health.live,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "vacuumed"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_threshold_grows_with_the_table() {
+        let health = |live, dead| TableHealth {
+            live,
+            dead,
+            vacuums: 0,
+        };
+        assert!(!needs_vacuum(health(0, 20_000)));
+        assert!(needs_vacuum(health(0, 20_001)));
+        assert!(!needs_vacuum(health(1_000_000, 60_000)));
+        assert!(needs_vacuum(health(1_000_000, 80_000)));
+    }
+}
