@@ -215,13 +215,17 @@ impl SpawnBuffer {
         &self,
         pending: &[Pending],
         versions: &HashMap<String, WorkflowVersion>,
-    ) -> Result<Vec<Uuid>, sqlx::Error> {
+    ) -> Result<Vec<Uuid>, String> {
+        // Every buffered child's workflow was looked up when it was spawned; one missing here
+        // would shift the ids returned below, so it is a hard error, never a silent skip.
         let runs: Vec<NewWorkflowRun<'_>> = pending
             .iter()
-            .filter_map(|child| {
-                Some(NewWorkflowRun {
+            .map(|child| {
+                Ok(NewWorkflowRun {
                     id: Some(child.id),
-                    workflow: versions.get(&child.workflow)?,
+                    workflow: versions.get(&child.workflow).ok_or_else(|| {
+                        format!("workflow `{}` was not looked up", child.workflow)
+                    })?,
                     input: &child.input,
                     additional_metadata: &child.metadata,
                     priority: child.priority,
@@ -229,12 +233,15 @@ impl SpawnBuffer {
                     parent: Some((self.parent, &child.key)),
                 })
             })
-            .collect();
-        let mut tx = self.db.pool.begin().await?;
-        let ids = workflow_runs_create(&mut tx, self.tenant_id, &runs).await?;
-        db::notify_work(&mut tx).await?;
-        tx.commit().await?;
-        Ok(ids)
+            .collect::<Result<_, String>>()?;
+        let written = async {
+            let mut tx = self.db.pool.begin().await?;
+            let ids = workflow_runs_create(&mut tx, self.tenant_id, &runs).await?;
+            db::notify_work(&mut tx).await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(ids)
+        };
+        written.await.map_err(|e| e.to_string())
     }
 
     /// The stored id of child `id` (an alias resolved).
