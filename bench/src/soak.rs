@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use hatchery::db::workflow_run::task_run_status_counts;
 use hatchery::db::{DEFAULT_TENANT, Db, database_size};
-use hatchery::scheduler::{Node, NodeConfig, RunRequest, deploy_module, start_runs};
+use hatchery::scheduler::{RunRequest, start_runs};
 use sqlx::{Connection, PgConnection};
 
 use crate::queue::rss_mib;
@@ -60,21 +60,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     recreate(&mut admin, database).await?;
     let url = with_database(&args.database_url, database);
     let runtime = scratch::runtime()?;
-    let db = Db::connect(&url, 8).await?;
-    db.migrate().await?;
-    for guest in [
-        hatchery_guests::HELLO,
-        hatchery_guests::ETL,
-        hatchery_guests::FANOUT,
-    ] {
-        deploy_module(&db, &runtime, DEFAULT_TENANT, &hatchery_guests::read(guest)).await?;
-    }
-    let config = NodeConfig {
-        capacity: args.concurrency,
-        default_slots: args.concurrency,
-        ..NodeConfig::default()
-    };
-    let node = Node::start(db.clone(), runtime.clone(), config).await?;
+    let (db, node) = crate::workloads::fresh(&url, &runtime, args.concurrency).await?;
 
     let offer: Vec<RunRequest> = (0..1_000)
         .map(|_| RunRequest::new("hello", serde_json::json!({"name": "Ada"})))

@@ -49,8 +49,13 @@ struct Round {
     repeated: i64,
 }
 
-/// A fresh database with the examples deployed, and a node draining it.
-async fn fresh(url: &str, runtime: &Runtime, concurrency: u32) -> anyhow::Result<(Db, Node)> {
+/// Connects to `url` (a fresh database), migrates, deploys the examples and starts a node
+/// running `concurrency` task runs at once.
+pub(crate) async fn fresh(
+    url: &str,
+    runtime: &Runtime,
+    concurrency: u32,
+) -> anyhow::Result<(Db, Node)> {
     let db = Db::connect(url, 8).await?;
     db.migrate().await?;
     for guest in [

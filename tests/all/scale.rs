@@ -39,6 +39,15 @@ async fn count(db: &Db, status: &str) -> i64 {
         .unwrap_or(0)
 }
 
+/// Asserts that each of the tenant's `runs` task runs was attempted exactly once.
+async fn assert_each_ran_once(db: &Db, runs: i64, why: &str) {
+    let mut conn = db.pool.acquire().await.expect("conn");
+    let attempts = task_run_attempt_counts(&mut conn, T)
+        .await
+        .expect("attempts");
+    assert_eq!(attempts, [(1, runs)].into_iter().collect(), "{why}");
+}
+
 /// A configuration whose lease is short next to the stall the tests cause.
 fn short_lease() -> NodeConfig {
     NodeConfig {
@@ -80,15 +89,12 @@ async fn a_finished_attempts_lease_is_renewed_until_its_result_is_written(pool: 
     .await;
     assert!(held > 0, "the node claimed nothing during the stall");
     eventually(60, || async { count(&db, "succeeded").await == 40 }).await;
-    let mut conn = db.pool.acquire().await.expect("conn");
-    let attempts = task_run_attempt_counts(&mut conn, T)
-        .await
-        .expect("attempts");
-    assert_eq!(
-        attempts,
-        [(1, 40)].into_iter().collect(),
-        "no lease was lost while results waited for the database"
-    );
+    assert_each_ran_once(
+        &db,
+        40,
+        "no lease was lost while results waited for the database",
+    )
+    .await;
     node.shutdown().await;
 }
 
@@ -121,11 +127,7 @@ async fn a_slow_database_makes_a_node_claim_less_and_lose_nothing(pool: PgPool) 
     );
     // The node catches up once the database is back, and nothing ran twice.
     eventually(120, || async { count(&db, "succeeded").await == 3_000 }).await;
-    let mut conn = db.pool.acquire().await.expect("conn");
-    let attempts = task_run_attempt_counts(&mut conn, T)
-        .await
-        .expect("attempts");
-    assert_eq!(attempts, [(1, 3_000)].into_iter().collect());
+    assert_each_ran_once(&db, 3_000, "nothing ran twice after the stall").await;
     node.shutdown().await;
 }
 

@@ -59,18 +59,63 @@ impl LeaseCounts {
     pub(crate) fn held(&self) -> usize {
         self.waiting + self.executing + self.writing
     }
+
+    fn of(&mut self, phase: Phase) -> &mut usize {
+        match phase {
+            Phase::Waiting => &mut self.waiting,
+            Phase::Executing => &mut self.executing,
+            Phase::Writing => &mut self.writing,
+        }
+    }
+}
+
+/// The leases, with their count per phase kept in step (the dispatcher reads the counts on
+/// every wake-up; walking a thousand leases each time would put that walk on the hot path).
+#[derive(Default)]
+struct Leases {
+    by_token: HashMap<i64, Lease>,
+    counts: LeaseCounts,
+}
+
+impl Leases {
+    fn insert(&mut self, token: i64, lease: Lease) {
+        *self.counts.of(lease.phase) += 1;
+        if let Some(old) = self.by_token.insert(token, lease) {
+            *self.counts.of(old.phase) -= 1;
+        }
+    }
+
+    fn remove(&mut self, token: i64) -> Option<Lease> {
+        let lease = self.by_token.remove(&token)?;
+        *self.counts.of(lease.phase) -= 1;
+        Some(lease)
+    }
+
+    fn set_phase(&mut self, token: i64, phase: Phase) -> bool {
+        let Some(lease) = self.by_token.get_mut(&token) else {
+            return false;
+        };
+        *self.counts.of(lease.phase) -= 1;
+        *self.counts.of(phase) += 1;
+        lease.phase = phase;
+        true
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Lease> {
+        self.by_token.values()
+    }
 }
 
 /// The leases of one node, keyed by fencing token.
 #[derive(Default)]
 pub(crate) struct LeaseTable {
-    leases: Mutex<HashMap<i64, Lease>>,
+    leases: Mutex<Leases>,
     /// Signalled whenever a lease leaves `Waiting` or leaves the table: room to claim more.
     changed: Notify,
 }
 
 impl LeaseTable {
-    fn lock(&self) -> MutexGuard<'_, HashMap<i64, Lease>> {
+    fn lock(&self) -> MutexGuard<'_, Leases> {
         self.leases
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -111,19 +156,13 @@ impl LeaseTable {
     }
 
     fn set_phase(&self, token: i64, phase: Phase) -> bool {
-        match self.lock().get_mut(&token) {
-            Some(lease) => {
-                lease.phase = phase;
-                true
-            }
-            None => false,
-        }
+        self.lock().set_phase(token, phase)
     }
 
     /// Drops a lease with no result to write (the task was cancelled). `false` if it was not
     /// held.
     pub(crate) fn give_up(&self, token: i64) -> bool {
-        let held = self.lock().remove(&token).is_some();
+        let held = self.lock().remove(token).is_some();
         self.changed.notify_one();
         held
     }
@@ -134,7 +173,7 @@ impl LeaseTable {
         {
             let mut leases = self.lock();
             for token in tokens {
-                leases.remove(&token);
+                leases.remove(token);
             }
         }
         self.changed.notify_one();
@@ -143,6 +182,7 @@ impl LeaseTable {
     /// Every lease held, as `(tenant, task run, token)`, to renew.
     pub(crate) fn held(&self) -> Vec<(Uuid, Uuid, i64)> {
         self.lock()
+            .by_token
             .iter()
             .map(|(token, lease)| (lease.tenant_id, lease.task_run_id, *token))
             .collect()
@@ -150,15 +190,7 @@ impl LeaseTable {
 
     /// How many leases are in each phase.
     pub(crate) fn counts(&self) -> LeaseCounts {
-        let mut counts = LeaseCounts::default();
-        for lease in self.lock().values() {
-            match lease.phase {
-                Phase::Waiting => counts.waiting += 1,
-                Phase::Executing => counts.executing += 1,
-                Phase::Writing => counts.writing += 1,
-            }
-        }
-        counts
+        self.lock().counts
     }
 
     /// Waits until a lease starts executing or leaves the table.
@@ -171,7 +203,7 @@ impl LeaseTable {
     pub(crate) fn lost(&self, tokens: &[i64]) {
         let leases = self.lock();
         for token in tokens {
-            if let Some(lease) = leases.get(token)
+            if let Some(lease) = leases.by_token.get(token)
                 && lease.phase != Phase::Writing
             {
                 lease.cancel.cancel();
@@ -204,7 +236,7 @@ impl LeaseTable {
         for lease in leases.values() {
             lease.cancel.cancel();
         }
-        leases.clear();
+        *leases = Leases::default();
     }
 }
 
@@ -239,6 +271,26 @@ mod tests {
         table.lost(&[1, 2]);
         assert!(executing.cancel.is_cancelled());
         assert!(!writing.cancel.is_cancelled());
+    }
+
+    #[test]
+    fn counts_follow_every_transition() {
+        let table = LeaseTable::default();
+        for token in 0..4 {
+            table.claimed(token, Uuid::nil(), Uuid::from_u128(token as u128));
+        }
+        table.executing(0);
+        table.executing(1);
+        table.finished(1);
+        table.give_up(2);
+        let counts = table.counts();
+        assert_eq!(
+            (counts.waiting, counts.executing, counts.writing),
+            (1, 1, 1)
+        );
+        table.written([1]);
+        assert_eq!(table.counts().held(), 2);
+        assert_eq!(table.held().len(), 2);
     }
 
     #[test]
