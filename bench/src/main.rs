@@ -3,6 +3,7 @@
 //!
 //! Run with: `cargo run --release -p hatchery-bench -- runtime` (or `-- queue`)
 
+mod flow;
 mod http;
 mod idle;
 mod plans;
@@ -35,6 +36,8 @@ enum Bench {
     Plans(plans::PlansArgs),
     /// Single-task runs against a three-task DAG, and a fan-out of thousands of children.
     Workloads(workloads::WorkloadsArgs),
+    /// Concurrency rules and rate limits against no rule: drain speed, delivered rate, latency.
+    Flow(flow::FlowArgs),
     /// A steady mix of single tasks, DAGs and fan-outs for many minutes: does the node keep up?
     Soak(soak::SoakArgs),
 }
@@ -49,5 +52,6 @@ async fn main() -> anyhow::Result<()> {
         Bench::Plans(args) => plans::run(args).await,
         Bench::Workloads(args) => workloads::run(args).await,
         Bench::Soak(args) => soak::run(args).await,
+        Bench::Flow(args) => flow::run(args).await,
     }
 }

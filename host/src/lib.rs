@@ -5,6 +5,7 @@
 pub mod api;
 pub mod cli;
 pub mod db;
+pub mod flow;
 pub mod manifest;
 pub mod runtime;
 pub mod scheduler;

@@ -955,3 +955,104 @@ async fn the_api_serves_over_a_real_socket(pool: PgPool) {
     server.await.expect("joins").expect("serves");
     api.shutdown().await;
 }
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn rate_limits_are_set_listed_and_enforced_over_http(pool: PgPool) {
+    let api = Api::start(pool, true).await;
+    let token = api.tenant("acme").await;
+    let other = api.tenant("other").await;
+    api.deploy(&token, hatchery_guests::FLOW_EXAMPLE).await;
+    // The manifest declares crm-api at 5 per second.
+    let (status, body) = api.get("/api/v1/rate-limits", &token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["rate_limits"][0],
+        json!({"key": "crm-api", "limit": 5, "duration": "second", "source": "manifest",
+               "used": 0, "updated_at": body["rate_limits"][0]["updated_at"]})
+    );
+    let put = |body: Value| {
+        let api = &api;
+        let token = token.clone();
+        async move {
+            api.call(
+                "PUT",
+                "/api/v1/rate-limits/crm-api",
+                Some(&token),
+                body.to_string(),
+            )
+            .await
+        }
+    };
+    let (status, body) = put(json!({"limit": 2, "duration": "minute"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["limit"].clone(), body["duration"].clone()),
+        (json!(2), json!("minute"))
+    );
+    assert_eq!(body["source"], "api");
+    for (bad, code) in [
+        (json!({"limit": 0, "duration": "minute"}), "invalid_limit"),
+        (json!({"limit": 5, "duration": "week"}), "invalid_request"),
+        (json!({"limit": 5}), "invalid_request"),
+    ] {
+        let (status, body) = put(bad).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, code);
+    }
+    let (status, body) = api
+        .call(
+            "PUT",
+            "/api/v1/rate-limits/crm-api",
+            Some(&token),
+            "{not json",
+        )
+        .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_json");
+    // Two runs of different users: the second waits for the limit, and says so.
+    let first = api
+        .start_run(&token, "sync-user", json!({"input": {"user_id": "ada"}}))
+        .await;
+    let first = api.finished(&token, &first).await;
+    assert_eq!(first["status"], "succeeded", "{first}");
+    assert_eq!(first["output"], json!({"user_id": "ada", "stored": 3}));
+    let second = api
+        .start_run(&token, "sync-user", json!({"input": {"user_id": "bob"}}))
+        .await;
+    let third = api
+        .start_run(&token, "sync-user", json!({"input": {"user_id": "cy"}}))
+        .await;
+    // One of them starts (2 units used in the window), the other waits a minute.
+    eventually(10, || async {
+        let (_, body) = api.get("/api/v1/rate-limits", &token).await;
+        body["rate_limits"][0]["used"] == 2
+    })
+    .await;
+    let mut waits = Vec::new();
+    for id in [&second, &third] {
+        let (_, run) = api.get(&format!("/api/v1/runs/{id}"), &token).await;
+        waits.push(run["tasks"][0]["waiting_for"].clone());
+    }
+    assert!(
+        waits.contains(&json!({"kind": "rate_limit", "key": "crm-api"})),
+        "one of them waits for crm-api: {waits:?}"
+    );
+    // Another tenant has its own limits.
+    let (_, body) = api.get("/api/v1/rate-limits", &other).await;
+    assert_eq!(body["rate_limits"], json!([]));
+    // A key expression that fails for the input: 400, nothing started.
+    let (status, body) = api
+        .post(
+            "/api/v1/workflows/sync-user/runs",
+            &token,
+            json!({"input": {"name": "no user id"}}),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_key");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("input.user_id"),
+        "{body}"
+    );
+    api.shutdown().await;
+}

@@ -4,6 +4,7 @@
 
 mod api;
 mod durable;
+mod flow;
 mod loading;
 mod sandbox;
 mod scale;

@@ -12,12 +12,14 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("hello", "hello", "HELLO"),
     ("etl", "etl", "ETL"),
     ("fanout", "fanout", "FANOUT"),
+    ("flow", "flow", "FLOW_EXAMPLE"),
     ("hostile", "hostile", "HOSTILE"),
     ("bench-guest", "bench_guest", "BENCH"),
     ("wrong-world", "wrong_world", "WRONG_WORLD"),
     ("cycle", "cycle", "CYCLE"),
     ("filesystem", "filesystem", "FILESYSTEM"),
     ("durable", "durable", "DURABLE"),
+    ("flow-rules", "flow_rules", "FLOW"),
 ];
 
 fn main() {

@@ -102,6 +102,7 @@ impl From<RunError> for ApiError {
             RunError::InvalidPriority(_) => Self::bad_request("invalid_priority", e.to_string()),
             RunError::InvalidMetadata => Self::bad_request("invalid_metadata", e.to_string()),
             RunError::NulCharacter(_) => Self::bad_request("invalid_input", e.to_string()),
+            RunError::Key(_) => Self::bad_request("invalid_key", e.to_string()),
             RunError::Db(e) => e.into(),
         }
     }

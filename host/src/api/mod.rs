@@ -9,6 +9,7 @@ mod extract;
 mod health;
 mod modules;
 mod page;
+mod rate_limits;
 mod runs;
 mod tenants;
 mod workers;
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -143,6 +144,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/runs/{id}/logs", get(runs::logs))
         .route("/api/v1/runs/{id}/children", get(runs::children))
         .route("/api/v1/workers", get(workers::list_workers))
+        .route("/api/v1/rate-limits", get(rate_limits::list))
+        .route("/api/v1/rate-limits/{key}", put(rate_limits::set))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(config.max_payload_bytes + BODY_SLACK))

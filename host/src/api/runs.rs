@@ -112,7 +112,7 @@ pub fn run_view_json(view: &RunView) -> Value {
         .tasks
         .iter()
         .map(|task| {
-            json!({
+            let mut body = json!({
                 "id": task.id,
                 "name": task.task,
                 "status": task.status,
@@ -123,7 +123,11 @@ pub fn run_view_json(view: &RunView) -> Value {
                 "is_on_failure": task.is_on_failure,
                 "started_at": task.started_at,
                 "finished_at": task.finished_at,
-            })
+            });
+            if let Some(waiting) = view.waiting_for.get(&task.id) {
+                body["waiting_for"] = json!(waiting);
+            }
+            body
         })
         .collect();
     body

@@ -178,6 +178,38 @@ pub struct TokenCreateArgs {
     pub admin: AdminArgs,
 }
 
+/// `hatchery rate-limits …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum RateLimitsCommand {
+    /// List the tenant's rate limits with the units used in the window that ends now.
+    List(RateLimitsListArgs),
+    /// Set a static rate limit: `hatchery rate-limits set crm-api 20 second`.
+    Set(RateLimitSetArgs),
+}
+
+/// Arguments of `hatchery rate-limits list`.
+#[derive(Debug, clap::Args)]
+pub struct RateLimitsListArgs {
+    /// Connection and output options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Arguments of `hatchery rate-limits set`.
+#[derive(Debug, clap::Args)]
+pub struct RateLimitSetArgs {
+    /// The static key, as tasks name it.
+    pub key: String,
+    /// Units allowed per window.
+    pub limit: u32,
+    /// The window: second, minute, hour or day.
+    #[arg(value_parser = ["second", "minute", "hour", "day"])]
+    pub duration: String,
+    /// Connection and output options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
 /// A failed API call.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -398,6 +430,10 @@ impl Client {
 
     async fn post(&self, path: &str, body: Body) -> Result<Value, ClientError> {
         self.call(Method::POST, path, body).await
+    }
+
+    async fn put(&self, path: &str, body: Body) -> Result<Value, ClientError> {
+        self.call(Method::PUT, path, body).await
     }
 }
 
@@ -802,6 +838,10 @@ fn print_run(run: &Value) -> anyhow::Result<()> {
                 None if t["output"].is_null() => String::new(),
                 None => t["output"].to_string(),
             };
+            let result = match t.get("waiting_for") {
+                Some(waiting) if result.is_empty() => waiting_text(waiting),
+                _ => result,
+            };
             vec![
                 str_of(t, "name").to_owned(),
                 str_of(t, "status").to_owned(),
@@ -815,6 +855,65 @@ fn print_run(run: &Value) -> anyhow::Result<()> {
         println!();
         print_table(&["TASK", "STATUS", "ATTEMPT", "DURATION", "RESULT"], &rows);
     }
+    Ok(())
+}
+
+/// `{kind, key?}` as "waiting for …".
+fn waiting_text(waiting: &Value) -> String {
+    let what = match str_of(waiting, "kind") {
+        "concurrency" => "a place under concurrency key",
+        "rate_limit" => "units of rate limit",
+        "slots" => "a free slot",
+        "parents" => "its parents",
+        other => other,
+    };
+    match waiting["key"].as_str() {
+        Some(key) => format!("waiting for {what} `{key}`"),
+        None => format!("waiting for {what}"),
+    }
+}
+
+/// `hatchery rate-limits list|set`.
+pub async fn rate_limits(command: RateLimitsCommand) -> anyhow::Result<()> {
+    let (client_args, result) = match command {
+        RateLimitsCommand::List(args) => {
+            let client = Client::tenant(&args.client)?;
+            let listed = client.get("/api/v1/rate-limits", &[]).await?;
+            (args.client, listed)
+        }
+        RateLimitsCommand::Set(args) => {
+            let client = Client::tenant(&args.client)?;
+            let path = format!("/api/v1/rate-limits/{}", encode(&args.key));
+            let body = json!({ "limit": args.limit, "duration": args.duration });
+            let set = client.put(&path, Body::Json(body)).await?;
+            (args.client, json!({ "rate_limits": [set] }))
+        }
+    };
+    if client_args.json {
+        return print_json(&result);
+    }
+    let rows: Vec<Vec<String>> = result["rate_limits"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let limit = match (r["limit"].as_i64(), r["duration"].as_str()) {
+                (Some(limit), Some(duration)) => format!("{limit} per {duration}"),
+                _ => "not set".to_owned(),
+            };
+            vec![
+                str_of(r, "key").to_owned(),
+                limit,
+                r["used"].to_string(),
+                str_of(r, "source").to_owned(),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        println!("no rate limits");
+        return Ok(());
+    }
+    print_table(&["KEY", "LIMIT", "USED NOW", "SOURCE"], &rows);
     Ok(())
 }
 

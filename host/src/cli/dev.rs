@@ -34,7 +34,7 @@ pub const DEV_TENANT: Uuid = Uuid::from_u128(0x6861_7463_6865_7279_2d64_6576_000
 pub const DEV_TENANT_NAME: &str = "dev";
 
 /// The examples `--examples` builds and deploys.
-const EXAMPLES: [&str; 3] = ["hello", "etl", "fanout"];
+const EXAMPLES: [&str; 4] = ["hello", "etl", "fanout", "flow"];
 
 /// Arguments of `hatchery dev`.
 #[derive(Debug, clap::Args)]
@@ -49,7 +49,7 @@ pub struct DevArgs {
     /// Port of the local PostgreSQL server to look for before starting a private cluster.
     #[arg(long, env = "HATCHERY_DEV_PG_PORT", default_value_t = 5432)]
     pub postgres_port: u16,
-    /// Build the examples (hello, etl, fanout) and deploy them to the dev tenant.
+    /// Build the examples (hello, etl, fanout, flow) and deploy them to the dev tenant.
     #[arg(long)]
     pub examples: bool,
     /// The Hatchery workspace whose examples to build [default: found by walking up from the

@@ -5,6 +5,26 @@
 //! lost (claims, heartbeats) go through the `lossy` pool, whose sessions commit without waiting
 //! for the WAL flush; everything a user was told about goes through the durable pool.
 
+/// The tail of every claim: given the CTE `claimed` (the task runs just leased, with their
+/// columns), the `ClaimedTask` rows with input, metadata and parent outputs.
+macro_rules! claimed_tasks {
+    () => {
+        " SELECT c.tenant_id, c.id, c.workflow_run_id, c.workflow, c.task, c.module_digest,
+                c.attempt, c.lease_token, c.execution_timeout_ms,
+                coalesce(c.input, w.input)::text AS input,
+                w.additional_metadata::text AS metadata,
+                CASE WHEN cardinality(c.parents) = 0 THEN '[]' ELSE (
+                    SELECT coalesce(jsonb_agg(jsonb_build_array(p.task, p.output)), '[]')::text
+                    FROM task_runs p
+                    WHERE p.tenant_id = c.tenant_id AND p.workflow_run_id = c.workflow_run_id
+                      AND p.task = ANY(c.parents)
+                ) END AS parent_outputs
+         FROM claimed c
+         JOIN workflow_runs w ON w.tenant_id = c.tenant_id AND w.id = c.workflow_run_id"
+    };
+}
+
+pub mod flow;
 pub mod maintenance;
 pub mod module;
 pub mod plans;
@@ -26,6 +46,9 @@ pub const CHANNEL_WORK: &str = "hatchery_work";
 pub const CHANNEL_CANCEL: &str = "hatchery_cancel";
 /// Channel naming finished workflow runs: payload is comma-separated run ids.
 pub const CHANNEL_RUN_FINISHED: &str = "hatchery_run_finished";
+/// Channel that wakes admission: a gated task run is waiting, or a place under a concurrency
+/// key may have been freed.
+pub const CHANNEL_GATED: &str = "hatchery_gated";
 
 /// The embedded migrations (`migrations/`), applied by `Db::migrate`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

@@ -125,6 +125,8 @@ pub struct CompletionEffects {
     pub finished_runs: Vec<Uuid>,
     /// Whether any task became ready (dispatchers were notified).
     pub queued: bool,
+    /// Whether a place under a concurrency key may have been freed (admission was notified).
+    pub gated: bool,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -136,6 +138,8 @@ struct Finished {
     is_on_failure: bool,
     is_leaf: bool,
     error: Option<String>,
+    /// Whether the task had flow-control gates (its end may free a place).
+    gated: bool,
 }
 
 /// Records a batch of completions in one transaction: outputs, retries with backoff, logs, DAG
@@ -204,7 +208,8 @@ pub async fn task_runs_complete(
                   AS c(tenant_id, id, token, error, code, retryable)
              WHERE t.tenant_id = c.tenant_id AND t.id = c.id AND t.lease_token = c.token
                AND t.status = 'running'
-             RETURNING t.tenant_id, t.workflow_run_id, t.task, t.status, t.is_on_failure, t.is_leaf, t.error",
+             RETURNING t.tenant_id, t.workflow_run_id, t.task, t.status, t.is_on_failure, t.is_leaf, t.error,
+                       t.gate IS NOT NULL AS gated",
         )
         .bind(failed.iter().map(|f| f.0.tenant_id).collect::<Vec<_>>())
         .bind(failed.iter().map(|f| f.0.task_run_id).collect::<Vec<_>>())
@@ -223,19 +228,21 @@ pub async fn task_runs_complete(
         .filter(|c| c.outcome == AttemptOutcome::Released)
         .collect();
     if !released.is_empty() {
-        let count = sqlx::query(
+        let handed_back: Vec<bool> = sqlx::query_scalar(
             "UPDATE task_runs t SET status = 'queued', available_at = now(),
                  lease_owner = NULL, lease_expires_at = NULL
              FROM unnest($1::uuid[], $2::uuid[], $3::bigint[]) AS c(tenant_id, id, token)
              WHERE t.tenant_id = c.tenant_id AND t.id = c.id AND t.lease_token = c.token
-               AND t.status = 'running'",
+               AND t.status = 'running'
+             RETURNING t.gate IS NOT NULL",
         )
         .bind(released.iter().map(|c| c.tenant_id).collect::<Vec<_>>())
         .bind(released.iter().map(|c| c.task_run_id).collect::<Vec<_>>())
         .bind(released.iter().map(|c| c.lease_token).collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await?
-        .rows_affected() as usize;
+        .fetch_all(&mut *conn)
+        .await?;
+        effects.gated |= handed_back.iter().any(|g| *g);
+        let count = handed_back.len();
         effects.accepted += count;
         effects.rejected += released.len() - count;
         effects.queued |= count > 0;
@@ -247,8 +254,12 @@ pub async fn task_runs_complete(
     let progress = runs_progress(conn, &finished).await?;
     effects.finished_runs = progress.finished_runs;
     effects.queued |= progress.queued;
+    effects.gated |= progress.gated || finished.iter().any(|f| f.gated);
     if effects.queued {
         super::notify_work(conn).await?;
+    }
+    if effects.gated {
+        super::flow::notify_gated(conn).await?;
     }
     super::notify_ids(conn, super::CHANNEL_RUN_FINISHED, &effects.finished_runs).await?;
     Ok(effects)
@@ -307,6 +318,8 @@ async fn logs_insert(
 struct Progress {
     finished_runs: Vec<Uuid>,
     queued: bool,
+    /// A run held by a workflow-level rule finished.
+    gated: bool,
 }
 
 /// After tasks reached a final state: queue children whose parents all succeeded, fail runs
@@ -349,12 +362,15 @@ async fn runs_progress(
     if !runs.is_empty() {
         // One pass over each run's tasks: finished when every task succeeded; output from
         // the leaves (one leaf: its output; several: keyed by name).
-        let succeeded: Vec<Uuid> = sqlx::query_scalar(FINISH_RUNS)
+        let succeeded: Vec<(Uuid, bool)> = sqlx::query_as(FINISH_RUNS)
             .bind(runs.iter().map(|r| r.0).collect::<Vec<_>>())
             .bind(runs.iter().map(|r| r.1).collect::<Vec<_>>())
             .fetch_all(&mut *conn)
             .await?;
-        progress.finished_runs.extend(succeeded);
+        progress.gated |= succeeded.iter().any(|s| s.1);
+        progress
+            .finished_runs
+            .extend(succeeded.into_iter().map(|s| s.0));
     }
 
     let failed: Vec<&Finished> = finished
@@ -425,25 +441,57 @@ async fn runs_progress(
             .execute(&mut *conn)
             .await?;
             progress.queued |= on_failure.rows_affected() > 0;
-            let failed_runs: Vec<Uuid> = sqlx::query_scalar(
+            let failed_runs: Vec<(Uuid, bool)> = sqlx::query_as(
                 "UPDATE workflow_runs w SET status = 'failed', finished_at = now(), error = r.error,
                      started_at = (SELECT min(s.started_at) FROM task_runs s
                                    WHERE s.tenant_id = w.tenant_id AND s.workflow_run_id = w.id)
                  FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS r(tenant_id, id, error)
                  WHERE w.tenant_id = r.tenant_id AND w.id = r.id AND w.status IN ('queued', 'running')
-                 RETURNING w.id",
+                 RETURNING w.id, w.gated",
             )
             .bind(&tenants)
             .bind(&runs)
             .bind(&errors)
             .fetch_all(&mut *conn)
             .await?;
-            progress.finished_runs.extend(failed_runs);
+            progress.gated |= failed_runs.iter().any(|f| f.1);
+            progress
+                .finished_runs
+                .extend(failed_runs.into_iter().map(|f| f.0));
         }
     }
     let unique: HashSet<Uuid> = progress.finished_runs.drain(..).collect();
     progress.finished_runs = unique.into_iter().collect();
     Ok(progress)
+}
+
+/// Fails queued task runs that can never start (`(tenant, task run, reason)`), with their
+/// workflow runs; returns the runs that finished.
+pub(crate) async fn task_runs_fail_queued(
+    conn: &mut PgConnection,
+    failed: &[(Uuid, Uuid, String)],
+    code: &str,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let rows: Vec<Finished> = sqlx::query_as(
+        "UPDATE task_runs t SET status = 'failed', finished_at = now(), error = f.reason,
+             error_code = $4
+         FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS f(tenant_id, id, reason)
+         WHERE t.tenant_id = f.tenant_id AND t.id = f.id AND t.status = 'queued'
+         RETURNING t.tenant_id, t.workflow_run_id, t.task, t.status, t.is_on_failure, t.is_leaf,
+                   t.error, t.gate IS NOT NULL AS gated",
+    )
+    .bind(failed.iter().map(|f| f.0).collect::<Vec<_>>())
+    .bind(failed.iter().map(|f| f.1).collect::<Vec<_>>())
+    .bind(failed.iter().map(|f| f.2.as_str()).collect::<Vec<_>>())
+    .bind(code)
+    .fetch_all(&mut *conn)
+    .await?;
+    let progress = runs_progress(conn, &rows).await?;
+    if progress.queued {
+        super::notify_work(conn).await?;
+    }
+    super::notify_ids(conn, super::CHANNEL_RUN_FINISHED, &progress.finished_runs).await?;
+    Ok(progress.finished_runs)
 }
 
 /// What one heartbeat learned about the leases a node holds.
@@ -538,10 +586,14 @@ pub async fn task_runs_reap_lost(
         .await?;
     reaped.requeued = lost.iter().filter(|l| l.status == "queued").count();
     reaped.failed = lost.len() - reaped.requeued;
+    let gated = lost.iter().any(|l| l.gated);
     let failed: Vec<Finished> = lost.into_iter().filter(|l| l.status == "failed").collect();
     let progress = runs_progress(conn, &failed).await?;
     if reaped.requeued > 0 || progress.queued {
         super::notify_work(conn).await?;
+    }
+    if gated || progress.gated {
+        super::flow::notify_gated(conn).await?;
     }
     super::notify_ids(conn, super::CHANNEL_RUN_FINISHED, &progress.finished_runs).await?;
     reaped.finished_runs = progress.finished_runs;
@@ -569,6 +621,9 @@ pub async fn task_runs_expire(
     if progress.queued {
         super::notify_work(conn).await?;
     }
+    if progress.gated {
+        super::flow::notify_gated(conn).await?;
+    }
     super::notify_ids(conn, super::CHANNEL_RUN_FINISHED, &progress.finished_runs).await?;
     reaped.finished_runs = progress.finished_runs;
     Ok(reaped)
@@ -592,7 +647,8 @@ pub async fn task_runs_reap(
 // The hot statements, named so that `plans` can show how each executes at any table size.
 
 /// The claim (see `task_run_claim`).
-pub(crate) const CLAIM: &str = "WITH candidates AS (
+pub(crate) const CLAIM: &str = concat!(
+    "WITH candidates AS (
              SELECT r.tenant_id, r.id, r.priority, r.available_at,
                     row_number() OVER (PARTITION BY r.tenant_id
                                        ORDER BY r.priority DESC, r.available_at, r.id) AS turn
@@ -600,7 +656,8 @@ pub(crate) const CLAIM: &str = "WITH candidates AS (
              CROSS JOIN LATERAL (
                  SELECT tr.tenant_id, tr.id, tr.priority, tr.available_at
                  FROM task_runs tr
-                 WHERE tr.tenant_id = tn.id AND tr.status = 'queued' AND tr.available_at <= now()
+                 WHERE tr.tenant_id = tn.id AND tr.status = 'queued' AND tr.gate IS NULL
+                   AND tr.available_at <= now()
                    AND tr.module_digest <> ALL($3)
                  ORDER BY tr.priority DESC, tr.available_at, tr.id
                  LIMIT $2
@@ -623,18 +680,9 @@ pub(crate) const CLAIM: &str = "WITH candidates AS (
              RETURNING t.tenant_id, t.id, t.workflow_run_id, t.workflow, t.task, t.module_digest,
                        t.attempt, t.lease_token, t.execution_timeout_ms, t.input, t.parents
          )
-         SELECT c.tenant_id, c.id, c.workflow_run_id, c.workflow, c.task, c.module_digest,
-                c.attempt, c.lease_token, c.execution_timeout_ms,
-                coalesce(c.input, w.input)::text AS input,
-                w.additional_metadata::text AS metadata,
-                CASE WHEN cardinality(c.parents) = 0 THEN '[]' ELSE (
-                    SELECT coalesce(jsonb_agg(jsonb_build_array(p.task, p.output)), '[]')::text
-                    FROM task_runs p
-                    WHERE p.tenant_id = c.tenant_id AND p.workflow_run_id = c.workflow_run_id
-                      AND p.task = ANY(c.parents)
-                ) END AS parent_outputs
-         FROM claimed c
-         JOIN workflow_runs w ON w.tenant_id = c.tenant_id AND w.id = c.workflow_run_id";
+         ",
+    claimed_tasks!()
+);
 
 /// Records successful attempts whose lease is current.
 pub(crate) const COMPLETE_SUCCEEDED: &str = "UPDATE task_runs t SET status = 'succeeded', output = c.output::jsonb,
@@ -644,7 +692,8 @@ pub(crate) const COMPLETE_SUCCEEDED: &str = "UPDATE task_runs t SET status = 'su
                   AS c(tenant_id, id, token, output)
              WHERE t.tenant_id = c.tenant_id AND t.id = c.id AND t.lease_token = c.token
                AND t.status = 'running'
-             RETURNING t.tenant_id, t.workflow_run_id, t.task, t.status, t.is_on_failure, t.is_leaf, t.error";
+             RETURNING t.tenant_id, t.workflow_run_id, t.task, t.status, t.is_on_failure, t.is_leaf, t.error,
+                       t.gate IS NOT NULL AS gated";
 
 /// DAG progress: children whose parents all succeeded become queued.
 pub(crate) const QUEUE_CHILDREN: &str = "WITH done AS (
@@ -688,7 +737,7 @@ pub(crate) const FINISH_RUNS: &str = "WITH runs AS (
              FROM summary s
              WHERE w.tenant_id = s.tenant_id AND w.id = s.id AND s.open = 0
                AND w.status IN ('queued', 'running')
-             RETURNING w.id";
+             RETURNING w.id, w.gated";
 
 /// Extends the leases a node holds, skipping rows locked by another transaction.
 pub(crate) const RENEW_LEASES: &str = "WITH mine AS (
@@ -722,7 +771,8 @@ pub(crate) const REAP_LOST: &str = "WITH expired AS (
              schedule_deadline = now() + t.schedule_timeout_ms * interval '1 millisecond',
              lease_owner = NULL, lease_expires_at = NULL
          FROM expired e WHERE t.tenant_id = e.tenant_id AND t.id = e.id
-         RETURNING t.tenant_id, t.workflow_run_id, t.task, t.status, t.is_on_failure, t.is_leaf, t.error";
+         RETURNING t.tenant_id, t.workflow_run_id, t.task, t.status, t.is_on_failure, t.is_leaf, t.error,
+                       t.gate IS NOT NULL AS gated";
 
 /// Cancels one batch of queued task runs past their schedule deadline.
 pub(crate) const EXPIRE: &str = "WITH late AS (
@@ -737,4 +787,5 @@ pub(crate) const EXPIRE: &str = "WITH late AS (
              error = 'not started within its schedule timeout of '
                      || (t.schedule_timeout_ms / 1000.0)::text || 's'
          FROM late WHERE t.tenant_id = late.tenant_id AND t.id = late.id
-         RETURNING t.tenant_id, t.workflow_run_id, t.task, t.status, t.is_on_failure, t.is_leaf, t.error";
+         RETURNING t.tenant_id, t.workflow_run_id, t.task, t.status, t.is_on_failure, t.is_leaf, t.error,
+                       t.gate IS NOT NULL AS gated";

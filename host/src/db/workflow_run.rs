@@ -8,6 +8,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::module::WorkflowVersion;
+use crate::flow::{Gate, RunGates};
 use crate::manifest::TaskDef;
 
 /// Defaults of the host for what a task does not declare.
@@ -33,6 +34,8 @@ pub struct NewWorkflowRun<'a> {
     pub idempotency_key: Option<&'a str>,
     /// The task run that spawned it, with the spawn's key.
     pub parent: Option<(Uuid, &'a str)>,
+    /// Its flow-control gates (`crate::flow::run_gates`), if its workflow has rules.
+    pub gates: Option<&'a RunGates>,
 }
 
 /// Creates workflow runs and their task runs; returns the run ids in order. A run whose
@@ -49,12 +52,13 @@ pub async fn workflow_runs_create(
     let inserted: Vec<Uuid> = sqlx::query_scalar(
         "INSERT INTO workflow_runs (tenant_id, id, workflow, version, module_digest, status, input,
                                     additional_metadata, priority, idempotency_key,
-                                    parent_task_run_id, spawn_key)
+                                    parent_task_run_id, spawn_key, gated)
          SELECT $1, r.id, r.workflow, r.version, r.digest, 'queued', r.input::jsonb,
-                r.metadata::jsonb, r.priority, r.key, r.parent, r.spawn_key
+                r.metadata::jsonb, r.priority, r.key, r.parent, r.spawn_key, r.gated
          FROM unnest($2::uuid[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[],
-                     $8::smallint[], $9::text[], $10::uuid[], $11::text[])
-              AS r(id, workflow, version, digest, input, metadata, priority, key, parent, spawn_key)
+                     $8::smallint[], $9::text[], $10::uuid[], $11::text[], $12::bool[])
+              AS r(id, workflow, version, digest, input, metadata, priority, key, parent, spawn_key,
+                   gated)
          ON CONFLICT DO NOTHING
          RETURNING id",
     )
@@ -89,6 +93,11 @@ pub async fn workflow_runs_create(
             .map(|r| r.parent.map(|p| p.1))
             .collect::<Vec<_>>(),
     )
+    .bind(
+        runs.iter()
+            .map(|r| r.gates.is_some_and(RunGates::is_run_gated))
+            .collect::<Vec<_>>(),
+    )
     .fetch_all(&mut *conn)
     .await?;
     let inserted: std::collections::HashSet<Uuid> = inserted.into_iter().collect();
@@ -97,11 +106,15 @@ pub async fn workflow_runs_create(
     let mut result = Vec::with_capacity(runs.len());
     for (run, id) in runs.iter().zip(&ids) {
         if inserted.contains(id) {
-            tasks.add_run(*id, run);
+            tasks.add_run(tenant_id, *id, run);
             result.push(*id);
         } else {
             result.push(existing_run_id(conn, tenant_id, run).await?);
         }
+    }
+    if tasks.gated {
+        super::flow::flow_keys_ensure(conn, &tasks.concurrency_keys, &tasks.dynamic_limits).await?;
+        super::flow::notify_gated(conn).await?;
     }
     tasks.insert(conn, tenant_id).await?;
     Ok(result)
@@ -158,10 +171,20 @@ struct TaskRows {
     backoff_max: Vec<Option<i32>>,
     execution_timeouts: Vec<i64>,
     schedule_timeouts: Vec<i64>,
+    gates: Vec<Option<String>>,
+    gate: Vec<Option<String>>,
+    /// Whether any task run has gates.
+    gated: bool,
+    /// Keys the gated task runs use, for the rows admission locks.
+    concurrency_keys: Vec<(Uuid, String)>,
+    dynamic_limits: Vec<(Uuid, String, u32, u64)>,
 }
 
 impl TaskRows {
-    fn add_run(&mut self, run_id: Uuid, run: &NewWorkflowRun<'_>) {
+    fn add_run(&mut self, tenant_id: Uuid, run_id: Uuid, run: &NewWorkflowRun<'_>) {
+        if let Some(gates) = run.gates {
+            self.add_keys(tenant_id, gates);
+        }
         let definition = &run.workflow.definition;
         let leaves: Vec<&str> = definition
             .leaves()
@@ -219,6 +242,34 @@ impl TaskRows {
             task.schedule_timeout_ms
                 .map_or(DEFAULT_SCHEDULE_TIMEOUT_MS, |ms| ms as i64),
         );
+        // The on-failure task runs once its run has failed and freed its place: no gates.
+        let gates = run
+            .gates
+            .filter(|_| !on_failure)
+            .and_then(|gates| gates.of_task(task, task.parents.is_empty()));
+        self.gated |= gates.is_some();
+        let (gates, gate) = gates.unzip();
+        self.gates.push(gates);
+        self.gate.push(gate);
+    }
+
+    fn add_keys(&mut self, tenant_id: Uuid, gates: &RunGates) {
+        for gate in gates.run.iter().chain(gates.tasks.values().flatten()) {
+            match gate {
+                Gate::Concurrency { key, .. } => {
+                    self.concurrency_keys.push((tenant_id, key.clone()));
+                }
+                Gate::RateLimit {
+                    key,
+                    dynamic: Some((limit, window_ms)),
+                    ..
+                } => {
+                    self.dynamic_limits
+                        .push((tenant_id, key.clone(), *limit, *window_ms));
+                }
+                Gate::RateLimit { .. } => {}
+            }
+        }
     }
 
     async fn insert(self, conn: &mut PgConnection, tenant_id: Uuid) -> Result<(), sqlx::Error> {
@@ -230,20 +281,21 @@ impl TaskRows {
                                     parents, pending_parents, is_on_failure, status, priority,
                                     retries, backoff_factor, backoff_max_seconds,
                                     execution_timeout_ms, schedule_timeout_ms, schedule_deadline,
-                                    is_leaf)
+                                    is_leaf, gates, gate)
              SELECT $1, t.id, t.run_id, t.workflow, t.task, t.digest,
                     ARRAY(SELECT jsonb_array_elements_text(t.parents::jsonb)), t.pending,
                     t.on_failure, t.status, t.priority, t.retries, t.factor, t.max_seconds,
                     t.execution_timeout, t.schedule_timeout,
                     CASE WHEN t.status = 'queued'
                          THEN now() + t.schedule_timeout * interval '1 millisecond' END,
-                    t.leaf
+                    t.leaf, t.gates::jsonb, t.gate
              FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[],
                          $8::int[], $9::bool[], $10::text[], $11::smallint[], $12::int[],
-                         $13::float8[], $14::int[], $15::bigint[], $16::bigint[], $17::bool[])
+                         $13::float8[], $14::int[], $15::bigint[], $16::bigint[], $17::bool[],
+                         $18::text[], $19::text[])
                   AS t(id, run_id, workflow, task, digest, parents, pending, on_failure, status,
                        priority, retries, factor, max_seconds, execution_timeout, schedule_timeout,
-                       leaf)",
+                       leaf, gates, gate)",
         )
         .bind(tenant_id)
         .bind(&self.ids)
@@ -262,6 +314,8 @@ impl TaskRows {
         .bind(&self.execution_timeouts)
         .bind(&self.schedule_timeouts)
         .bind(&self.leaves)
+        .bind(&self.gates)
+        .bind(&self.gate)
         .execute(conn)
         .await?;
         Ok(())
@@ -584,11 +638,13 @@ pub struct Cancellation {
 }
 
 /// Cancels a run and every run spawned beneath it: queued and pending tasks at once, running
-/// ones marked (their nodes interrupt them on notice). `None` if the run does not exist.
+/// ones marked (their nodes interrupt them on notice), with `reason` as their error (the run
+/// keeps an error it already had). `None` if the run does not exist.
 pub async fn workflow_run_cancel(
     conn: &mut PgConnection,
     tenant_id: Uuid,
     id: Uuid,
+    reason: &str,
 ) -> Result<Option<Cancellation>, sqlx::Error> {
     let exists: Option<Uuid> =
         sqlx::query_scalar("SELECT id FROM workflow_runs WHERE tenant_id = $1 AND id = $2")
@@ -623,7 +679,7 @@ pub async fn workflow_run_cancel(
              ORDER BY id
              FOR UPDATE
          )
-         UPDATE task_runs t SET status = 'cancelled', finished_at = now(), error = 'cancelled',
+         UPDATE task_runs t SET status = 'cancelled', finished_at = now(), error = $3,
                                 error_code = 'cancelled', lease_owner = NULL,
                                 lease_expires_at = NULL
          FROM targets WHERE t.tenant_id = $1 AND t.id = targets.id
@@ -631,19 +687,23 @@ pub async fn workflow_run_cancel(
     )
     .bind(tenant_id)
     .bind(&tree)
+    .bind(reason)
     .fetch_all(&mut *conn)
     .await?;
     let interrupted: Vec<Uuid> = interrupted.into_iter().flatten().collect();
     let runs: Vec<Uuid> = sqlx::query_scalar(
         "UPDATE workflow_runs SET status = 'cancelled', finished_at = now(),
-                                  error = coalesce(error, 'cancelled')
+                                  error = coalesce(error, $3)
          WHERE tenant_id = $1 AND id = ANY($2) AND status IN ('queued', 'running')
          RETURNING id",
     )
     .bind(tenant_id)
     .bind(&tree)
+    .bind(reason)
     .fetch_all(&mut *conn)
     .await?;
+    // A cancelled run or attempt may free a place under a concurrency key.
+    super::flow::notify_gated(conn).await?;
     super::notify_ids(conn, super::CHANNEL_CANCEL, &interrupted).await?;
     super::notify_ids(conn, super::CHANNEL_RUN_FINISHED, &runs).await?;
     Ok(Some(Cancellation { runs, interrupted }))
@@ -705,6 +765,7 @@ pub async fn workflow_run_replay(
     .execute(&mut *conn)
     .await?;
     super::notify_work(conn).await?;
+    super::flow::notify_gated(conn).await?;
     Ok(true)
 }
 

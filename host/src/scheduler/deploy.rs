@@ -2,8 +2,9 @@
 
 use uuid::Uuid;
 
-use crate::db::Db;
 use crate::db::module::{self, WorkflowVersion};
+use crate::db::{Db, flow};
+use crate::manifest::{Manifest, RateLimitKey};
 use crate::runtime::{LoadError, Runtime};
 
 /// Why a deploy failed.
@@ -47,6 +48,8 @@ pub async fn deploy_module(
                 module::workflow_version_create(&mut tx, tenant_id, &digest, workflow).await?,
             );
         }
+        flow::rate_limits_declare(&mut tx, tenant_id, &static_rate_limits(&loaded.manifest))
+            .await?;
         versions
     } else {
         module::workflows_of_module(&mut tx, tenant_id, &digest).await?
@@ -57,4 +60,29 @@ pub async fn deploy_module(
         already_deployed: !new,
         workflows,
     })
+}
+
+/// The static rate limits a manifest names: (key, limit, window in ms), one per key (the first
+/// declaration with a limit wins).
+fn static_rate_limits(manifest: &Manifest) -> Vec<(String, Option<u32>, Option<u64>)> {
+    let mut declared: Vec<(String, Option<u32>, Option<u64>)> = Vec::new();
+    let tasks = manifest
+        .workflows
+        .iter()
+        .flat_map(|w| w.tasks.iter().chain(w.on_failure.as_ref()));
+    for limit in tasks.flat_map(|t| &t.rate_limits) {
+        let RateLimitKey::Static(key) = &limit.key else {
+            continue;
+        };
+        let window = limit.duration.map(|d| d.as_duration().as_millis() as u64);
+        match declared.iter_mut().find(|d| &d.0 == key) {
+            Some(existing) if existing.1.is_none() => {
+                existing.1 = limit.limit;
+                existing.2 = window;
+            }
+            Some(_) => {}
+            None => declared.push((key.clone(), limit.limit, window)),
+        }
+    }
+    declared
 }

@@ -3,6 +3,7 @@
 //!
 //! All SQL is in `crate::db`; this module decides what to write and when.
 
+mod admission;
 pub mod deploy;
 pub mod events;
 mod host;

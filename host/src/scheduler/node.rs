@@ -5,7 +5,7 @@
 //! a node that dies loses nothing but its leases, which the reaper of any node requeues.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -112,6 +112,8 @@ pub(crate) struct NodeInner {
     leases: Arc<LeaseTable>,
     waiters: Mutex<HashMap<Uuid, Arc<Notify>>>,
     pub(crate) work: Notify,
+    /// Set when admission may have something to do (a gated run waits, a place was freed).
+    gated: AtomicBool,
     /// Results for the completer; bounded by `max_held` (every result is a held lease).
     completions: mpsc::Sender<Completion>,
     /// Stops claiming.
@@ -161,6 +163,8 @@ impl Node {
             leases: leases.clone(),
             waiters: Mutex::new(HashMap::new()),
             work: Notify::new(),
+            // Look once at start: gated runs may be waiting already.
+            gated: AtomicBool::new(true),
             completions,
             stopping: CancellationToken::new(),
             attempts: TaskTracker::new(),
@@ -171,6 +175,7 @@ impl Node {
                 db::CHANNEL_WORK,
                 db::CHANNEL_CANCEL,
                 db::CHANNEL_RUN_FINISHED,
+                db::CHANNEL_GATED,
             ])
             .await?;
         let stop_loops = CancellationToken::new();
@@ -404,6 +409,10 @@ async fn listen(inner: Arc<NodeInner>, mut listener: PgListener, stop: Cancellat
         match notification {
             Ok(notification) => match notification.channel() {
                 db::CHANNEL_WORK => inner.work.notify_one(),
+                db::CHANNEL_GATED => {
+                    inner.gated.store(true, Ordering::Release);
+                    inner.work.notify_one();
+                }
                 db::CHANNEL_CANCEL => {
                     let ids = db::parse_ids(notification.payload());
                     inner.leases.cancel_task_runs(&ids);
@@ -422,6 +431,7 @@ async fn listen(inner: Arc<NodeInner>, mut listener: PgListener, stop: Cancellat
                 // PgListener reconnects on the next recv; notifications sent meanwhile are
                 // lost, so poll once to catch up.
                 tracing::warn!("listener error, reconnecting: {e}");
+                inner.gated.store(true, Ordering::Release);
                 inner.work.notify_one();
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -443,6 +453,10 @@ async fn dispatch(inner: Arc<NodeInner>) {
     // runs far more than `capacity` no-op tasks; waiting for the queue to drain idles it.
     let low_water = (inner.config.capacity as usize).max(target / 2).max(1);
     let max_held = inner.config.max_held();
+    let mut cursor = super::admission::Cursor::default();
+    // When admission looks again without being woken: soon while a rate limit window is the
+    // only thing in the way, else at the poll interval (the fallback to notifications).
+    let mut admission_due = tokio::time::Instant::now();
     loop {
         if inner.stopping.is_cancelled() {
             return;
@@ -464,9 +478,38 @@ async fn dispatch(inner: Arc<NodeInner>) {
             full_modules: &full,
             lease: inner.config.lease,
         };
-        let claimed = match inner.db.lossy.acquire().await {
-            Ok(mut conn) => task_run_claim(&mut conn, &params).await,
-            Err(e) => Err(e),
+        let mut admitted = Vec::new();
+        let mut wait = inner.config.poll_interval;
+        let now = tokio::time::Instant::now();
+        if inner.gated.swap(false, Ordering::AcqRel) || now >= admission_due {
+            match super::admission::admit(&inner.db, &mut cursor, &params).await {
+                Ok(admission) => {
+                    admitted = admission.claimed;
+                    if admission.more {
+                        inner.gated.store(true, Ordering::Release);
+                    }
+                    let next = admission.retry_in.unwrap_or(inner.config.poll_interval);
+                    admission_due = now + next;
+                }
+                Err(e) => {
+                    tracing::warn!("admission failed: {e}");
+                    inner.gated.store(true, Ordering::Release);
+                    admission_due = now + inner.config.poll_interval;
+                }
+            }
+        }
+        wait = wait.min(admission_due.saturating_duration_since(now));
+        let params = ClaimParams {
+            limit: params.limit - admitted.len() as i64,
+            ..params
+        };
+        let claimed = if params.limit <= 0 {
+            Ok(Vec::new())
+        } else {
+            match inner.db.lossy.acquire().await {
+                Ok(mut conn) => task_run_claim(&mut conn, &params).await,
+                Err(e) => Err(e),
+            }
         };
         let claimed = match claimed {
             Ok(claimed) => claimed,
@@ -478,8 +521,9 @@ async fn dispatch(inner: Arc<NodeInner>) {
                 }
             }
         };
-        let got = claimed.len() as i64;
-        for task in claimed {
+        let got = (claimed.len() + admitted.len()) as i64;
+        let limit = params.limit + admitted.len() as i64;
+        for task in admitted.into_iter().chain(claimed) {
             let signals = inner
                 .leases
                 .claimed(task.lease_token, task.tenant_id, task.id);
@@ -487,10 +531,10 @@ async fn dispatch(inner: Arc<NodeInner>) {
                 .attempts
                 .spawn(run_attempt(inner.clone(), task, signals));
         }
-        if got < params.limit {
+        if got < limit && !inner.gated.load(Ordering::Acquire) {
             tokio::select! {
                 () = inner.work.notified() => {}
-                () = tokio::time::sleep(inner.config.poll_interval) => {}
+                () = tokio::time::sleep(wait) => {}
                 () = inner.stopping.cancelled() => return,
             }
         }

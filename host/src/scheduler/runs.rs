@@ -12,6 +12,7 @@ use crate::db::workflow_run::{
     self, NewWorkflowRun, TaskRunRow, WorkflowRunRow, workflow_runs_create,
 };
 use crate::db::{self, Db};
+use crate::flow::{KeyError, RunGates, WaitingFor, run_gates};
 
 /// Why a run could not be started or changed.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +26,9 @@ pub enum RunError {
     /// Metadata that is not a JSON object.
     #[error("additional metadata must be a JSON object")]
     InvalidMetadata,
+    /// A concurrency or rate limit key expression fails for this run's input.
+    #[error(transparent)]
+    Key(#[from] KeyError),
     /// Input or metadata holding a NUL character, which PostgreSQL's `jsonb` cannot store.
     #[error("the {0} contains a NUL character (\\u0000), which cannot be stored")]
     NulCharacter(&'static str),
@@ -110,6 +114,7 @@ struct Prepared {
     priority: i16,
     input: String,
     metadata: String,
+    gates: Option<RunGates>,
 }
 
 /// Checks what the database would refuse and settles the priority, so a bad request fails
@@ -118,6 +123,11 @@ fn prepare(request: &RunRequest, workflow: &WorkflowVersion) -> Result<Prepared,
     check_storable(&request.input, &request.additional_metadata)?;
     Ok(Prepared {
         priority: effective_priority(request.priority, workflow)?,
+        gates: run_gates(
+            &workflow.definition,
+            &request.input,
+            &request.additional_metadata,
+        )?,
         input: request.input.to_string(),
         metadata: request.additional_metadata.to_string(),
     })
@@ -155,6 +165,7 @@ pub async fn start_runs(
             priority: prepared.priority,
             idempotency_key: request.key.as_deref(),
             parent: None,
+            gates: prepared.gates.as_ref(),
         })
         .collect();
     let ids = workflow_runs_create(&mut tx, tenant_id, &runs).await?;
@@ -176,6 +187,8 @@ pub struct RunView {
     pub run: WorkflowRunRow,
     /// Its task runs.
     pub tasks: Vec<TaskRunRow>,
+    /// What each pending or queued task run waits for, by task run id.
+    pub waiting_for: std::collections::HashMap<Uuid, WaitingFor>,
 }
 
 impl RunView {
@@ -192,13 +205,29 @@ pub async fn get_run(db: &Db, tenant_id: Uuid, id: Uuid) -> Result<Option<RunVie
         return Ok(None);
     };
     let tasks = workflow_run::task_runs_of_run(&mut conn, tenant_id, id).await?;
-    Ok(Some(RunView { run, tasks }))
+    let mut waiting_for = std::collections::HashMap::new();
+    for task in &tasks {
+        match task.status.as_str() {
+            "pending" => waiting_for.insert(task.id, WaitingFor::parents()),
+            "queued" => waiting_for.insert(task.id, WaitingFor::slots()),
+            _ => None,
+        };
+    }
+    if tasks.iter().any(|t| t.status == "queued") {
+        let gated = super::admission::waiting_for(&mut conn, tenant_id, id).await?;
+        waiting_for.extend(gated);
+    }
+    Ok(Some(RunView {
+        run,
+        tasks,
+        waiting_for,
+    }))
 }
 
 /// Cancels a run and its descendants; `false` if there is no such run.
 pub async fn cancel_run(db: &Db, tenant_id: Uuid, id: Uuid) -> Result<bool, RunError> {
     let mut tx = db.pool.begin().await?;
-    let cancelled = workflow_run::workflow_run_cancel(&mut tx, tenant_id, id).await?;
+    let cancelled = workflow_run::workflow_run_cancel(&mut tx, tenant_id, id, "cancelled").await?;
     tx.commit().await?;
     Ok(cancelled.is_some())
 }
@@ -383,6 +412,7 @@ async fn commit_batch(db: &Db, batch: Vec<PendingStart>) {
                     priority: prepared.priority,
                     idempotency_key: pending.request.key.as_deref(),
                     parent: None,
+                    gates: prepared.gates.as_ref(),
                 }
             })
             .collect();

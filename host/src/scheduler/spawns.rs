@@ -26,6 +26,7 @@ use crate::db::workflow_run::{
     NewWorkflowRun, workflow_run_children_by_key, workflow_runs_create, workflow_runs_results,
 };
 use crate::db::{self, Db};
+use crate::flow::{RunGates, run_gates};
 use crate::runtime::SpawnRequest;
 
 /// How long a spawn may wait in the buffer for others before it is committed.
@@ -41,6 +42,7 @@ struct Pending {
     metadata: String,
     priority: i16,
     key: String,
+    gates: Option<RunGates>,
 }
 
 #[derive(Default)]
@@ -104,6 +106,8 @@ impl SpawnBuffer {
             };
             let priority =
                 effective_priority(request.priority, workflow).map_err(|e| e.to_string())?;
+            let gates = run_gates(&workflow.definition, &input, &parsed_metadata)
+                .map_err(|e| e.to_string())?;
             if let Some(id) = state.earlier.as_ref().and_then(|e| e.get(&request.key)) {
                 // Committed by an earlier attempt: the same child again.
                 return Ok(*id);
@@ -119,6 +123,7 @@ impl SpawnBuffer {
                 metadata,
                 priority,
                 key: request.key,
+                gates,
             });
             state.open.push(id);
             let arm = !state.linger_armed;
@@ -231,6 +236,7 @@ impl SpawnBuffer {
                     priority: child.priority,
                     idempotency_key: None,
                     parent: Some((self.parent, &child.key)),
+                    gates: child.gates.as_ref(),
                 })
             })
             .collect::<Result<_, String>>()?;

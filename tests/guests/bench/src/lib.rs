@@ -1,6 +1,8 @@
 //! Benchmark fixture: workflow `noop` (task `noop` returns `{}` at once, whatever the input) and
 //! workflow `compute` (task `compute`, input `{"n": u64}`, counts the primes below `n` by trial
-//! division and returns `{"primes": count}`: deterministic, CPU-bound, no host calls).
+//! division and returns `{"primes": count}`: deterministic, CPU-bound, no host calls). Two
+//! no-op workflows under flow control: `keyed` (one run per `input.k` at a time, round robin)
+//! and `limited` (one unit of the static rate limit `bench`, whose limit the benchmark sets).
 
 use hatchery_sdk::prelude::*;
 use serde::Deserialize;
@@ -38,10 +40,23 @@ fn compute(input: Compute, _ctx: &Context) -> Result<Value, TaskError> {
     Ok(json!({ "primes": primes }))
 }
 
-/// The module: two one-task workflows.
+/// The module: one-task workflows.
 fn module() -> Module {
     Module::new()
         .workflow(Workflow::new("noop").task(Task::new("noop", noop)))
+        .workflow(
+            Workflow::new("keyed")
+                .concurrency(Concurrency::new(
+                    "input.k",
+                    1,
+                    ConcurrencyStrategy::GroupRoundRobin,
+                ))
+                .task(Task::new("noop", noop)),
+        )
+        .workflow(
+            Workflow::new("limited")
+                .task(Task::new("noop", noop).rate_limit(RateLimit::static_key("bench", 1))),
+        )
         .workflow(Workflow::new("compute").task(Task::new("compute", compute)))
 }
 

@@ -1,0 +1,97 @@
+//! `PUT /api/v1/rate-limits/{key}` sets a static rate limit; `GET /api/v1/rate-limits` lists
+//! the tenant's limits (static and dynamic) with the units used in the window that ends now.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::auth::Tenant;
+use super::error::ApiError;
+use super::extract;
+use crate::db::flow::{RateLimitRow, rate_limit_set, rate_limits_list};
+use crate::manifest::RateLimitDuration;
+
+/// Longest rate limit key.
+const MAX_KEY_LEN: usize = 256;
+/// Most limits one list returns.
+const MAX_LISTED: i64 = 10_000;
+
+/// Body of `PUT /api/v1/rate-limits/{key}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetRateLimit {
+    limit: u32,
+    duration: RateLimitDuration,
+}
+
+fn duration_name(window_ms: Option<i64>) -> Option<&'static str> {
+    Some(match window_ms? {
+        1_000 => "second",
+        60_000 => "minute",
+        3_600_000 => "hour",
+        86_400_000 => "day",
+        _ => return None,
+    })
+}
+
+fn rate_limit_json(row: &RateLimitRow) -> Value {
+    json!({
+        "key": row.key,
+        "limit": row.limit_units,
+        "duration": duration_name(row.window_ms),
+        "source": row.source,
+        "used": row.used,
+        "updated_at": row.updated_at,
+    })
+}
+
+/// Sets `{limit, duration}` (`duration`: `second|minute|hour|day`) for static key `key`; it
+/// wins over a limit declared in a manifest. → the limit with its use now.
+pub async fn set(
+    Tenant(tenant): Tenant,
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    extract::Json(body): extract::Json<SetRateLimit>,
+) -> Result<Json<Value>, ApiError> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN || key.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "invalid_key",
+            format!("a rate limit key must be 1 to {MAX_KEY_LEN} bytes without control characters"),
+        ));
+    }
+    if body.limit == 0 || body.limit > i32::MAX as u32 {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("the limit must be between 1 and {}", i32::MAX),
+        ));
+    }
+    let mut conn = state.db.pool.acquire().await?;
+    rate_limit_set(
+        &mut conn,
+        tenant,
+        &key,
+        body.limit,
+        body.duration.as_duration(),
+    )
+    .await?;
+    let rows = rate_limits_list(&mut conn, tenant, MAX_LISTED).await?;
+    let row = rows
+        .iter()
+        .find(|r| r.key == key)
+        .ok_or_else(|| ApiError::not_found(format!("no rate limit `{key}`")))?;
+    Ok(Json(rate_limit_json(row)))
+}
+
+/// `{rate_limits: [{key, limit, duration, source, used, updated_at}]}`, by key.
+pub async fn list(
+    Tenant(tenant): Tenant,
+    State(state): State<AppState>,
+) -> Result<Json<Value>, ApiError> {
+    let mut conn = state.db.pool.acquire().await?;
+    let rows = rate_limits_list(&mut conn, tenant, MAX_LISTED).await?;
+    Ok(Json(json!({
+        "rate_limits": rows.iter().map(rate_limit_json).collect::<Vec<_>>(),
+    })))
+}

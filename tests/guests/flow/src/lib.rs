@@ -1,0 +1,89 @@
+//! Test fixture for flow control: workflows under each concurrency strategy, several rules at
+//! once, a task-level rule, and static and dynamic rate limits. Every task reports when it ran
+//! (`{"start_ms", "end_ms"}`, wall clock), so tests can check overlaps from the guest's side.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hatchery_sdk::prelude::*;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// The input every task reads: how long to hold its slot.
+#[derive(Deserialize)]
+struct Hold {
+    #[serde(default)]
+    ms: u64,
+}
+
+fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+/// Sleeps `ms` milliseconds; returns when it started and ended.
+fn hold(input: Hold, _ctx: &Context) -> Result<Value, TaskError> {
+    let start_ms = now_ms();
+    std::thread::sleep(Duration::from_millis(input.ms));
+    Ok(json!({ "start_ms": start_ms, "end_ms": now_ms() }))
+}
+
+fn per_user(max_runs: u32, strategy: ConcurrencyStrategy) -> Concurrency {
+    Concurrency::new("input.user_id", max_runs, strategy)
+}
+
+/// The module.
+fn module() -> Module {
+    use ConcurrencyStrategy::{CancelInProgress, CancelNewest, GroupRoundRobin};
+    let single = |name: &str, rule: Concurrency| {
+        Workflow::new(name)
+            .concurrency(rule)
+            .task(Task::new("hold", hold))
+    };
+    Module::new()
+        .slots(64)
+        .workflow(single("per-user", per_user(1, GroupRoundRobin)))
+        .workflow(single("per-user-2", per_user(2, GroupRoundRobin)))
+        .workflow(single("newest", per_user(1, CancelNewest)))
+        .workflow(single("in-progress", per_user(1, CancelInProgress)))
+        .workflow(
+            Workflow::new("pair")
+                .concurrency(Concurrency::new("input.a", 1, GroupRoundRobin))
+                .concurrency(Concurrency::new(
+                    "additional_metadata.b",
+                    1,
+                    GroupRoundRobin,
+                ))
+                .task(Task::new("hold", hold)),
+        )
+        .workflow(
+            // The run holds its place between its two tasks.
+            Workflow::new("two-steps")
+                .concurrency(per_user(1, GroupRoundRobin))
+                .task(Task::new("first", hold))
+                .task(Task::new("second", hold).parent("first")),
+        )
+        .workflow(
+            // Only `call` is limited; `prep` runs freely.
+            Workflow::new("staged").task(Task::new("prep", hold)).task(
+                Task::new("call", hold)
+                    .parent("prep")
+                    .concurrency(per_user(1, GroupRoundRobin)),
+            ),
+        )
+        .workflow(
+            Workflow::new("metered")
+                .task(Task::new("hold", hold).rate_limit(RateLimit::static_key("api", 1))),
+        )
+        .workflow(
+            Workflow::new("greedy")
+                .task(Task::new("hold", hold).rate_limit(RateLimit::static_key("api", 1_000_000))),
+        )
+        .workflow(
+            Workflow::new("per-tenant").task(Task::new("hold", hold).rate_limit(
+                RateLimit::dynamic("input.tenant", 1, 5, RateLimitDuration::Second),
+            )),
+        )
+}
+
+hatchery_sdk::export!(module);
