@@ -409,6 +409,51 @@ fn the_cli_drives_a_node_as_a_user_would() {
     let cancelled = String::from_utf8_lossy(&cancelled.stdout);
     assert!(cancelled.contains("is succeeded"), "{cancelled}");
 
+    // Flow control: the example's limit, set lower through the CLI, makes a run wait.
+    run_ok(&mut user(&["deploy", hatchery_guests::FLOW_EXAMPLE]));
+    let set = run_ok(&mut user(&["rate-limits", "set", "crm-api", "1", "hour"]));
+    let set = String::from_utf8_lossy(&set.stdout);
+    assert!(
+        set.contains("crm-api") && set.contains("1 per hour"),
+        "{set}"
+    );
+    let first = run_ok(&mut user(&[
+        "run",
+        "sync-user",
+        "--input",
+        r#"{"user_id":"ada"}"#,
+        "--wait",
+    ]));
+    assert_eq!(
+        stdout_json(&first),
+        serde_json::json!({"user_id": "ada", "stored": 3})
+    );
+    let second = run_ok(&mut user(&[
+        "run",
+        "sync-user",
+        "--input",
+        r#"{"user_id":"bob"}"#,
+        "--json",
+    ]));
+    let second = stdout_json(&second)["run_id"]
+        .as_str()
+        .expect("a run id")
+        .to_owned();
+    let shown = run_ok(&mut user(&["runs", "show", &second]));
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains("waiting for units of rate limit `crm-api`"),
+        "{shown}"
+    );
+    let listed = stdout_json(&run_ok(&mut user(&["rate-limits", "list", "--json"])));
+    assert_eq!(listed["rate_limits"][0]["used"], 1);
+    assert_eq!(listed["rate_limits"][0]["source"], "api");
+    let bad = user(&["rate-limits", "set", "crm-api", "0", "hour"])
+        .output()
+        .expect("runs");
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("between 1 and"));
+
     assert!(node.terminate().is_some_and(|s| s.success()));
 }
 

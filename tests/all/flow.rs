@@ -608,3 +608,94 @@ async fn a_killed_node_gives_its_places_back(pool: PgPool) {
     assert_eq!(max_overlap(&holds), 1);
     survivor.shutdown().await;
 }
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn a_run_keeps_its_place_through_retries_and_frees_it_when_cancelled(pool: PgPool) {
+    let (db, runtime) = deployed(pool, hatchery_guests::FLOW).await;
+    let node = Node::start(db.clone(), runtime, test_node_config())
+        .await
+        .expect("node");
+    // Each run fails once and waits 1 s before its retry: the other waits all along.
+    let ids = start_runs(
+        &db,
+        T,
+        &[
+            request("retry-held", json!({"user_id": "r", "ms": 0})),
+            request("retry-held", json!({"user_id": "r", "ms": 0})),
+        ],
+    )
+    .await
+    .expect("starts");
+    let views = all_finished(&db, &ids).await;
+    let (first, second) = if millis(views[0].run.started_at) < millis(views[1].run.started_at) {
+        (&views[0], &views[1])
+    } else {
+        (&views[1], &views[0])
+    };
+    for view in [first, second] {
+        assert_eq!(view.run.status, "succeeded");
+        assert_eq!(view.task("flaky").expect("flaky").attempt, 2);
+    }
+    assert!(
+        millis(second.run.started_at) >= millis(first.run.finished_at),
+        "the second run started only once the first (with its retry) finished"
+    );
+
+    // Cancelling the run that holds the place lets the next one in at once.
+    let holder = start_run(
+        &db,
+        T,
+        &request("per-user", json!({"user_id": "c", "ms": 60000})),
+    )
+    .await
+    .expect("starts");
+    eventually(10, || async {
+        get_run(&db, T, holder)
+            .await
+            .expect("db")
+            .expect("run")
+            .run
+            .status
+            == "running"
+    })
+    .await;
+    let next = start_run(
+        &db,
+        T,
+        &request("per-user", json!({"user_id": "c", "ms": 0})),
+    )
+    .await
+    .expect("starts");
+    hatchery::scheduler::cancel_run(&db, T, holder)
+        .await
+        .expect("cancels");
+    let next = wait_for_run(&db, T, next, Duration::from_secs(10))
+        .await
+        .expect("db")
+        .expect("run");
+    assert_eq!(next.run.status, "succeeded", "{next:#?}");
+    node.shutdown().await;
+}
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn priority_orders_the_runs_of_one_key(pool: PgPool) {
+    let (db, runtime) = deployed(pool, hatchery_guests::FLOW).await;
+    let mut requests: Vec<RunRequest> = (0..10)
+        .map(|_| request("per-user", json!({"user_id": "p"})))
+        .collect();
+    let mut urgent = request("per-user", json!({"user_id": "p"}));
+    urgent.priority = Some(3);
+    requests.push(urgent);
+    let ids = start_runs(&db, T, &requests).await.expect("starts");
+    let node = Node::start(db.clone(), runtime, test_node_config())
+        .await
+        .expect("node");
+    let views = all_finished(&db, &ids).await;
+    let urgent_start = db_interval(&views[10], "hold").0;
+    let earlier = views[..10]
+        .iter()
+        .filter(|v| db_interval(v, "hold").0 < urgent_start)
+        .count();
+    assert_eq!(earlier, 0, "the priority-3 run of the key starts first");
+    node.shutdown().await;
+}

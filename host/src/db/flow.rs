@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::task_run::ClaimedTask;
+use super::task_run::{ClaimParams, ClaimedTask};
 use crate::flow::{Holder, RateState};
 
 /// A (tenant, key) pair.
@@ -175,39 +175,24 @@ pub async fn rate_limits_list(
     .await
 }
 
-/// Up to `limit` distinct keys with waiting gated task runs, in key order after `after`
-/// (a loose index scan: one probe per key, however many runs wait under each).
-pub async fn gated_keys_after(
-    conn: &mut PgConnection,
-    after: &TenantKey,
-    limit: i64,
-) -> Result<Vec<TenantKey>, sqlx::Error> {
-    sqlx::query_as(
-        "WITH RECURSIVE walk(tenant_id, gate, n) AS (
-             (SELECT tenant_id, gate, 1 FROM task_runs
-              WHERE status = 'queued' AND gate IS NOT NULL AND (tenant_id, gate) > ($1, $2)
-              ORDER BY tenant_id, gate LIMIT 1)
-             UNION ALL
-             SELECT next.tenant_id, next.gate, walk.n + 1 FROM walk
-             CROSS JOIN LATERAL (
-                 SELECT tenant_id, gate FROM task_runs
-                 WHERE status = 'queued' AND gate IS NOT NULL
-                   AND (tenant_id, gate) > (walk.tenant_id, walk.gate)
-                 ORDER BY tenant_id, gate LIMIT 1
-             ) next
-             WHERE walk.n < $3
-         )
-         SELECT tenant_id, gate FROM walk",
-    )
-    .bind(after.0)
-    .bind(&after.1)
-    .bind(limit)
-    .fetch_all(conn)
-    .await
+/// One admission's view of the queue: the keys walked, in order, and their ready heads.
+#[derive(Debug, Clone, Default)]
+pub struct GatedWalk {
+    /// Up to `walk` distinct keys with waiting task runs, in key order after the cursor, then
+    /// from the first key up to the cursor (round robin).
+    pub keys: Vec<TenantKey>,
+    /// The first ready task runs of each key (priority, then oldest), in key order; about
+    /// `limit` in all, spread over the keys.
+    pub heads: Vec<GatedRow>,
+    /// The concurrency keys the heads need that this transaction now holds locked.
+    pub locked_concurrency: Vec<TenantKey>,
+    /// The rate limits the heads need that this transaction now holds locked, with their
+    /// stored limit and window.
+    pub locked_rates: Vec<(Uuid, String, Option<i32>, Option<i64>)>,
 }
 
 /// A waiting gated task run.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct GatedRow {
     /// Owner.
     pub tenant_id: Uuid,
@@ -221,114 +206,202 @@ pub struct GatedRow {
     pub gates: String,
 }
 
-/// The first `per_key` ready task runs of each key (highest priority, then oldest), leaving
-/// out modules without a free slot.
-pub async fn gated_heads(
+/// Walks the keys with waiting gated task runs from `after` (a loose index scan: one probe per
+/// key, however many runs wait under each), reads their heads (leaving out modules without a
+/// free slot) and locks the keys the heads need — in one statement.
+pub async fn gated_walk(
     conn: &mut PgConnection,
-    keys: &[TenantKey],
-    per_key: i64,
+    after: &TenantKey,
+    walk: i64,
+    limit: i64,
     full_modules: &[String],
-) -> Result<Vec<GatedRow>, sqlx::Error> {
-    let (tenants, gates) = split(keys);
-    sqlx::query_as(
-        "SELECT c.* FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS k(tenant_id, gate, n)
-         CROSS JOIN LATERAL (
-             SELECT t.tenant_id, t.id, t.workflow_run_id, t.gate, t.gates::text AS gates
-             FROM task_runs t
-             WHERE t.tenant_id = k.tenant_id AND t.gate = k.gate AND t.status = 'queued'
-               AND t.available_at <= now() AND t.module_digest <> ALL($4)
-             ORDER BY t.priority DESC, t.available_at, t.id
-             LIMIT $3
-         ) c
-         ORDER BY k.n",
+) -> Result<GatedWalk, sqlx::Error> {
+    type Row = (
+        String,
+        Uuid,
+        String,
+        Option<i32>,
+        Option<Uuid>,
+        Option<Uuid>,
+        Option<String>,
+        Option<i32>,
+        Option<i64>,
+        Option<i16>,
+        Option<DateTime<Utc>>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "WITH RECURSIVE
+         onward(tenant_id, gate, n) AS (
+             (SELECT tenant_id, gate, 1 FROM task_runs
+              WHERE status = 'queued' AND gate IS NOT NULL AND (tenant_id, gate) > ($1, $2)
+              ORDER BY tenant_id, gate LIMIT 1)
+             UNION ALL
+             SELECT next.tenant_id, next.gate, o.n + 1 FROM onward o
+             CROSS JOIN LATERAL (
+                 SELECT tenant_id, gate FROM task_runs
+                 WHERE status = 'queued' AND gate IS NOT NULL
+                   AND (tenant_id, gate) > (o.tenant_id, o.gate)
+                 ORDER BY tenant_id, gate LIMIT 1
+             ) next
+             WHERE o.n < $3
+         ),
+         wrapped(tenant_id, gate, n) AS (
+             (SELECT tenant_id, gate, 1 FROM task_runs
+              WHERE status = 'queued' AND gate IS NOT NULL AND (tenant_id, gate) <= ($1, $2)
+              ORDER BY tenant_id, gate LIMIT 1)
+             UNION ALL
+             SELECT next.tenant_id, next.gate, w.n + 1 FROM wrapped w
+             CROSS JOIN LATERAL (
+                 SELECT tenant_id, gate FROM task_runs
+                 WHERE status = 'queued' AND gate IS NOT NULL
+                   AND (tenant_id, gate) > (w.tenant_id, w.gate)
+                   AND (tenant_id, gate) <= ($1, $2)
+                 ORDER BY tenant_id, gate LIMIT 1
+             ) next
+             WHERE w.n < $3
+         ),
+         walked AS (
+             SELECT tenant_id, gate, n FROM onward
+             UNION ALL
+             SELECT tenant_id, gate, n + (SELECT count(*) FROM onward) FROM wrapped
+             WHERE n <= $3 - (SELECT count(*) FROM onward)
+         ),
+         per_key AS (SELECT least($4, $4 / greatest(count(*), 1) + 1) AS n FROM walked),
+         heads AS (
+             SELECT k.tenant_id, k.gate, k.n, c.id, c.workflow_run_id, c.gates, c.priority,
+                    c.available_at
+             FROM walked k
+             LEFT JOIN LATERAL (
+                 SELECT t.id, t.workflow_run_id, t.gates, t.priority, t.available_at
+                 FROM task_runs t
+                 WHERE t.tenant_id = k.tenant_id AND t.gate = k.gate AND t.status = 'queued'
+                   AND t.available_at <= now() AND t.module_digest <> ALL($5)
+                 ORDER BY t.priority DESC, t.available_at, t.id
+                 LIMIT (SELECT n FROM per_key)
+             ) c ON true
+         ),
+         needed AS (
+             SELECT DISTINCT h.tenant_id, g->>'kind' AS kind, g->>'key' AS key
+             FROM heads h CROSS JOIN LATERAL jsonb_array_elements(h.gates) g
+         ),
+         -- Lock every key the heads need, in one order; a key another node is admitting into
+         -- is skipped (its heads wait for the next round). The keys' state is read by the
+         -- next statement, whose snapshot sees every admission committed before these locks.
+         locked_concurrency AS (
+             SELECT ck.tenant_id, ck.key FROM concurrency_keys ck
+             JOIN needed n ON n.kind = 'concurrency' AND ck.tenant_id = n.tenant_id
+                          AND ck.key = n.key
+             ORDER BY ck.tenant_id, ck.key
+             FOR UPDATE OF ck SKIP LOCKED
+         ),
+         locked_rates AS (
+             SELECT rl.tenant_id, rl.key, rl.limit_units, rl.window_ms FROM rate_limits rl
+             JOIN needed n ON n.kind = 'rate_limit' AND rl.tenant_id = n.tenant_id
+                          AND rl.key = n.key
+             ORDER BY rl.tenant_id, rl.key
+             FOR UPDATE OF rl SKIP LOCKED
+         )
+         SELECT 'head' AS part, tenant_id, gate, n::int, id, workflow_run_id, gates::text,
+                NULL::int AS limit_units, NULL::bigint AS window_ms, priority, available_at
+         FROM heads
+         UNION ALL
+         SELECT 'concurrency', tenant_id, key, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+         FROM locked_concurrency
+         UNION ALL
+         SELECT 'rate_limit', tenant_id, key, NULL, NULL, NULL, NULL, limit_units, window_ms,
+                NULL, NULL
+         FROM locked_rates
+         ORDER BY part, n, priority DESC, available_at, id",
     )
-    .bind(tenants)
-    .bind(gates)
-    .bind(per_key)
+    .bind(after.0)
+    .bind(&after.1)
+    .bind(walk)
+    .bind(limit)
     .bind(full_modules)
     .fetch_all(conn)
-    .await
-}
-
-/// Locks the concurrency keys no one else is admitting into; returns those locked.
-pub async fn concurrency_keys_lock(
-    conn: &mut PgConnection,
-    keys: &[TenantKey],
-) -> Result<Vec<TenantKey>, sqlx::Error> {
-    if keys.is_empty() {
-        return Ok(Vec::new());
+    .await?;
+    let mut walked = GatedWalk::default();
+    for (part, tenant_id, gate, _, id, run, gates, limit_units, window_ms, _, _) in rows {
+        match part.as_str() {
+            "concurrency" => {
+                walked.locked_concurrency.push((tenant_id, gate));
+                continue;
+            }
+            "rate_limit" => {
+                walked
+                    .locked_rates
+                    .push((tenant_id, gate, limit_units, window_ms));
+                continue;
+            }
+            _ => {}
+        }
+        if walked.keys.last() != Some(&(tenant_id, gate.clone())) {
+            walked.keys.push((tenant_id, gate.clone()));
+        }
+        if let (Some(id), Some(workflow_run_id), Some(gates)) = (id, run, gates) {
+            walked.heads.push(GatedRow {
+                tenant_id,
+                id,
+                workflow_run_id,
+                gate,
+                gates,
+            });
+        }
     }
-    let (tenants, names) = split(keys);
-    sqlx::query_as(
-        "SELECT c.tenant_id, c.key FROM concurrency_keys c
-         JOIN unnest($1::uuid[], $2::text[]) AS k(tenant_id, key)
-           ON c.tenant_id = k.tenant_id AND c.key = k.key
-         ORDER BY c.tenant_id, c.key
-         FOR UPDATE OF c SKIP LOCKED",
-    )
-    .bind(tenants)
-    .bind(names)
-    .fetch_all(conn)
-    .await
+    Ok(walked)
 }
 
-/// Locks the rate limits no one else is admitting into; returns those locked with their
-/// stored limit and window.
-pub async fn rate_limits_lock(
-    conn: &mut PgConnection,
-    keys: &[TenantKey],
-) -> Result<Vec<(Uuid, String, Option<i32>, Option<i64>)>, sqlx::Error> {
-    if keys.is_empty() {
-        return Ok(Vec::new());
-    }
-    let (tenants, names) = split(keys);
-    sqlx::query_as(
-        "SELECT r.tenant_id, r.key, r.limit_units, r.window_ms FROM rate_limits r
-         JOIN unnest($1::uuid[], $2::text[]) AS k(tenant_id, key)
-           ON r.tenant_id = k.tenant_id AND r.key = k.key
-         ORDER BY r.tenant_id, r.key
-         FOR UPDATE OF r SKIP LOCKED",
-    )
-    .bind(tenants)
-    .bind(names)
-    .fetch_all(conn)
-    .await
-}
-
-/// The places under these keys that still count (their holder is in progress), oldest first.
-/// With `prune`, the rows that no longer count are deleted (the keys must be locked).
+/// The database clock now, in milliseconds since the epoch — read after the keys were locked,
+/// so the times of one key follow the order of its locks — and the places under these keys
+/// that still count (their holder is in progress), oldest first. With `prune`, the rows that no
+/// longer count are deleted (the keys must be locked).
 pub async fn concurrency_holders_live(
     conn: &mut PgConnection,
     keys: &[TenantKey],
     prune: bool,
-) -> Result<HashMap<TenantKey, Vec<Holder>>, sqlx::Error> {
+) -> Result<(i64, HashMap<TenantKey, Vec<Holder>>), sqlx::Error> {
     let mut live: HashMap<TenantKey, Vec<Holder>> =
         keys.iter().map(|k| (k.clone(), Vec::new())).collect();
-    if keys.is_empty() {
-        return Ok(live);
-    }
     let (tenants, names) = split(keys);
-    let rows: Vec<(Uuid, String, Uuid, Uuid, bool)> = sqlx::query_as(
-        "SELECT h.tenant_id, h.key, h.holder, h.run_id,
-                CASE WHEN h.lease_token IS NULL
-                     THEN coalesce(w.status IN ('queued', 'running'), false)
-                     ELSE coalesce(t.status = 'running' AND t.lease_token = h.lease_token, false)
-                END AS live
-         FROM unnest($1::uuid[], $2::text[]) AS k(tenant_id, key)
-         JOIN concurrency_holders h ON h.tenant_id = k.tenant_id AND h.key = k.key
-         LEFT JOIN workflow_runs w
-           ON h.lease_token IS NULL AND w.tenant_id = h.tenant_id AND w.id = h.holder
-         LEFT JOIN task_runs t
-           ON h.lease_token IS NOT NULL AND t.tenant_id = h.tenant_id AND t.id = h.holder
+    type Row = (
+        i64,
+        Option<Uuid>,
+        Option<String>,
+        Option<Uuid>,
+        Option<Uuid>,
+        Option<bool>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint, h.tenant_id, h.key,
+                h.holder, h.run_id, h.live
+         FROM (SELECT 1) one
+         LEFT JOIN LATERAL (
+             SELECT h.tenant_id, h.key, h.holder, h.run_id, h.since,
+                    coalesce(CASE WHEN h.lease_token IS NULL
+                                  THEN w.status IN ('queued', 'running')
+                                  ELSE t.status = 'running' AND t.lease_token = h.lease_token
+                             END, false) AS live
+             FROM unnest($1::uuid[], $2::text[]) AS k(tenant_id, key)
+             JOIN concurrency_holders h ON h.tenant_id = k.tenant_id AND h.key = k.key
+             LEFT JOIN workflow_runs w
+               ON h.lease_token IS NULL AND w.tenant_id = h.tenant_id AND w.id = h.holder
+             LEFT JOIN task_runs t
+               ON h.lease_token IS NOT NULL AND t.tenant_id = h.tenant_id AND t.id = h.holder
+         ) h ON true
          ORDER BY h.since, h.holder",
     )
     .bind(&tenants)
     .bind(&names)
     .fetch_all(&mut *conn)
     .await?;
+    let now_ms = rows.first().map_or(0, |r| r.0);
     let mut stale: Vec<(Uuid, String, Uuid)> = Vec::new();
-    for (tenant, key, holder, run_id, is_live) in rows {
-        if is_live {
+    for (_, tenant, key, holder, run_id, is_live) in rows {
+        let (Some(tenant), Some(key), Some(holder), Some(run_id)) = (tenant, key, holder, run_id)
+        else {
+            continue;
+        };
+        if is_live == Some(true) {
             live.entry((tenant, key)).or_default().push(Holder {
                 holder,
                 run_id,
@@ -350,16 +423,7 @@ pub async fn concurrency_holders_live(
         .execute(&mut *conn)
         .await?;
     }
-    Ok(live)
-}
-
-/// The database clock in milliseconds since the epoch, read now (not at transaction start):
-/// admission stamps consumption and starts with it after locking the keys, so times of one key
-/// follow the order of its locks.
-pub async fn clock_ms(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint")
-        .fetch_one(conn)
-        .await
+    Ok((now_ms, live))
 }
 
 /// Units consumed under each (tenant, key, window in ms) in the window ending at `now_ms`.
@@ -417,13 +481,45 @@ pub async fn rate_usage(
         .collect())
 }
 
-/// Leases the admitted task runs (those still queued) to `node`, started at `now_ms`.
+/// A place an admitted task run takes once leased.
+#[derive(Debug, Clone)]
+pub struct NewHolder {
+    /// Owner.
+    pub tenant_id: Uuid,
+    /// The admitted task run.
+    pub task_run_id: Uuid,
+    /// The key.
+    pub key: String,
+    /// The task run's workflow run.
+    pub run_id: Uuid,
+    /// A task-level place (held by the attempt); else the run's (kept if it holds one).
+    pub task_scope: bool,
+}
+
+/// Units an admitted task run consumes once leased.
+#[derive(Debug, Clone)]
+pub struct NewUsage {
+    /// Owner.
+    pub tenant_id: Uuid,
+    /// The admitted task run.
+    pub task_run_id: Uuid,
+    /// The rate limit.
+    pub key: String,
+    /// Its window in milliseconds (the bucket is a hundredth of it).
+    pub window_ms: i64,
+    /// Units.
+    pub units: i64,
+}
+
+/// Leases the admitted task runs (those still queued) to `node`, started at `now_ms`, and
+/// records the places and units of those leased — one statement.
 pub async fn task_runs_claim_admitted(
     conn: &mut PgConnection,
-    node: Uuid,
-    lease: Duration,
+    params: &ClaimParams<'_>,
     now_ms: i64,
     admitted: &[(Uuid, Uuid)],
+    holders: &[NewHolder],
+    usage: &[NewUsage],
 ) -> Result<Vec<ClaimedTask>, sqlx::Error> {
     if admitted.is_empty() {
         return Ok(Vec::new());
@@ -447,90 +543,51 @@ pub async fn task_runs_claim_admitted(
              WHERE t.tenant_id = p.tenant_id AND t.id = p.id AND t.status = 'queued'
              RETURNING t.tenant_id, t.id, t.workflow_run_id, t.workflow, t.task, t.module_digest,
                        t.attempt, t.lease_token, t.execution_timeout_ms, t.input, t.parents
+         ),
+         held AS (
+             INSERT INTO concurrency_holders (tenant_id, key, holder, run_id, lease_token, since)
+             SELECT DISTINCT ON (1, 2, 3)
+                    h.t, h.k, CASE WHEN h.task_scope THEN c.id ELSE h.r END, h.r,
+                    CASE WHEN h.task_scope THEN c.lease_token END, to_timestamp($5 / 1000.0)
+             FROM unnest($6::uuid[], $7::uuid[], $8::text[], $9::uuid[], $10::bool[])
+                  AS h(t, task, k, r, task_scope)
+             JOIN claimed c ON c.tenant_id = h.t AND c.id = h.task
+             ORDER BY 1, 2, 3
+             ON CONFLICT (tenant_id, key, holder) DO UPDATE
+                 SET lease_token = excluded.lease_token, since = excluded.since
+                 WHERE concurrency_holders.lease_token IS NOT NULL
+         ),
+         used AS (
+             INSERT INTO rate_limit_usage (tenant_id, key, until_ms, units)
+             SELECT u.t, u.k, ($5 / greatest(u.w / 100, 1) + 1) * greatest(u.w / 100, 1),
+                    sum(u.n)
+             FROM unnest($11::uuid[], $12::uuid[], $13::text[], $14::bigint[], $15::bigint[])
+                  AS u(t, task, k, w, n)
+             JOIN claimed c ON c.tenant_id = u.t AND c.id = u.task
+             GROUP BY 1, 2, 3
+             ORDER BY 1, 2
+             ON CONFLICT (tenant_id, key, until_ms) DO UPDATE
+                 SET units = rate_limit_usage.units + excluded.units
          )",
         claimed_tasks!()
     ))
-    .bind(node)
+    .bind(params.node)
     .bind(admitted.iter().map(|a| a.0).collect::<Vec<_>>())
     .bind(admitted.iter().map(|a| a.1).collect::<Vec<_>>())
-    .bind(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
+    .bind(i64::try_from(params.lease.as_millis()).unwrap_or(i64::MAX))
     .bind(now_ms)
+    .bind(holders.iter().map(|h| h.tenant_id).collect::<Vec<_>>())
+    .bind(holders.iter().map(|h| h.task_run_id).collect::<Vec<_>>())
+    .bind(holders.iter().map(|h| h.key.as_str()).collect::<Vec<_>>())
+    .bind(holders.iter().map(|h| h.run_id).collect::<Vec<_>>())
+    .bind(holders.iter().map(|h| h.task_scope).collect::<Vec<_>>())
+    .bind(usage.iter().map(|u| u.tenant_id).collect::<Vec<_>>())
+    .bind(usage.iter().map(|u| u.task_run_id).collect::<Vec<_>>())
+    .bind(usage.iter().map(|u| u.key.as_str()).collect::<Vec<_>>())
+    .bind(usage.iter().map(|u| u.window_ms).collect::<Vec<_>>())
+    .bind(usage.iter().map(|u| u.units).collect::<Vec<_>>())
     .fetch_all(conn)
     .await
-}
-
-/// A place taken by an admitted task run.
-#[derive(Debug, Clone)]
-pub struct NewHolder {
-    /// Owner.
-    pub tenant_id: Uuid,
-    /// The key.
-    pub key: String,
-    /// The run (workflow-level rule) or task run (task-level rule) holding it.
-    pub holder: Uuid,
-    /// The holder's workflow run.
-    pub run_id: Uuid,
-    /// The claim's token for a task-level place; `None` for a run's.
-    pub lease_token: Option<i64>,
-}
-
-/// Records places taken (a run's place is kept if it already holds one; a task run's is
-/// renewed with its new claim).
-pub async fn concurrency_holders_add(
-    conn: &mut PgConnection,
-    holders: &[NewHolder],
-    now_ms: i64,
-) -> Result<(), sqlx::Error> {
-    if holders.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO concurrency_holders (tenant_id, key, holder, run_id, lease_token, since)
-         SELECT t, k, h, r, l, to_timestamp($6 / 1000.0)
-         FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::bigint[])
-              AS n(t, k, h, r, l)
-         ON CONFLICT (tenant_id, key, holder) DO UPDATE
-             SET lease_token = excluded.lease_token, since = excluded.since
-             WHERE concurrency_holders.lease_token IS NOT NULL",
-    )
-    .bind(holders.iter().map(|h| h.tenant_id).collect::<Vec<_>>())
-    .bind(holders.iter().map(|h| h.key.as_str()).collect::<Vec<_>>())
-    .bind(holders.iter().map(|h| h.holder).collect::<Vec<_>>())
-    .bind(holders.iter().map(|h| h.run_id).collect::<Vec<_>>())
-    .bind(holders.iter().map(|h| h.lease_token).collect::<Vec<_>>())
-    .bind(now_ms)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Adds consumed units under each (tenant, key, window in ms), in the bucket (a hundredth of
-/// the window) that holds `now_ms`.
-pub async fn rate_usage_add(
-    conn: &mut PgConnection,
-    used: &[(Uuid, String, i64, i64)],
-    now_ms: i64,
-) -> Result<(), sqlx::Error> {
-    if used.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO rate_limit_usage (tenant_id, key, until_ms, units)
-         SELECT t, k, ($4 / greatest(w / 100, 1) + 1) * greatest(w / 100, 1), sum(n)
-         FROM unnest($1::uuid[], $2::text[], $3::bigint[], $5::bigint[]) AS u(t, k, w, n)
-         GROUP BY 1, 2, 3
-         ORDER BY 1, 2
-         ON CONFLICT (tenant_id, key, until_ms) DO UPDATE
-             SET units = rate_limit_usage.units + excluded.units",
-    )
-    .bind(used.iter().map(|u| u.0).collect::<Vec<_>>())
-    .bind(used.iter().map(|u| u.1.as_str()).collect::<Vec<_>>())
-    .bind(used.iter().map(|u| u.2).collect::<Vec<_>>())
-    .bind(now_ms)
-    .bind(used.iter().map(|u| u.3).collect::<Vec<_>>())
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// The gates of the queued task runs of a run, for `waiting_for`.

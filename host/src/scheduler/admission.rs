@@ -8,12 +8,12 @@
 //! fails and leases in the same transaction. Places need no release: a place counts only while
 //! its holder is in progress (see `db::flow::concurrency_holders_live`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::db::flow::{self as flow_db, NewHolder, TenantKey};
+use crate::db::flow::{self as flow_db, NewHolder, NewUsage, TenantKey};
 use crate::db::task_run::{ClaimParams, ClaimedTask};
 use crate::db::{Db, workflow_run};
 use crate::flow::{self, Candidate, Gate, KeyStates, RateState, Scope};
@@ -45,20 +45,17 @@ pub(crate) async fn admit(
     // Durable commits: a lost admission could let a started attempt's units go uncounted.
     let mut tx = db.pool.begin().await?;
     let walk = (params.limit * 2).clamp(16, MAX_WALK);
-    let mut keys = flow_db::gated_keys_after(&mut tx, &cursor.0, walk).await?;
-    if (keys.len() as i64) < walk && cursor.0 != TenantKey::default() {
-        let wrapped =
-            flow_db::gated_keys_after(&mut tx, &TenantKey::default(), walk - keys.len() as i64)
-                .await?;
-        keys.extend(wrapped.into_iter().take_while(|k| *k <= cursor.0));
-    }
+    let limit = params.limit.max(1) as usize;
+    let flow_db::GatedWalk {
+        keys,
+        heads,
+        locked_concurrency,
+        locked_rates,
+    } = flow_db::gated_walk(&mut tx, &cursor.0, walk, limit as i64, params.full_modules).await?;
     if keys.is_empty() {
         tx.rollback().await?;
         return Ok(Admitted::default());
     }
-    let limit = params.limit.max(1) as usize;
-    let per_key = (limit / keys.len() + 1).min(limit) as i64;
-    let heads = flow_db::gated_heads(&mut tx, &keys, per_key, params.full_modules).await?;
 
     let mut candidates: Vec<Candidate> = Vec::with_capacity(heads.len());
     let mut key_of: Vec<usize> = Vec::with_capacity(heads.len());
@@ -72,7 +69,10 @@ pub(crate) async fn admit(
                 continue;
             }
         };
-        key_of.push(walk_index[&(head.tenant_id, head.gate.clone())]);
+        let Some(&key) = walk_index.get(&(head.tenant_id, head.gate.clone())) else {
+            continue;
+        };
+        key_of.push(key);
         candidates.push(Candidate {
             tenant_id: head.tenant_id,
             task_run_id: head.id,
@@ -81,37 +81,28 @@ pub(crate) async fn admit(
         });
     }
 
-    // Lock every key the candidates need, in one order (no deadlock between admissions).
-    let mut concurrency_keys: BTreeSet<TenantKey> = BTreeSet::new();
-    let mut rate_keys: BTreeSet<TenantKey> = BTreeSet::new();
+    // Dynamic rate limits count over their declared window.
     let mut dynamic_windows: HashMap<TenantKey, u64> = HashMap::new();
     for candidate in &candidates {
         for gate in &candidate.gates {
-            match gate {
-                Gate::Concurrency { key, .. } => {
-                    concurrency_keys.insert((candidate.tenant_id, key.clone()));
-                }
-                Gate::RateLimit { key, dynamic, .. } => {
-                    let tenant_key = (candidate.tenant_id, key.clone());
-                    if let Some((_, window_ms)) = dynamic {
-                        dynamic_windows
-                            .entry(tenant_key.clone())
-                            .or_insert(*window_ms);
-                    }
-                    rate_keys.insert(tenant_key);
-                }
+            if let Gate::RateLimit {
+                key,
+                dynamic: Some((_, window_ms)),
+                ..
+            } = gate
+            {
+                dynamic_windows
+                    .entry((candidate.tenant_id, key.clone()))
+                    .or_insert(*window_ms);
             }
         }
     }
-    let concurrency_keys: Vec<TenantKey> = concurrency_keys.into_iter().collect();
-    let rate_keys: Vec<TenantKey> = rate_keys.into_iter().collect();
-    let locked_concurrency = flow_db::concurrency_keys_lock(&mut tx, &concurrency_keys).await?;
-    let locked_rates = flow_db::rate_limits_lock(&mut tx, &rate_keys).await?;
 
     // The keys' state, read after the locks (a fresh snapshot sees every earlier admission).
-    let now_ms = flow_db::clock_ms(&mut tx).await?;
+    let (now_ms, holders) =
+        flow_db::concurrency_holders_live(&mut tx, &locked_concurrency, true).await?;
     let mut states = KeyStates {
-        concurrency: flow_db::concurrency_holders_live(&mut tx, &locked_concurrency, true).await?,
+        concurrency: holders,
         rate: HashMap::new(),
     };
     let mut windows: Vec<(Uuid, String, i64)> = Vec::new();
@@ -181,44 +172,35 @@ pub(crate) async fn admit(
         .iter()
         .map(|&i| (candidates[i].tenant_id, candidates[i].task_run_id))
         .collect();
-    let claimed =
-        flow_db::task_runs_claim_admitted(&mut tx, params.node, params.lease, now_ms, &admitted)
-            .await?;
-    let by_task: HashMap<Uuid, &Candidate> = admission
-        .admitted
-        .iter()
-        .map(|&i| (candidates[i].task_run_id, &candidates[i]))
-        .collect();
     let mut holders: Vec<NewHolder> = Vec::new();
-    let mut used: Vec<(Uuid, String, i64, i64)> = Vec::new();
-    for task in &claimed {
-        let Some(candidate) = by_task.get(&task.id) else {
-            continue;
-        };
+    let mut usage: Vec<NewUsage> = Vec::new();
+    for &index in &admission.admitted {
+        let candidate = &candidates[index];
         for gate in &candidate.gates {
             match gate {
                 Gate::Concurrency { key, scope, .. } => holders.push(NewHolder {
-                    tenant_id: task.tenant_id,
+                    tenant_id: candidate.tenant_id,
+                    task_run_id: candidate.task_run_id,
                     key: key.clone(),
-                    holder: match scope {
-                        Scope::Run => candidate.run_id,
-                        Scope::Task => task.id,
-                    },
                     run_id: candidate.run_id,
-                    lease_token: (*scope == Scope::Task).then_some(task.lease_token),
+                    task_scope: *scope == Scope::Task,
                 }),
-                Gate::RateLimit { key, units, .. } => {
-                    let window = windows
+                Gate::RateLimit { key, units, .. } => usage.push(NewUsage {
+                    tenant_id: candidate.tenant_id,
+                    task_run_id: candidate.task_run_id,
+                    key: key.clone(),
+                    window_ms: windows
                         .iter()
-                        .find(|w| w.0 == task.tenant_id && &w.1 == key)
-                        .map_or(1_000, |w| w.2);
-                    used.push((task.tenant_id, key.clone(), window, i64::from(*units)));
-                }
+                        .find(|w| w.0 == candidate.tenant_id && &w.1 == key)
+                        .map_or(1_000, |w| w.2),
+                    units: i64::from(*units),
+                }),
             }
         }
     }
-    flow_db::concurrency_holders_add(&mut tx, &holders, now_ms).await?;
-    flow_db::rate_usage_add(&mut tx, &used, now_ms).await?;
+    let claimed =
+        flow_db::task_runs_claim_admitted(&mut tx, params, now_ms, &admitted, &holders, &usage)
+            .await?;
     if changed {
         flow_db::notify_gated(&mut tx).await?;
     }
@@ -236,8 +218,10 @@ pub(crate) async fn admit(
         let shortest = windows.iter().map(|w| w.2).min().unwrap_or(1_000);
         Duration::from_millis((shortest / 100).clamp(5, 1_000) as u64)
     });
+    // A full walk that admitted nothing waits for a place to free (a notification) rather
+    // than walking on at once: keys at capacity would otherwise be polled in a busy loop.
     Ok(Admitted {
-        more: claimed.len() >= limit || keys.len() as i64 >= walk,
+        more: claimed.len() >= limit || (keys.len() as i64 >= walk && !claimed.is_empty()),
         claimed,
         retry_in,
     })
@@ -269,8 +253,10 @@ pub(crate) async fn waiting_for(
         }
         gated.push((id, gates));
     }
+    let (now_ms, holders) =
+        flow_db::concurrency_holders_live(conn, &concurrency_keys, false).await?;
     let mut states = KeyStates {
-        concurrency: flow_db::concurrency_holders_live(conn, &concurrency_keys, false).await?,
+        concurrency: holders,
         rate: HashMap::new(),
     };
     let stored = flow_db::rate_limits_stored(conn, &rate_keys).await?;
@@ -281,7 +267,6 @@ pub(crate) async fn waiting_for(
             windows.push((*tenant, key.clone(), *window));
         }
     }
-    let now_ms = flow_db::clock_ms(conn).await?;
     let usage = flow_db::rate_usage(conn, &windows, now_ms, false).await?;
     for (tenant, key, limit, window) in stored {
         let row = limit

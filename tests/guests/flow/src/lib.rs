@@ -28,6 +28,14 @@ fn hold(input: Hold, _ctx: &Context) -> Result<Value, TaskError> {
     Ok(json!({ "start_ms": start_ms, "end_ms": now_ms() }))
 }
 
+/// Fails its first attempt (a retry follows after a backoff), then holds like `hold`.
+fn flaky(input: Hold, ctx: &Context) -> Result<Value, TaskError> {
+    if ctx.attempt() == 1 {
+        return Err(TaskError::failed("the first attempt fails"));
+    }
+    hold(input, ctx)
+}
+
 fn per_user(max_runs: u32, strategy: ConcurrencyStrategy) -> Concurrency {
     Concurrency::new("input.user_id", max_runs, strategy)
 }
@@ -70,6 +78,12 @@ fn module() -> Module {
                     .parent("prep")
                     .concurrency(per_user(1, GroupRoundRobin)),
             ),
+        )
+        .workflow(
+            // The run keeps its place through its task's retry backoff.
+            Workflow::new("retry-held")
+                .concurrency(per_user(1, GroupRoundRobin))
+                .task(Task::new("flaky", flaky).retries(1).backoff(1.0, 1)),
         )
         .workflow(
             Workflow::new("metered")
