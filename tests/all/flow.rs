@@ -699,3 +699,77 @@ async fn priority_orders_the_runs_of_one_key(pool: PgPool) {
     assert_eq!(earlier, 0, "the priority-3 run of the key starts first");
     node.shutdown().await;
 }
+
+/// The database's [started, finished) of the task of each run that started, by key.
+fn started_intervals(views: &[RunView], task: &str) -> Vec<(String, (i64, i64))> {
+    views
+        .iter()
+        .filter_map(|view| {
+            let task = view.task(task)?;
+            let started = task.started_at?;
+            Some((
+                view.run.input["user_id"].to_string(),
+                (started.timestamp_micros(), millis(task.finished_at)),
+            ))
+        })
+        .collect()
+}
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn cancel_strategies_never_overlap_more_than_max_runs_on_two_nodes(pool: PgPool) {
+    let (db, runtime) = deployed(pool, hatchery_guests::FLOW).await;
+    let (first, second) = two_nodes(&db, &runtime).await;
+    for workflow in ["newest", "in-progress"] {
+        // Waves of runs over three keys, each wave while the last one still runs.
+        let mut ids = Vec::new();
+        for wave in 0..6 {
+            let requests: Vec<RunRequest> = (0..6)
+                .map(|i| request(workflow, json!({"user_id": format!("u{}", i % 3), "ms": 60})))
+                .collect();
+            ids.extend(start_runs(&db, T, &requests).await.expect("starts"));
+            tokio::time::sleep(Duration::from_millis(20 * wave)).await;
+        }
+        let views = all_finished(&db, &ids).await;
+        let succeeded = views.iter().filter(|v| v.run.status == "succeeded").count();
+        let cancelled = views.iter().filter(|v| v.run.status == "cancelled").count();
+        assert_eq!(succeeded + cancelled, views.len(), "{workflow}: nothing fails");
+        assert!(succeeded >= 3 && cancelled >= 3, "{workflow}: {succeeded} / {cancelled}");
+        assert_eq!(
+            max_overlap_per_key(&started_intervals(&views, "hold")),
+            1,
+            "{workflow}"
+        );
+    }
+    first.shutdown().await;
+    second.shutdown().await;
+}
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn a_replayed_run_is_admitted_again(pool: PgPool) {
+    let (db, runtime) = deployed(pool, hatchery_guests::FLOW).await;
+    let node = Node::start(db.clone(), runtime, test_node_config())
+        .await
+        .expect("node");
+    let ids = start_runs(
+        &db,
+        T,
+        &[
+            request("newest", json!({"user_id": "r", "ms": 300})),
+            request("newest", json!({"user_id": "r", "ms": 300})),
+        ],
+    )
+    .await
+    .expect("starts");
+    let views = all_finished(&db, &ids).await;
+    assert_eq!(views[0].run.status, "succeeded");
+    assert_eq!(views[1].run.status, "cancelled");
+    assert!(
+        hatchery::scheduler::replay_run(&db, T, ids[1])
+            .await
+            .expect("replays")
+    );
+    let replayed = finished(&db, ids[1]).await;
+    assert_eq!(replayed.run.status, "succeeded", "{replayed:#?}");
+    assert!(millis(replayed.task("hold").expect("hold").started_at) > 0);
+    node.shutdown().await;
+}
