@@ -492,7 +492,7 @@ impl Verdict {
 /// What a queued task run waits for, as `GET /api/v1/runs/{id}` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct WaitingFor {
-    /// "concurrency", "rate_limit", "slots" or "parents".
+    /// "concurrency", "rate_limit", "slots", "parents" or "schedule".
     pub kind: &'static str,
     /// The key, for concurrency and rate limits.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -504,6 +504,14 @@ impl WaitingFor {
     pub fn slots() -> Self {
         Self {
             kind: "slots",
+            key: None,
+        }
+    }
+
+    /// Waiting for its run's scheduled time.
+    pub fn schedule() -> Self {
+        Self {
+            kind: "schedule",
             key: None,
         }
     }

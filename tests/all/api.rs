@@ -1056,3 +1056,80 @@ async fn rate_limits_are_set_listed_and_enforced_over_http(pool: PgPool) {
     );
     api.shutdown().await;
 }
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn runs_are_scheduled_listed_moved_and_refused_over_http(pool: PgPool) {
+    let api = Api::start(pool, true).await;
+    let token = api.tenant("acme").await;
+    api.deploy(&token, hatchery_guests::HELLO).await;
+    let start = |body: Value| {
+        let api = &api;
+        let token = token.clone();
+        async move { api.post("/api/v1/workflows/hello/runs", &token, body).await }
+    };
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let (status, body) = start(json!({"input": {"name": "Ada"}, "run_at": later})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let scheduled = body["run_id"].as_str().expect("id").to_owned();
+    let (status, body) = start(json!({"input": {"name": "Bo"}, "delay_seconds": 0.5})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let soon = body["run_id"].as_str().expect("id").to_owned();
+
+    let (_, run) = api.get(&format!("/api/v1/runs/{scheduled}"), &token).await;
+    assert_eq!(run["status"], "scheduled");
+    assert_eq!(run["triggered_by"], json!({"kind": "schedule", "id": null}));
+    assert_eq!(run["tasks"][0]["waiting_for"]["kind"], "schedule");
+    let (_, listed) = api.get("/api/v1/runs?status=scheduled", &token).await;
+    let ids: Vec<&str> = listed["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    assert!(ids.contains(&scheduled.as_str()), "{listed}");
+    let soon = api.finished(&token, &soon).await;
+    assert_eq!(soon["status"], "succeeded");
+    assert_eq!(soon["triggered_by"]["kind"], "schedule");
+    let (_, by_trigger) = api.get("/api/v1/runs?triggered_by=schedule", &token).await;
+    assert_eq!(by_trigger["runs"].as_array().map(Vec::len), Some(2));
+
+    // Moved closer, it runs; a finished run cannot be moved.
+    let closer = (chrono::Utc::now() + chrono::Duration::milliseconds(300)).to_rfc3339();
+    let uri = format!("/api/v1/runs/{scheduled}/reschedule");
+    let (status, body) = api.post(&uri, &token, json!({"run_at": closer})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        api.finished(&token, &scheduled).await["status"],
+        "succeeded"
+    );
+    let (status, body) = api.post(&uri, &token, json!({"run_at": later})).await;
+    assert_error(status, &body, StatusCode::CONFLICT, "not_scheduled");
+
+    let past = (chrono::Utc::now() - chrono::Duration::minutes(1)).to_rfc3339();
+    for (bad, code) in [
+        (json!({"run_at": past}), "invalid_run_at"),
+        (json!({"run_at": "tomorrow"}), "invalid_request"),
+        (
+            json!({"run_at": later, "delay_seconds": 5}),
+            "invalid_run_at",
+        ),
+        (json!({"delay_seconds": -1}), "invalid_run_at"),
+        (json!({"delay_seconds": 1e12}), "invalid_run_at"),
+    ] {
+        let (status, body) = start(bad).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, code);
+    }
+    let (status, body) = api.post(&uri, &token, json!({"run_at": past})).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_run_at");
+    let (status, body) = api.get("/api/v1/runs?triggered_by=magic", &token).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_query");
+    let (status, body) = api
+        .post(
+            &format!("/api/v1/runs/{}/reschedule", uuid::Uuid::now_v7()),
+            &token,
+            json!({"run_at": later}),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    api.shutdown().await;
+}

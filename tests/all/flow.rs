@@ -724,7 +724,12 @@ async fn cancel_strategies_never_overlap_more_than_max_runs_on_two_nodes(pool: P
         let mut ids = Vec::new();
         for wave in 0..6 {
             let requests: Vec<RunRequest> = (0..6)
-                .map(|i| request(workflow, json!({"user_id": format!("u{}", i % 3), "ms": 60})))
+                .map(|i| {
+                    request(
+                        workflow,
+                        json!({"user_id": format!("u{}", i % 3), "ms": 60}),
+                    )
+                })
                 .collect();
             ids.extend(start_runs(&db, T, &requests).await.expect("starts"));
             tokio::time::sleep(Duration::from_millis(20 * wave)).await;
@@ -732,8 +737,15 @@ async fn cancel_strategies_never_overlap_more_than_max_runs_on_two_nodes(pool: P
         let views = all_finished(&db, &ids).await;
         let succeeded = views.iter().filter(|v| v.run.status == "succeeded").count();
         let cancelled = views.iter().filter(|v| v.run.status == "cancelled").count();
-        assert_eq!(succeeded + cancelled, views.len(), "{workflow}: nothing fails");
-        assert!(succeeded >= 3 && cancelled >= 3, "{workflow}: {succeeded} / {cancelled}");
+        assert_eq!(
+            succeeded + cancelled,
+            views.len(),
+            "{workflow}: nothing fails"
+        );
+        assert!(
+            succeeded >= 3 && cancelled >= 3,
+            "{workflow}: {succeeded} / {cancelled}"
+        );
         assert_eq!(
             max_overlap_per_key(&started_intervals(&views, "hold")),
             1,

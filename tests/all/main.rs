@@ -8,5 +8,6 @@ mod flow;
 mod loading;
 mod sandbox;
 mod scale;
+mod schedule;
 mod support;
 mod workflows;

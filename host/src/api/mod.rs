@@ -141,6 +141,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/runs/{id}", get(runs::get))
         .route("/api/v1/runs/{id}/cancel", post(runs::cancel))
         .route("/api/v1/runs/{id}/replay", post(runs::replay))
+        .route("/api/v1/runs/{id}/reschedule", post(runs::reschedule))
         .route("/api/v1/runs/{id}/logs", get(runs::logs))
         .route("/api/v1/runs/{id}/children", get(runs::children))
         .route("/api/v1/workers", get(workers::list_workers))

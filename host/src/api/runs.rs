@@ -21,11 +21,25 @@ use crate::db::workflow_run::{
     workflow_runs_list,
 };
 use crate::scheduler::{
-    RunRequest, RunView, cancel_run, get_run, replay_run, start_runs, wait_for_run,
+    Rescheduled, RunRequest, RunView, cancel_run, get_run, replay_run, reschedule_run, start_runs,
+    wait_for_run,
 };
 
 /// Statuses a workflow run can be in.
-const RUN_STATUSES: [&str; 5] = ["queued", "running", "succeeded", "failed", "cancelled"];
+const RUN_STATUSES: [&str; 6] = [
+    "scheduled",
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+];
+
+/// How a run may have started, for `?triggered_by=`.
+const TRIGGERS: [&str; 6] = ["api", "cron", "schedule", "event", "spawn", "replay"];
+
+/// The longest `delay_seconds`: a year.
+const MAX_DELAY_SECONDS: f64 = 366.0 * 86_400.0;
 
 /// One run to start: `{input, additional_metadata?, priority?, key?}`.
 #[derive(Debug, Clone, Deserialize)]
@@ -39,6 +53,12 @@ pub struct RunBody {
     priority: Option<u8>,
     #[serde(default)]
     key: Option<String>,
+    /// Run then (RFC 3339), not now.
+    #[serde(default)]
+    run_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Run this many seconds from now.
+    #[serde(default)]
+    delay_seconds: Option<f64>,
 }
 
 impl RunBody {
@@ -52,12 +72,35 @@ impl RunBody {
                 "the run's input and metadata are {size} bytes of JSON; the limit is {max_payload}"
             )));
         }
+        let run_at = match (self.run_at, self.delay_seconds) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "invalid_run_at",
+                    "give `run_at` or `delay_seconds`, not both",
+                ));
+            }
+            (Some(run_at), None) => Some(run_at),
+            (None, Some(delay)) if delay > 0.0 && delay <= MAX_DELAY_SECONDS => {
+                let delay = chrono::Duration::milliseconds((delay * 1_000.0) as i64);
+                Some(chrono::Utc::now() + delay)
+            }
+            (None, Some(delay)) => {
+                return Err(ApiError::bad_request(
+                    "invalid_run_at",
+                    format!(
+                        "delay_seconds must be above 0 and at most {MAX_DELAY_SECONDS}, got {delay}"
+                    ),
+                ));
+            }
+            (None, None) => None,
+        };
         Ok(RunRequest {
             workflow: workflow.to_owned(),
             input: self.input,
             additional_metadata: metadata,
             priority: self.priority,
             key: self.key,
+            run_at,
         })
     }
 }
@@ -81,6 +124,7 @@ pub struct ListQuery {
     workflow: Option<String>,
     status: Option<String>,
     metadata: Option<String>,
+    triggered_by: Option<String>,
     limit: Option<i64>,
     cursor: Option<String>,
 }
@@ -102,6 +146,11 @@ pub fn run_json(run: &WorkflowRunRow) -> Value {
         "finished_at": run.finished_at,
         "parent_run_id": run.parent_run_id,
         "parent_task_run_id": run.parent_task_run_id,
+        "run_at": run.run_at,
+        "triggered_by": {
+            "kind": run.triggered_by,
+            "id": run.trigger_id.or(run.parent_run_id),
+        },
     })
 }
 
@@ -235,6 +284,17 @@ pub async fn list(
             ),
         ));
     }
+    if let Some(trigger) = query.triggered_by.as_deref()
+        && !TRIGGERS.contains(&trigger)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!(
+                "unknown trigger `{trigger}`: use one of {}",
+                TRIGGERS.join(", ")
+            ),
+        ));
+    }
     let metadata = match query.metadata.as_deref() {
         None => None,
         Some(filter) => {
@@ -256,6 +316,7 @@ pub async fn list(
         status: query.status.as_deref(),
         metadata: metadata.as_ref(),
         parent_run_id: None,
+        triggered_by: query.triggered_by.as_deref(),
         page: page_query.params()?,
     };
     let mut conn = state.db.pool.acquire().await?;
@@ -320,6 +381,39 @@ pub async fn replay(
             view.run.status
         ),
     ))
+}
+
+/// Body of `POST /api/v1/runs/{id}/reschedule`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RescheduleBody {
+    run_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// `POST /api/v1/runs/{id}/reschedule` `{run_at}` → the run, moved; 409 if it is no longer
+/// scheduled.
+pub async fn reschedule(
+    Tenant(tenant): Tenant,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    extract::Json(body): extract::Json<RescheduleBody>,
+) -> Result<Json<Value>, ApiError> {
+    let id = extract::parse_id("run", &id)?;
+    match reschedule_run(&state.db, tenant, id, body.run_at).await? {
+        Rescheduled::Moved => {}
+        Rescheduled::NotFound => return Err(no_run(id)),
+        Rescheduled::NotScheduled(status) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "not_scheduled",
+                format!("run `{id}` is {status}; only scheduled runs can be rescheduled"),
+            ));
+        }
+    }
+    let view = get_run(&state.db, tenant, id)
+        .await?
+        .ok_or_else(|| no_run(id))?;
+    Ok(Json(run_view_json(&view)))
 }
 
 fn log_position(query: &PageQuery) -> Result<Option<LogPosition>, ApiError> {
@@ -400,6 +494,7 @@ pub async fn children(
         status: None,
         metadata: None,
         parent_run_id: Some(id),
+        triggered_by: None,
         page: query.params()?,
     };
     let mut rows = workflow_runs_list(&mut conn, tenant, &params).await?;

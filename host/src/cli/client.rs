@@ -84,6 +84,12 @@ pub struct RunArgs {
     /// Concurrency or idempotency key of the run.
     #[arg(long)]
     pub key: Option<String>,
+    /// Run it at this time (RFC 3339, e.g. 2026-12-01T09:00:00Z) instead of now.
+    #[arg(long, conflicts_with = "in_")]
+    pub at: Option<String>,
+    /// Run it after this long (e.g. 90s, 15m, 2h, 1d) instead of now.
+    #[arg(long = "in", id = "in_", value_name = "DURATION")]
+    pub in_: Option<String>,
     /// Wait for the run to finish, showing its progress on stderr, then print its output;
     /// exit code 1 if it failed or was cancelled.
     #[arg(long)]
@@ -104,6 +110,8 @@ pub enum RunsCommand {
     Cancel(RunIdArgs),
     /// Run a failed or cancelled run again.
     Replay(RunIdArgs),
+    /// Move a scheduled run to another time.
+    Reschedule(RescheduleArgs),
     /// Print the log lines of a run's attempts, oldest first.
     Logs(RunIdArgs),
 }
@@ -114,18 +122,33 @@ pub struct RunsListArgs {
     /// Only runs of this workflow.
     #[arg(long)]
     pub workflow: Option<String>,
-    /// Only runs in this status: queued, running, succeeded, failed or cancelled.
+    /// Only runs in this status: scheduled, queued, running, succeeded, failed or cancelled.
     #[arg(long)]
     pub status: Option<String>,
     /// Only runs whose metadata has `key:value`.
     #[arg(long, value_name = "KEY:VALUE")]
     pub metadata: Option<String>,
+    /// Only runs started this way: api, cron, schedule, event, spawn or replay.
+    #[arg(long)]
+    pub triggered_by: Option<String>,
     /// At most this many runs.
     #[arg(long, default_value_t = 20)]
     pub limit: u32,
     /// Continue after a previous page (its `next_cursor`).
     #[arg(long)]
     pub cursor: Option<String>,
+    /// Connection and output options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Arguments of `hatchery runs reschedule`.
+#[derive(Debug, clap::Args)]
+pub struct RescheduleArgs {
+    /// The run's id.
+    pub id: String,
+    /// When: RFC 3339 (2026-12-01T09:00:00Z), or a duration from now (90s, 15m, 2h, 1d).
+    pub time: String,
     /// Connection and output options.
     #[command(flatten)]
     pub client: ClientArgs,
@@ -574,6 +597,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(key) = &args.key {
         body["key"] = json!(key);
     }
+    if let Some(at) = &args.at {
+        body["run_at"] = json!(parse_time_arg(at)?);
+    }
+    if let Some(after) = &args.in_ {
+        body["delay_seconds"] = json!(parse_duration_arg(after)?.as_secs_f64());
+    }
     let started = client.start_run(&args.workflow, body).await?;
     let id = str_of(&started, "run_id").to_owned();
     if !args.wait {
@@ -712,8 +741,60 @@ pub async fn runs(command: RunsCommand) -> anyhow::Result<()> {
             println!("run {} queued again", str_of(&replayed, "run_id"));
             Ok(())
         }
+        RunsCommand::Reschedule(args) => {
+            let client = Client::tenant(&args.client)?;
+            let run_at = match parse_duration_arg(&args.time) {
+                Ok(after) => Utc::now() + chrono::Duration::from_std(after)?,
+                Err(_) => parse_time_arg(&args.time)?,
+            };
+            let path = format!("/api/v1/runs/{}/reschedule", encode(&args.id));
+            let run = client
+                .post(&path, Body::Json(json!({ "run_at": run_at })))
+                .await?;
+            if args.client.json {
+                return print_json(&run);
+            }
+            println!(
+                "run {} is due at {}",
+                str_of(&run, "id"),
+                time(&run["run_at"])
+            );
+            Ok(())
+        }
         RunsCommand::Logs(args) => runs_logs(args).await,
     }
+}
+
+/// An RFC 3339 time from the command line.
+fn parse_time_arg(text: &str) -> anyhow::Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            anyhow::anyhow!("`{text}` is not an RFC 3339 time (2026-12-01T09:00:00Z): {e}")
+        })
+}
+
+/// A duration such as `90s`, `15m`, `2h` or `1d` (a bare number is seconds).
+fn parse_duration_arg(text: &str) -> anyhow::Result<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| anyhow::anyhow!("`{text}` is not a duration such as 90s, 15m, 2h or 1d"))?;
+    let seconds = match unit {
+        "" | "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3_600.0,
+        "d" => number * 86_400.0,
+        _ => anyhow::bail!("`{text}` is not a duration such as 90s, 15m, 2h or 1d"),
+    };
+    if !(seconds.is_finite() && seconds > 0.0) {
+        anyhow::bail!("`{text}` must be a duration above zero");
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 async fn runs_list(args: RunsListArgs) -> anyhow::Result<()> {
@@ -724,6 +805,7 @@ async fn runs_list(args: RunsListArgs) -> anyhow::Result<()> {
             &[
                 ("workflow", args.workflow.clone()),
                 ("status", args.status.clone()),
+                ("triggered_by", args.triggered_by.clone()),
                 ("metadata", args.metadata.clone()),
                 ("limit", Some(args.limit.to_string())),
                 ("cursor", args.cursor.clone()),
@@ -800,8 +882,16 @@ fn print_run(run: &Value) -> anyhow::Result<()> {
             format!("{} (version {})", str_of(run, "workflow"), run["version"]),
         ),
         ("status", str_of(run, "status").to_owned()),
+        (
+            "trigger",
+            match run["triggered_by"]["id"].as_str() {
+                Some(id) => format!("{} ({id})", str_of(&run["triggered_by"], "kind")),
+                None => str_of(&run["triggered_by"], "kind").to_owned(),
+            },
+        ),
         ("priority", run["priority"].to_string()),
         ("created", time(&run["created_at"])),
+        ("due", time(&run["run_at"])),
         ("started", time(&run["started_at"])),
         ("finished", time(&run["finished_at"])),
         (

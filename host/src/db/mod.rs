@@ -49,6 +49,8 @@ pub const CHANNEL_RUN_FINISHED: &str = "hatchery_run_finished";
 /// Channel that wakes admission: a gated task run is waiting, or a place under a concurrency
 /// key may have been freed.
 pub const CHANNEL_GATED: &str = "hatchery_gated";
+/// Channel that wakes the schedule service: a run was scheduled or rescheduled.
+pub const CHANNEL_SCHEDULED: &str = "hatchery_scheduled";
 
 /// The embedded migrations (`migrations/`), applied by `Db::migrate`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

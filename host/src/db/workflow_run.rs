@@ -36,6 +36,22 @@ pub struct NewWorkflowRun<'a> {
     pub parent: Option<(Uuid, &'a str)>,
     /// Its flow-control gates (`crate::flow::run_gates`), if its workflow has rules.
     pub gates: Option<&'a RunGates>,
+    /// When it is due, for a run scheduled for later (`scheduled` until then).
+    pub run_at: Option<DateTime<Utc>>,
+    /// How it started, when not over the API or by a spawn: "cron" or "event", with its id.
+    pub trigger: Option<(&'static str, Uuid)>,
+}
+
+impl NewWorkflowRun<'_> {
+    /// How the run started: `(kind, id)` as stored.
+    fn triggered_by(&self) -> (&'static str, Option<Uuid>) {
+        match (self.trigger, self.parent, self.run_at) {
+            (Some((kind, id)), _, _) => (kind, Some(id)),
+            (None, Some(_), _) => ("spawn", None),
+            (None, None, Some(_)) => ("schedule", None),
+            (None, None, None) => ("api", None),
+        }
+    }
 }
 
 /// Creates workflow runs and their task runs; returns the run ids in order. A run whose
@@ -52,13 +68,17 @@ pub async fn workflow_runs_create(
     let inserted: Vec<Uuid> = sqlx::query_scalar(
         "INSERT INTO workflow_runs (tenant_id, id, workflow, version, module_digest, status, input,
                                     additional_metadata, priority, idempotency_key,
-                                    parent_task_run_id, spawn_key, gated)
-         SELECT $1, r.id, r.workflow, r.version, r.digest, 'queued', r.input::jsonb,
-                r.metadata::jsonb, r.priority, r.key, r.parent, r.spawn_key, r.gated
+                                    parent_task_run_id, spawn_key, gated, run_at, triggered_by,
+                                    trigger_id)
+         SELECT $1, r.id, r.workflow, r.version, r.digest,
+                CASE WHEN r.run_at IS NULL THEN 'queued' ELSE 'scheduled' END, r.input::jsonb,
+                r.metadata::jsonb, r.priority, r.key, r.parent, r.spawn_key, r.gated, r.run_at,
+                r.kind, r.trigger_id
          FROM unnest($2::uuid[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[],
-                     $8::smallint[], $9::text[], $10::uuid[], $11::text[], $12::bool[])
+                     $8::smallint[], $9::text[], $10::uuid[], $11::text[], $12::bool[],
+                     $13::timestamptz[], $14::text[], $15::uuid[])
               AS r(id, workflow, version, digest, input, metadata, priority, key, parent, spawn_key,
-                   gated)
+                   gated, run_at, kind, trigger_id)
          ON CONFLICT DO NOTHING
          RETURNING id",
     )
@@ -98,6 +118,9 @@ pub async fn workflow_runs_create(
             .map(|r| r.gates.is_some_and(RunGates::is_run_gated))
             .collect::<Vec<_>>(),
     )
+    .bind(runs.iter().map(|r| r.run_at).collect::<Vec<_>>())
+    .bind(runs.iter().map(|r| r.triggered_by().0).collect::<Vec<_>>())
+    .bind(runs.iter().map(|r| r.triggered_by().1).collect::<Vec<_>>())
     .fetch_all(&mut *conn)
     .await?;
     let inserted: std::collections::HashSet<Uuid> = inserted.into_iter().collect();
@@ -111,6 +134,12 @@ pub async fn workflow_runs_create(
         } else {
             result.push(existing_run_id(conn, tenant_id, run).await?);
         }
+    }
+    if runs.iter().any(|r| r.run_at.is_some()) {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(super::CHANNEL_SCHEDULED)
+            .execute(&mut *conn)
+            .await?;
     }
     if tasks.gated {
         super::flow::flow_keys_ensure(conn, &tasks.concurrency_keys, &tasks.dynamic_limits).await?;
@@ -223,12 +252,14 @@ impl TaskRows {
         self.pending_parents.push(task.parents.len() as i32);
         self.on_failure.push(on_failure);
         self.leaves.push(leaf);
-        self.statuses
-            .push(if task.parents.is_empty() && !on_failure {
+        // A scheduled run's first tasks wait, `pending`, until it is due.
+        self.statuses.push(
+            if task.parents.is_empty() && !on_failure && run.run_at.is_none() {
                 "queued"
             } else {
                 "pending"
-            });
+            },
+        );
         self.priorities.push(run.priority);
         self.retries.push(task.retries as i32);
         self.backoff_factors.push(task.backoff.map(|b| b.factor));
@@ -353,6 +384,12 @@ pub struct WorkflowRunRow {
     pub started_at: Option<DateTime<Utc>>,
     /// Finished.
     pub finished_at: Option<DateTime<Utc>>,
+    /// When a scheduled run is (or was) due.
+    pub run_at: Option<DateTime<Utc>>,
+    /// How it started: api, cron, schedule, event, spawn or replay.
+    pub triggered_by: String,
+    /// The cron or event that started it.
+    pub trigger_id: Option<Uuid>,
 }
 
 /// A task run as shown with its workflow run.
@@ -389,7 +426,8 @@ pub struct TaskRunRow {
 const RUN_COLUMNS: &str = "r.id, r.workflow, r.version, {RUN_STATUS} AS status, r.input, r.output,
      r.error, r.additional_metadata, r.priority, r.parent_task_run_id,
      p.workflow_run_id AS parent_run_id, r.created_at,
-     coalesce(r.started_at, s.first_start) AS started_at, r.finished_at";
+     coalesce(r.started_at, s.first_start) AS started_at, r.finished_at, r.run_at, r.triggered_by,
+     r.trigger_id";
 
 /// The status of run `r` as users see it (with `PARENT_JOIN`'s `s`).
 const RUN_STATUS: &str =
@@ -448,6 +486,8 @@ pub struct RunListParams<'a> {
     pub metadata: Option<&'a Value>,
     /// Only runs spawned by the tasks of this run.
     pub parent_run_id: Option<Uuid>,
+    /// Only runs started this way (api, cron, schedule, event, spawn, replay).
+    pub triggered_by: Option<&'a str>,
     /// Which page.
     pub page: super::PageParams<Uuid>,
 }
@@ -468,6 +508,7 @@ pub async fn workflow_runs_list(
            AND ($5::uuid IS NULL OR r.parent_task_run_id IN (
                    SELECT c.id FROM task_runs c WHERE c.tenant_id = $1 AND c.workflow_run_id = $5))
            AND ($6::timestamptz IS NULL OR (r.created_at, r.id) < ($6, $7))
+           AND ($9::text IS NULL OR r.triggered_by = $9)
          ORDER BY r.created_at DESC, r.id DESC LIMIT $8",
         RUN_COLUMNS.replace("{RUN_STATUS}", RUN_STATUS)
     ))
@@ -479,6 +520,7 @@ pub async fn workflow_runs_list(
     .bind(before_at)
     .bind(before_id)
     .bind(params.page.limit)
+    .bind(params.triggered_by)
     .fetch_all(conn)
     .await
 }
@@ -655,6 +697,36 @@ pub async fn workflow_run_cancel(
     if exists.is_none() {
         return Ok(None);
     }
+    // A scheduled run has no task that ever ran: the run row is locked first, as the schedule
+    // service does when it promotes it (which then finds it cancelled, or has promoted it
+    // already and this finds it no longer scheduled and goes the usual way).
+    let scheduled: Option<Uuid> = sqlx::query_scalar(
+        "UPDATE workflow_runs SET status = 'cancelled', finished_at = now(), error = $3
+         WHERE tenant_id = $1 AND id = $2 AND status = 'scheduled'
+         RETURNING id",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .bind(reason)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if scheduled.is_some() {
+        sqlx::query(
+            "UPDATE task_runs SET status = 'cancelled', finished_at = now(), error = $3,
+                                  error_code = 'cancelled'
+             WHERE tenant_id = $1 AND workflow_run_id = $2 AND status = 'pending'",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .bind(reason)
+        .execute(&mut *conn)
+        .await?;
+        super::notify_ids(conn, super::CHANNEL_RUN_FINISHED, &[id]).await?;
+        return Ok(Some(Cancellation {
+            runs: vec![id],
+            interrupted: Vec::new(),
+        }));
+    }
     // Lock order everywhere: task_runs before workflow_runs (completions, claims and the
     // reaper update them in that order), so a cancel cannot deadlock with a completion.
     let tree: Vec<Uuid> = sqlx::query_scalar(
@@ -819,4 +891,102 @@ pub async fn task_runs_repeats(
     .bind(tenant_id)
     .fetch_one(conn)
     .await
+}
+
+/// What one pass of the schedule service did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Promoted {
+    /// Scheduled runs that became queued.
+    pub runs: usize,
+    /// Whether any of their first tasks has flow-control gates.
+    pub gated: bool,
+}
+
+/// Queues up to `batch` scheduled runs due at `now`, with their first tasks, in one statement.
+/// The run rows are locked first (`SKIP LOCKED`: another node promoting or a cancel in progress
+/// is left alone, and a reschedule committed meanwhile is seen); nothing else locks the tasks
+/// of a run that never started.
+pub async fn workflow_runs_promote_due(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    batch: i64,
+) -> Result<Promoted, sqlx::Error> {
+    let (runs, gated): (i64, bool) = sqlx::query_as(
+        "WITH due AS (
+             SELECT tenant_id, id FROM workflow_runs
+             WHERE status = 'scheduled' AND run_at <= $1
+             ORDER BY run_at
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED
+         ),
+         runs AS (
+             UPDATE workflow_runs w SET status = 'queued'
+             FROM due WHERE w.tenant_id = due.tenant_id AND w.id = due.id
+             RETURNING w.tenant_id, w.id
+         ),
+         tasks AS (
+             UPDATE task_runs t SET status = 'queued', available_at = now(),
+                 schedule_deadline = now() + t.schedule_timeout_ms * interval '1 millisecond'
+             FROM runs r
+             WHERE t.tenant_id = r.tenant_id AND t.workflow_run_id = r.id
+               AND t.status = 'pending' AND t.pending_parents = 0 AND NOT t.is_on_failure
+             RETURNING t.gate IS NOT NULL AS gated
+         )
+         SELECT (SELECT count(*) FROM runs), coalesce((SELECT bool_or(gated) FROM tasks), false)",
+    )
+    .bind(now)
+    .bind(batch.max(1))
+    .fetch_one(&mut *conn)
+    .await?;
+    if runs > 0 {
+        super::notify_work(conn).await?;
+    }
+    if gated {
+        super::flow::notify_gated(conn).await?;
+    }
+    Ok(Promoted {
+        runs: runs as usize,
+        gated,
+    })
+}
+
+/// When the next scheduled run is due, if any.
+pub async fn workflow_runs_next_due(
+    conn: &mut PgConnection,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT min(run_at) FROM workflow_runs WHERE status = 'scheduled'")
+        .fetch_one(conn)
+        .await
+}
+
+/// Moves a scheduled run to `run_at`. `None` if there is no such run; `Some(status)` with the
+/// run's status otherwise (it was moved only if that is `scheduled`).
+pub async fn workflow_run_reschedule(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    id: Uuid,
+    run_at: DateTime<Utc>,
+) -> Result<Option<String>, sqlx::Error> {
+    let moved: Option<String> = sqlx::query_scalar(
+        "UPDATE workflow_runs SET run_at = $3
+         WHERE tenant_id = $1 AND id = $2 AND status = 'scheduled'
+         RETURNING status",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .bind(run_at)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if moved.is_some() {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(super::CHANNEL_SCHEDULED)
+            .execute(&mut *conn)
+            .await?;
+        return Ok(moved);
+    }
+    sqlx::query_scalar("SELECT status FROM workflow_runs WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(conn)
+        .await
 }

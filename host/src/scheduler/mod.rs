@@ -10,12 +10,13 @@ mod host;
 mod leases;
 pub mod node;
 pub mod runs;
+mod schedule;
 mod spawns;
 mod vacuum;
 
 pub use deploy::{DeployError, Deployed, deploy_module};
 pub use node::{Node, NodeConfig, NodeHandle, WorkerStats};
 pub use runs::{
-    RunError, RunRequest, RunView, cancel_run, get_run, replay_run, start_run, start_runs,
-    wait_for_run,
+    Rescheduled, RunError, RunRequest, RunView, cancel_run, get_run, replay_run, reschedule_run,
+    start_run, start_runs, wait_for_run,
 };

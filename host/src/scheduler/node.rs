@@ -114,6 +114,8 @@ pub(crate) struct NodeInner {
     pub(crate) work: Notify,
     /// Set when admission may have something to do (a gated run waits, a place was freed).
     gated: AtomicBool,
+    /// Wakes the schedule service: a run was scheduled or rescheduled.
+    scheduled: Arc<Notify>,
     /// Results for the completer; bounded by `max_held` (every result is a held lease).
     completions: mpsc::Sender<Completion>,
     /// Stops claiming.
@@ -165,6 +167,7 @@ impl Node {
             work: Notify::new(),
             // Look once at start: gated runs may be waiting already.
             gated: AtomicBool::new(true),
+            scheduled: Arc::new(Notify::new()),
             completions,
             stopping: CancellationToken::new(),
             attempts: TaskTracker::new(),
@@ -176,6 +179,7 @@ impl Node {
                 db::CHANNEL_CANCEL,
                 db::CHANNEL_RUN_FINISHED,
                 db::CHANNEL_GATED,
+                db::CHANNEL_SCHEDULED,
             ])
             .await?;
         let stop_loops = CancellationToken::new();
@@ -184,6 +188,12 @@ impl Node {
         background.spawn(dispatch(inner.clone()));
         background.spawn(heartbeat(inner.clone(), stop_loops.clone()));
         background.spawn(reap(inner.clone(), stop_loops.clone()));
+        background.spawn(super::schedule::run(
+            inner.db.clone(),
+            inner.scheduled.clone(),
+            inner.config.poll_interval,
+            stop_loops.clone(),
+        ));
         if let Some(interval) = inner.config.vacuum_check {
             background.spawn(super::vacuum::run(
                 inner.db.clone(),
@@ -409,6 +419,7 @@ async fn listen(inner: Arc<NodeInner>, mut listener: PgListener, stop: Cancellat
         match notification {
             Ok(notification) => match notification.channel() {
                 db::CHANNEL_WORK => inner.work.notify_one(),
+                db::CHANNEL_SCHEDULED => inner.scheduled.notify_one(),
                 db::CHANNEL_GATED => {
                     inner.gated.store(true, Ordering::Release);
                     inner.work.notify_one();

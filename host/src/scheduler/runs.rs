@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::postgres::PgListener;
 use uuid::Uuid;
@@ -26,6 +27,9 @@ pub enum RunError {
     /// Metadata that is not a JSON object.
     #[error("additional metadata must be a JSON object")]
     InvalidMetadata,
+    /// A run scheduled for a time already past.
+    #[error("run_at {0} is in the past: give a time to come (RFC 3339), or none to run now")]
+    PastRunAt(DateTime<Utc>),
     /// A concurrency or rate limit key expression fails for this run's input.
     #[error(transparent)]
     Key(#[from] KeyError),
@@ -54,6 +58,9 @@ pub struct RunRequest {
     /// Idempotency key: a second start with the same key returns the first run.
     #[serde(default)]
     pub key: Option<String>,
+    /// Run it then, not now: the run is `scheduled` until it is due.
+    #[serde(default)]
+    pub run_at: Option<DateTime<Utc>>,
 }
 
 /// Whether any string or key in `value` holds a NUL character.
@@ -95,6 +102,7 @@ impl RunRequest {
             additional_metadata: empty_object(),
             priority: None,
             key: None,
+            run_at: None,
         }
     }
 }
@@ -121,6 +129,11 @@ struct Prepared {
 /// alone and before any transaction; both start paths go through here.
 fn prepare(request: &RunRequest, workflow: &WorkflowVersion) -> Result<Prepared, RunError> {
     check_storable(&request.input, &request.additional_metadata)?;
+    if let Some(run_at) = request.run_at
+        && run_at < Utc::now()
+    {
+        return Err(RunError::PastRunAt(run_at));
+    }
     Ok(Prepared {
         priority: effective_priority(request.priority, workflow)?,
         gates: run_gates(
@@ -166,6 +179,8 @@ pub async fn start_runs(
             idempotency_key: request.key.as_deref(),
             parent: None,
             gates: prepared.gates.as_ref(),
+            run_at: request.run_at,
+            trigger: None,
         })
         .collect();
     let ids = workflow_runs_create(&mut tx, tenant_id, &runs).await?;
@@ -208,6 +223,9 @@ pub async fn get_run(db: &Db, tenant_id: Uuid, id: Uuid) -> Result<Option<RunVie
     let mut waiting_for = std::collections::HashMap::new();
     for task in &tasks {
         match task.status.as_str() {
+            "pending" if run.status == "scheduled" => {
+                waiting_for.insert(task.id, WaitingFor::schedule())
+            }
             "pending" => waiting_for.insert(task.id, WaitingFor::parents()),
             "queued" => waiting_for.insert(task.id, WaitingFor::slots()),
             _ => None,
@@ -222,6 +240,37 @@ pub async fn get_run(db: &Db, tenant_id: Uuid, id: Uuid) -> Result<Option<RunVie
         tasks,
         waiting_for,
     }))
+}
+
+/// How a reschedule ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rescheduled {
+    /// Moved.
+    Moved,
+    /// No such run.
+    NotFound,
+    /// The run is no longer scheduled: it has this status.
+    NotScheduled(String),
+}
+
+/// Moves a scheduled run to `run_at` (a time to come).
+pub async fn reschedule_run(
+    db: &Db,
+    tenant_id: Uuid,
+    id: Uuid,
+    run_at: DateTime<Utc>,
+) -> Result<Rescheduled, RunError> {
+    if run_at < Utc::now() {
+        return Err(RunError::PastRunAt(run_at));
+    }
+    let mut tx = db.pool.begin().await?;
+    let status = workflow_run::workflow_run_reschedule(&mut tx, tenant_id, id, run_at).await?;
+    tx.commit().await?;
+    Ok(match status.as_deref() {
+        None => Rescheduled::NotFound,
+        Some("scheduled") => Rescheduled::Moved,
+        Some(_) => Rescheduled::NotScheduled(status.unwrap_or_default()),
+    })
 }
 
 /// Cancels a run and its descendants; `false` if there is no such run.
@@ -413,6 +462,8 @@ async fn commit_batch(db: &Db, batch: Vec<PendingStart>) {
                     idempotency_key: pending.request.key.as_deref(),
                     parent: None,
                     gates: prepared.gates.as_ref(),
+                    run_at: pending.request.run_at,
+                    trigger: None,
                 }
             })
             .collect();

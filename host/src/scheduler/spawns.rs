@@ -237,6 +237,8 @@ impl SpawnBuffer {
                     idempotency_key: None,
                     parent: Some((self.parent, &child.key)),
                     gates: child.gates.as_ref(),
+                    run_at: None,
+                    trigger: None,
                 })
             })
             .collect::<Result<_, String>>()?;
