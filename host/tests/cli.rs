@@ -409,6 +409,50 @@ fn the_cli_drives_a_node_as_a_user_would() {
     let cancelled = String::from_utf8_lossy(&cancelled.stdout);
     assert!(cancelled.contains("is succeeded"), "{cancelled}");
 
+    // A run for later: scheduled, listed as such, moved sooner, then run.
+    let later = run_ok(&mut user(&[
+        "run",
+        "hello",
+        "--input",
+        r#"{"name":"Later"}"#,
+        "--in",
+        "1h",
+        "--json",
+    ]));
+    let later = stdout_json(&later)["run_id"]
+        .as_str()
+        .expect("a run id")
+        .to_owned();
+    let scheduled = stdout_json(&run_ok(&mut user(&[
+        "runs",
+        "list",
+        "--status",
+        "scheduled",
+        "--json",
+    ])));
+    assert_eq!(scheduled["runs"][0]["id"], later.as_str());
+    let moved = run_ok(&mut user(&["runs", "reschedule", &later, "1s"]));
+    assert!(
+        String::from_utf8_lossy(&moved.stdout).contains("is due at"),
+        "{}",
+        String::from_utf8_lossy(&moved.stdout)
+    );
+    let bad = user(&["run", "hello", "--in", "soon"])
+        .output()
+        .expect("runs");
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a duration"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let run = stdout_json(&run_ok(&mut user(&["runs", "show", &later, "--json"])));
+        if run["status"] == "succeeded" {
+            assert_eq!(run["triggered_by"]["kind"], "schedule");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{run}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
     // Flow control: the example's limit, set lower through the CLI, makes a run wait.
     run_ok(&mut user(&["deploy", hatchery_guests::FLOW_EXAMPLE]));
     let set = run_ok(&mut user(&["rate-limits", "set", "crm-api", "1", "hour"]));
