@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod cron;
 pub mod db;
 pub mod flow;
 pub mod manifest;

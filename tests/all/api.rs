@@ -1133,3 +1133,77 @@ async fn runs_are_scheduled_listed_moved_and_refused_over_http(pool: PgPool) {
     assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
     api.shutdown().await;
 }
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn crons_are_created_listed_deleted_and_refused_over_http(pool: PgPool) {
+    let api = Api::start(pool, false).await;
+    let token = api.tenant("acme").await;
+    api.deploy(&token, hatchery_guests::DURABLE).await;
+    let (status, created) = api
+        .post(
+            "/api/v1/workflows/noop/crons",
+            &token,
+            json!({"expression": "0 9 * * 1-5", "name": "weekday mornings",
+                   "timezone": "Europe/Paris", "input": {"n": 1}, "catch_up": "latest"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["source"], "api");
+    assert_eq!(created["timezone"], "Europe/Paris");
+    let next = created["next_tick"].as_str().expect("next tick");
+    let next = chrono::DateTime::parse_from_rfc3339(next).expect("RFC 3339");
+    let paris = next.with_timezone(&chrono_tz::Europe::Paris);
+    assert_eq!(paris.format("%H:%M").to_string(), "09:00");
+
+    let (status, listed) = api.get("/api/v1/crons", &token).await;
+    assert_eq!(status, StatusCode::OK);
+    let sources: Vec<(&str, &str)> = listed["crons"]
+        .as_array()
+        .expect("crons")
+        .iter()
+        .map(|c| {
+            (
+                c["workflow"].as_str().unwrap_or(""),
+                c["source"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert!(sources.contains(&("noop", "api")), "{listed}");
+    assert!(sources.contains(&("ticker", "manifest")), "{listed}");
+
+    for (body, code) in [
+        (json!({"expression": "61 * * * *"}), "invalid_cron"),
+        (json!({"expression": "* * *"}), "invalid_cron"),
+        (
+            json!({"expression": "* * * * *", "timezone": "Mars/Olympus"}),
+            "invalid_cron",
+        ),
+        (
+            json!({"expression": "* * * * *", "catch_up": "all"}),
+            "invalid_cron",
+        ),
+        (
+            json!({"expression": "* * * * *", "every": "day"}),
+            "invalid_request",
+        ),
+    ] {
+        let (status, body) = api.post("/api/v1/workflows/noop/crons", &token, body).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, code);
+    }
+    let (status, body) = api
+        .post(
+            "/api/v1/workflows/nope/crons",
+            &token,
+            json!({"expression": "* * * * *"}),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "unknown_workflow");
+
+    let id = created["id"].as_str().expect("id");
+    let uri = format!("/api/v1/crons/{id}");
+    let (status, _) = api.call("DELETE", &uri, Some(&token), Body::empty()).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = api.call("DELETE", &uri, Some(&token), Body::empty()).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    api.shutdown().await;
+}

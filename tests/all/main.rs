@@ -3,6 +3,7 @@
 //! One test binary (one link step), one module per topic.
 
 mod api;
+mod crons;
 mod durable;
 mod flow;
 mod loading;

@@ -4,6 +4,7 @@
 //! every statement in `db`. Bad input is a 4xx that says what to fix; it never reaches a worker.
 
 mod auth;
+mod crons;
 mod error;
 mod extract;
 mod health;
@@ -145,6 +146,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/runs/{id}/logs", get(runs::logs))
         .route("/api/v1/runs/{id}/children", get(runs::children))
         .route("/api/v1/workers", get(workers::list_workers))
+        .route("/api/v1/workflows/{name}/crons", post(crons::create))
+        .route("/api/v1/crons", get(crons::list))
+        .route("/api/v1/crons/{id}", delete(crons::delete))
         .route("/api/v1/rate-limits", get(rate_limits::list))
         .route("/api/v1/rate-limits/{key}", put(rate_limits::set))
         .fallback(not_found)

@@ -201,6 +201,59 @@ pub struct TokenCreateArgs {
     pub admin: AdminArgs,
 }
 
+/// `hatchery crons …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum CronsCommand {
+    /// List the tenant's crons (from manifests and the API) with their next tick.
+    List(CronsListArgs),
+    /// Create a cron: `hatchery crons create report "0 9 * * 1-5" --timezone Europe/Paris`.
+    Create(CronCreateArgs),
+    /// Delete a cron.
+    Delete(CronDeleteArgs),
+}
+
+/// Arguments of `hatchery crons list`.
+#[derive(Debug, clap::Args)]
+pub struct CronsListArgs {
+    /// Connection and output options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Arguments of `hatchery crons create`.
+#[derive(Debug, clap::Args)]
+pub struct CronCreateArgs {
+    /// The workflow to start.
+    pub workflow: String,
+    /// The cron expression: 5 fields (minute first) or 6 (seconds first).
+    pub expression: String,
+    /// IANA time zone of the expression.
+    #[arg(long, default_value = "UTC")]
+    pub timezone: String,
+    /// JSON input of each run.
+    #[arg(long)]
+    pub input: Option<String>,
+    /// A label.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// After downtime, run once for the latest missed tick.
+    #[arg(long)]
+    pub catch_up: bool,
+    /// Connection and output options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Arguments of `hatchery crons delete`.
+#[derive(Debug, clap::Args)]
+pub struct CronDeleteArgs {
+    /// The cron's id.
+    pub id: String,
+    /// Connection and output options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
 /// `hatchery rate-limits …`.
 #[derive(Debug, clap::Subcommand)]
 pub enum RateLimitsCommand {
@@ -961,6 +1014,69 @@ fn waiting_text(waiting: &Value) -> String {
         Some(key) => format!("waiting for {what} `{key}`"),
         None => format!("waiting for {what}"),
     }
+}
+
+/// `hatchery crons list|create|delete`.
+pub async fn crons(command: CronsCommand) -> anyhow::Result<()> {
+    let (client_args, result) = match command {
+        CronsCommand::List(args) => {
+            let client = Client::tenant(&args.client)?;
+            let listed = client.get("/api/v1/crons", &[]).await?;
+            (args.client, listed)
+        }
+        CronsCommand::Create(args) => {
+            let client = Client::tenant(&args.client)?;
+            let mut body = json!({
+                "expression": args.expression,
+                "timezone": args.timezone,
+                "catch_up": if args.catch_up { "latest" } else { "none" },
+            });
+            if let Some(input) = &args.input {
+                body["input"] = parse_json_arg("--input", input)?;
+            }
+            if let Some(name) = &args.name {
+                body["name"] = json!(name);
+            }
+            let path = format!("/api/v1/workflows/{}/crons", encode(&args.workflow));
+            let created = client.post(&path, Body::Json(body)).await?;
+            (args.client, json!({ "crons": [created] }))
+        }
+        CronsCommand::Delete(args) => {
+            let client = Client::tenant(&args.client)?;
+            let path = format!("/api/v1/crons/{}", encode(&args.id));
+            client.call(Method::DELETE, &path, Body::None).await?;
+            if !args.client.json {
+                println!("cron {} deleted", args.id);
+            }
+            return Ok(());
+        }
+    };
+    if client_args.json {
+        return print_json(&result);
+    }
+    let rows: Vec<Vec<String>> = result["crons"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            vec![
+                str_of(c, "id").to_owned(),
+                str_of(c, "workflow").to_owned(),
+                format!("{} ({})", str_of(c, "expression"), str_of(c, "timezone")),
+                time(&c["next_tick"]),
+                str_of(c, "source").to_owned(),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        println!("no crons");
+        return Ok(());
+    }
+    print_table(
+        &["ID", "WORKFLOW", "SCHEDULE", "NEXT TICK", "SOURCE"],
+        &rows,
+    );
+    Ok(())
 }
 
 /// `hatchery rate-limits list|set`.

@@ -42,6 +42,9 @@ pub enum Command {
     /// List, show, cancel, replay runs and read their logs.
     #[command(subcommand)]
     Runs(client::RunsCommand),
+    /// List, create and delete crons.
+    #[command(subcommand)]
+    Crons(client::CronsCommand),
     /// List and set rate limits.
     #[command(subcommand)]
     RateLimits(client::RateLimitsCommand),
@@ -91,6 +94,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deploy(args) => client::deploy(args).await,
         Command::Run(args) => client::run(args).await,
         Command::Runs(command) => client::runs(command).await,
+        Command::Crons(command) => client::crons(command).await,
         Command::RateLimits(command) => client::rate_limits(command).await,
         Command::Tenants(command) => client::tenants(command).await,
         Command::Tokens(command) => client::tokens(command).await,

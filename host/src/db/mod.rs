@@ -24,6 +24,7 @@ macro_rules! claimed_tasks {
     };
 }
 
+pub mod cron;
 pub mod flow;
 pub mod maintenance;
 pub mod module;
@@ -179,4 +180,10 @@ pub async fn database_size(conn: &mut sqlx::PgConnection) -> Result<i64, sqlx::E
     sqlx::query_scalar("SELECT pg_database_size(current_database())")
         .fetch_one(conn)
         .await
+}
+
+/// The database's `now()`: the start of the current transaction, the time every row it writes
+/// is stamped with (`created_at`), so decisions taken at it agree with those stamps.
+pub async fn transaction_now(conn: &mut sqlx::PgConnection) -> Result<DateTime<Utc>, sqlx::Error> {
+    sqlx::query_scalar("SELECT now()").fetch_one(conn).await
 }

@@ -2,6 +2,8 @@
 
 use uuid::Uuid;
 
+use crate::cron::CronSchedule;
+use crate::db::cron::{NewCron, crons_replace_manifest};
 use crate::db::module::{self, WorkflowVersion};
 use crate::db::{Db, flow};
 use crate::manifest::{Manifest, RateLimitKey};
@@ -50,6 +52,27 @@ pub async fn deploy_module(
         }
         flow::rate_limits_declare(&mut tx, tenant_id, &static_rate_limits(&loaded.manifest))
             .await?;
+        // Each new version's crons replace the previous version's.
+        let empty = serde_json::json!({});
+        for workflow in &loaded.manifest.workflows {
+            let crons: Vec<NewCron<'_>> = workflow
+                .on_crons
+                .iter()
+                .map(|expression| NewCron {
+                    workflow: &workflow.name,
+                    name: None,
+                    expression,
+                    timezone: "UTC",
+                    input: &empty,
+                    additional_metadata: &empty,
+                    catch_up: "none",
+                    next_tick: CronSchedule::parse(expression, "UTC")
+                        .ok()
+                        .and_then(|s| s.next_after(chrono::Utc::now())),
+                })
+                .collect();
+            crons_replace_manifest(&mut tx, tenant_id, &workflow.name, &crons).await?;
+        }
         versions
     } else {
         module::workflows_of_module(&mut tx, tenant_id, &digest).await?

@@ -154,10 +154,23 @@ pub async fn start_runs(
     requests: &[RunRequest],
 ) -> Result<Vec<Uuid>, RunError> {
     let mut tx = db.pool.begin().await?;
+    let ids = start_runs_in(&mut tx, tenant_id, requests, None).await?;
+    tx.commit().await?;
+    Ok(ids)
+}
+
+/// Starts the runs inside the caller's transaction, started by `trigger` (a cron or an event,
+/// with its id) when given; wakes the dispatchers at commit.
+pub(crate) async fn start_runs_in(
+    tx: &mut sqlx::PgConnection,
+    tenant_id: Uuid,
+    requests: &[RunRequest],
+    trigger: Option<(&'static str, Uuid)>,
+) -> Result<Vec<Uuid>, RunError> {
     let mut versions: std::collections::HashMap<&str, WorkflowVersion> = Default::default();
     for request in requests {
         if !versions.contains_key(request.workflow.as_str()) {
-            let version = workflow_latest(&mut tx, tenant_id, &request.workflow)
+            let version = workflow_latest(&mut *tx, tenant_id, &request.workflow)
                 .await?
                 .ok_or_else(|| RunError::UnknownWorkflow(request.workflow.clone()))?;
             versions.insert(&request.workflow, version);
@@ -180,12 +193,11 @@ pub async fn start_runs(
             parent: None,
             gates: prepared.gates.as_ref(),
             run_at: request.run_at,
-            trigger: None,
+            trigger,
         })
         .collect();
-    let ids = workflow_runs_create(&mut tx, tenant_id, &runs).await?;
-    db::notify_work(&mut tx).await?;
-    tx.commit().await?;
+    let ids = workflow_runs_create(&mut *tx, tenant_id, &runs).await?;
+    db::notify_work(&mut *tx).await?;
     Ok(ids)
 }
 

@@ -126,6 +126,12 @@ fn module() -> Module {
         )
         .workflow(Workflow::new("fatal").task(Task::new("fatal", fatal).retries(5)))
         .workflow(Workflow::new("noop").task(Task::new("noop", noop)))
+        .workflow(
+            // A cron from the manifest (once a year: it never fires during a test).
+            Workflow::new("ticker")
+                .on_cron("0 0 1 1 *")
+                .task(Task::new("noop", noop)),
+        )
         .workflow(Workflow::new("hold").task(Task::new("hold", hold)))
         .workflow(
             Workflow::new("slow").task(

@@ -90,6 +90,14 @@ fn module() -> Module {
                 .task(Task::new("hold", hold).rate_limit(RateLimit::static_key("api", 1))),
         )
         .workflow(
+            // The same workflow as the durable fixture's, with other crons: deploying this
+            // module replaces that one's.
+            Workflow::new("ticker")
+                .on_cron("0 12 * * *")
+                .on_cron("30 6 * * 1-5")
+                .task(Task::new("hold", hold)),
+        )
+        .workflow(
             Workflow::new("greedy")
                 .task(Task::new("hold", hold).rate_limit(RateLimit::static_key("api", 1_000_000))),
         )

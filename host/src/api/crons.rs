@@ -1,0 +1,137 @@
+//! Crons: `POST /api/v1/workflows/{name}/crons` creates one, `GET /api/v1/crons` lists the
+//! tenant's (from manifests and the API) with their next tick, `DELETE /api/v1/crons/{id}`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::auth::Tenant;
+use super::error::ApiError;
+use super::extract;
+use crate::cron::CronSchedule;
+use crate::db::cron::{CronRow, NewCron, cron_create, cron_delete, crons_list};
+use crate::db::module::workflow_latest;
+use crate::scheduler::runs::check_storable;
+
+/// Most crons one list returns.
+const MAX_LISTED: i64 = 10_000;
+/// Longest cron name.
+const MAX_NAME_LEN: usize = 128;
+
+/// Body of `POST /api/v1/workflows/{name}/crons`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCron {
+    expression: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    timezone: Option<String>,
+    #[serde(default)]
+    input: Option<Value>,
+    #[serde(default)]
+    additional_metadata: Option<Value>,
+    /// "none" (default) or "latest".
+    #[serde(default)]
+    catch_up: Option<String>,
+}
+
+fn cron_json(cron: &CronRow) -> Value {
+    json!({
+        "id": cron.id,
+        "workflow": cron.workflow,
+        "name": cron.name,
+        "expression": cron.expression,
+        "timezone": cron.timezone,
+        "input": cron.input,
+        "additional_metadata": cron.additional_metadata,
+        "source": cron.source,
+        "catch_up": cron.catch_up,
+        "next_tick": cron.next_tick,
+        "created_at": cron.created_at,
+    })
+}
+
+/// Creates a cron of workflow `name` → 201 with the cron and its next tick.
+pub async fn create(
+    Tenant(tenant): Tenant,
+    State(state): State<AppState>,
+    Path(workflow): Path<String>,
+    extract::Json(body): extract::Json<CreateCron>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let timezone = body.timezone.as_deref().unwrap_or("UTC");
+    let schedule = CronSchedule::parse(&body.expression, timezone)
+        .map_err(|e| ApiError::bad_request("invalid_cron", e))?;
+    let catch_up = body.catch_up.as_deref().unwrap_or("none");
+    if !matches!(catch_up, "none" | "latest") {
+        return Err(ApiError::bad_request(
+            "invalid_cron",
+            format!("catch_up must be `none` or `latest`, got `{catch_up}`"),
+        ));
+    }
+    if body.name.as_ref().is_some_and(|n| n.len() > MAX_NAME_LEN) {
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            format!("the cron name is longer than {MAX_NAME_LEN} bytes"),
+        ));
+    }
+    let input = body.input.unwrap_or_else(|| json!({}));
+    let metadata = body.additional_metadata.unwrap_or_else(|| json!({}));
+    check_storable(&input, &metadata)?;
+    let mut tx = state.db.pool.begin().await?;
+    if workflow_latest(&mut tx, tenant, &workflow).await?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_workflow",
+            format!("unknown workflow `{workflow}`"),
+        ));
+    }
+    let cron = cron_create(
+        &mut tx,
+        tenant,
+        &NewCron {
+            workflow: &workflow,
+            name: body.name.as_deref(),
+            expression: &body.expression,
+            timezone,
+            input: &input,
+            additional_metadata: &metadata,
+            catch_up,
+            next_tick: schedule.next_after(chrono::Utc::now()),
+        },
+        "api",
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(cron_json(&cron))))
+}
+
+/// `{crons: [...]}`, by workflow.
+pub async fn list(
+    Tenant(tenant): Tenant,
+    State(state): State<AppState>,
+) -> Result<Json<Value>, ApiError> {
+    let mut conn = state.db.pool.acquire().await?;
+    let crons = crons_list(&mut conn, tenant, MAX_LISTED).await?;
+    Ok(Json(json!({
+        "crons": crons.iter().map(cron_json).collect::<Vec<_>>(),
+    })))
+}
+
+/// Deletes a cron → 204.
+pub async fn delete(
+    Tenant(tenant): Tenant,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = extract::parse_id("cron", &id)?;
+    let mut conn = state.db.pool.acquire().await?;
+    if cron_delete(&mut conn, tenant, id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("no cron `{id}`")))
+    }
+}
