@@ -1207,3 +1207,123 @@ async fn crons_are_created_listed_deleted_and_refused_over_http(pool: PgPool) {
     assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
     api.shutdown().await;
 }
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn events_start_subscribed_filtered_workflows_once(pool: PgPool) {
+    let api = Api::start(pool, true).await;
+    let token = api.tenant("acme").await;
+    api.deploy(&token, hatchery_guests::FLOW).await;
+    let push = |body: Value| {
+        let api = &api;
+        let token = token.clone();
+        async move { api.post("/api/v1/events", &token, body).await }
+    };
+    let started = |body: &Value| body["run_ids"].as_array().map_or(0, Vec::len);
+
+    // Wildcard subscriptions.
+    let (status, body) = push(json!({"key": "user:signed-up", "payload": {"plan": "free"}})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(started(&body), 1, "on-user: {body}");
+    let run = body["run_ids"][0].as_str().expect("run").to_owned();
+    let event_id = body["event_id"].as_str().expect("event").to_owned();
+    let run = api.finished(&token, &run).await;
+    assert_eq!(run["workflow"], "on-user");
+    assert_eq!(
+        run["triggered_by"],
+        json!({"kind": "event", "id": event_id})
+    );
+    assert_eq!(run["additional_metadata"]["event_key"], "user:signed-up");
+    let (_, body) = push(json!({"key": "order:created"})).await;
+    assert_eq!(started(&body), 1, "on-order: {body}");
+    let (_, body) = push(json!({"key": "order:shipped"})).await;
+    assert_eq!(started(&body), 0, "nobody listens: {body}");
+
+    // Filters: a workflow with filters starts only when one that applies is true.
+    let filter = |body: Value| {
+        let api = &api;
+        let token = token.clone();
+        async move {
+            api.post("/api/v1/workflows/on-user/event-filters", &token, body)
+                .await
+        }
+    };
+    let (status, body) = filter(json!({"expression": "payload.plan == 'pro'"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, _) = filter(json!({"expression": "payload.vip == true", "scope": "eu"})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, body) = push(json!({"key": "user:x", "payload": {"plan": "free"}})).await;
+    assert_eq!(started(&body), 0, "{body}");
+    let (_, body) = push(json!({"key": "user:x", "payload": {"plan": "pro"}})).await;
+    assert_eq!(started(&body), 1, "{body}");
+    let (_, body) = push(json!({"key": "user:x", "payload": {"vip": true}, "scope": "eu"})).await;
+    assert_eq!(started(&body), 1, "the scoped filter applies: {body}");
+    let (_, body) = push(json!({"key": "user:x", "payload": {"vip": true}})).await;
+    assert_eq!(
+        started(&body),
+        0,
+        "the scoped filter does not apply: {body}"
+    );
+    for (bad, code) in [
+        (json!({"expression": "payload.plan =="}), "invalid_filter"),
+        (json!({"expression": ""}), "invalid_filter"),
+    ] {
+        let (status, body) = filter(bad).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, code);
+    }
+
+    // Idempotency: the same key starts its runs once.
+    let once = json!({"key": "order:created", "idempotency_key": "order-7"});
+    let (_, first) = push(once.clone()).await;
+    let (status, again) = push(once).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(first, again);
+    assert_eq!(started(&first), 1);
+
+    // Bulk: all or nothing.
+    let (_, before) = api.get("/api/v1/events?limit=1000", &token).await;
+    let before = before["events"].as_array().map_or(0, Vec::len);
+    let (status, body) = api
+        .post(
+            "/api/v1/events/bulk",
+            &token,
+            json!({"events": [{"key": "order:created"}, {"key": "bad key"}]}),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_event");
+    let (_, after) = api.get("/api/v1/events?limit=1000", &token).await;
+    assert_eq!(after["events"].as_array().map_or(0, Vec::len), before);
+    let (status, body) = api
+        .post(
+            "/api/v1/events/bulk",
+            &token,
+            json!({"events": [{"key": "order:created"}, {"key": "user:y", "payload": {"plan": "pro"}}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["events"].as_array().map(Vec::len), Some(2));
+
+    // Reading events back, with their runs.
+    let (_, listed) = api.get("/api/v1/events?key=order:created", &token).await;
+    let listed = listed["events"].as_array().expect("events");
+    assert!(listed.iter().all(|e| e["key"] == "order:created"));
+    assert_eq!(listed.len(), 3);
+    let (status, event) = api.get(&format!("/api/v1/events/{event_id}"), &token).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(event["run_ids"].as_array().map(Vec::len), Some(1));
+    let (status, body) = api
+        .get(&format!("/api/v1/events/{}", uuid::Uuid::now_v7()), &token)
+        .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    for (bad, code) in [
+        (json!({"payload": {}}), "invalid_request"),
+        (json!({"key": ""}), "invalid_event"),
+        (
+            json!({"key": "k", "additional_metadata": [1]}),
+            "invalid_metadata",
+        ),
+    ] {
+        let (status, body) = push(bad).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, code);
+    }
+    api.shutdown().await;
+}

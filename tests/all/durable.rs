@@ -670,6 +670,22 @@ async fn an_event_pushed_by_a_task_starts_each_subscribed_workflow_once(pool: Pg
         triggered.additional_metadata,
         json!({"event_key": "signal:go"})
     );
+    // The task's event went the way of every event: stored with the run it started.
+    let events = hatchery::db::event::events_list(
+        &mut conn,
+        T,
+        Some("signal:go"),
+        &hatchery::db::PageParams {
+            before: None,
+            limit: 10,
+        },
+    )
+    .await
+    .expect("events");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].run_ids, vec![triggered.id]);
+    assert_eq!(triggered.triggered_by, "event");
+    assert_eq!(triggered.trigger_id, Some(events[0].id));
     node.shutdown().await;
 }
 

@@ -103,6 +103,7 @@ impl From<RunError> for ApiError {
             RunError::InvalidMetadata => Self::bad_request("invalid_metadata", e.to_string()),
             RunError::NulCharacter(_) => Self::bad_request("invalid_input", e.to_string()),
             RunError::Key(_) => Self::bad_request("invalid_key", e.to_string()),
+            RunError::InvalidEvent(_) => Self::bad_request("invalid_event", e.to_string()),
             RunError::PastRunAt(_) => Self::bad_request("invalid_run_at", e.to_string()),
             RunError::Db(e) => e.into(),
         }

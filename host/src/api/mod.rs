@@ -6,6 +6,7 @@
 mod auth;
 mod crons;
 mod error;
+mod events;
 mod extract;
 mod health;
 mod modules;
@@ -147,6 +148,16 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/runs/{id}/children", get(runs::children))
         .route("/api/v1/workers", get(workers::list_workers))
         .route("/api/v1/workflows/{name}/crons", post(crons::create))
+        .route(
+            "/api/v1/workflows/{name}/event-filters",
+            post(events::create_filter),
+        )
+        .route("/api/v1/events", get(events::list).post(events::push))
+        .route(
+            "/api/v1/events/bulk",
+            post(events::push_bulk).layer(DefaultBodyLimit::max(config.max_bulk_bytes)),
+        )
+        .route("/api/v1/events/{id}", get(events::get))
         .route("/api/v1/crons", get(crons::list))
         .route("/api/v1/crons/{id}", delete(crons::delete))
         .route("/api/v1/rate-limits", get(rate_limits::list))

@@ -201,6 +201,35 @@ pub struct TokenCreateArgs {
     pub admin: AdminArgs,
 }
 
+/// `hatchery events …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum EventsCommand {
+    /// Push an event: every workflow subscribed to its key (and whose filters pass) starts.
+    Push(EventPushArgs),
+}
+
+/// Arguments of `hatchery events push`.
+#[derive(Debug, clap::Args)]
+pub struct EventPushArgs {
+    /// The event's key, e.g. `user:signed-up`.
+    pub key: String,
+    /// JSON payload (the input of the runs it starts).
+    #[arg(long)]
+    pub payload: Option<String>,
+    /// Additional metadata, a JSON object.
+    #[arg(long)]
+    pub metadata: Option<String>,
+    /// The event's scope (selects the filters that apply).
+    #[arg(long)]
+    pub scope: Option<String>,
+    /// Pushing again with the same key starts nothing new.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// Connection and output options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
 /// `hatchery crons …`.
 #[derive(Debug, clap::Subcommand)]
 pub enum CronsCommand {
@@ -1014,6 +1043,46 @@ fn waiting_text(waiting: &Value) -> String {
         Some(key) => format!("waiting for {what} `{key}`"),
         None => format!("waiting for {what}"),
     }
+}
+
+/// `hatchery events push <key>`.
+pub async fn events(command: EventsCommand) -> anyhow::Result<()> {
+    let EventsCommand::Push(args) = command;
+    let client = Client::tenant(&args.client)?;
+    let mut body = json!({ "key": args.key });
+    if let Some(payload) = &args.payload {
+        body["payload"] = parse_json_arg("--payload", payload)?;
+    }
+    if let Some(metadata) = &args.metadata {
+        body["additional_metadata"] = parse_json_arg("--metadata", metadata)?;
+    }
+    if let Some(scope) = &args.scope {
+        body["scope"] = json!(scope);
+    }
+    if let Some(key) = &args.idempotency_key {
+        body["idempotency_key"] = json!(key);
+    }
+    let pushed = client.post("/api/v1/events", Body::Json(body)).await?;
+    if args.client.json {
+        return print_json(&pushed);
+    }
+    let runs: Vec<&str> = pushed["run_ids"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    println!(
+        "event {} started {} run(s){}",
+        str_of(&pushed, "event_id"),
+        runs.len(),
+        if runs.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", runs.join(", "))
+        }
+    );
+    Ok(())
 }
 
 /// `hatchery crons list|create|delete`.

@@ -42,6 +42,9 @@ pub enum Command {
     /// List, show, cancel, replay runs and read their logs.
     #[command(subcommand)]
     Runs(client::RunsCommand),
+    /// Push events.
+    #[command(subcommand)]
+    Events(client::EventsCommand),
     /// List, create and delete crons.
     #[command(subcommand)]
     Crons(client::CronsCommand),
@@ -95,6 +98,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => client::run(args).await,
         Command::Runs(command) => client::runs(command).await,
         Command::Crons(command) => client::crons(command).await,
+        Command::Events(command) => client::events(command).await,
         Command::RateLimits(command) => client::rate_limits(command).await,
         Command::Tenants(command) => client::tenants(command).await,
         Command::Tokens(command) => client::tokens(command).await,

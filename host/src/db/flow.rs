@@ -665,3 +665,10 @@ pub async fn task_run_starts(
     .fetch_all(conn)
     .await
 }
+
+/// The database clock now (not the transaction's start), in milliseconds since the epoch.
+pub async fn clock_ms(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint")
+        .fetch_one(conn)
+        .await
+}

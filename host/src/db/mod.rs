@@ -25,6 +25,7 @@ macro_rules! claimed_tasks {
 }
 
 pub mod cron;
+pub mod event;
 pub mod flow;
 pub mod maintenance;
 pub mod module;

@@ -167,6 +167,14 @@ pub(crate) async fn admit(
         changed = true;
     }
 
+    // Cancelling a victim may have waited for its completion to commit: the admitted start
+    // after that, so their start is stamped now (units checked at an earlier time and counted
+    // at a later one only count longer).
+    let now_ms = if changed {
+        flow_db::clock_ms(&mut tx).await?
+    } else {
+        now_ms
+    };
     let admitted: Vec<(Uuid, Uuid)> = admission
         .admitted
         .iter()

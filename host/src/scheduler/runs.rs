@@ -27,6 +27,9 @@ pub enum RunError {
     /// Metadata that is not a JSON object.
     #[error("additional metadata must be a JSON object")]
     InvalidMetadata,
+    /// An event that cannot be pushed.
+    #[error("{0}")]
+    InvalidEvent(String),
     /// A run scheduled for a time already past.
     #[error("run_at {0} is in the past: give a time to come (RFC 3339), or none to run now")]
     PastRunAt(DateTime<Utc>),

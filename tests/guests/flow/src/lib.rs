@@ -90,6 +90,16 @@ fn module() -> Module {
                 .task(Task::new("hold", hold).rate_limit(RateLimit::static_key("api", 1))),
         )
         .workflow(
+            Workflow::new("on-user")
+                .on_event("user:*")
+                .task(Task::new("hold", hold)),
+        )
+        .workflow(
+            Workflow::new("on-order")
+                .on_event("order:created")
+                .task(Task::new("hold", hold)),
+        )
+        .workflow(
             // The same workflow as the durable fixture's, with other crons: deploying this
             // module replaces that one's.
             Workflow::new("ticker")
