@@ -51,15 +51,17 @@ pub struct HttpArgs {
 
 const ADMIN: &str = "bench-admin-token";
 
-struct Server {
-    url: String,
-    client: reqwest::Client,
-    token: String,
-    shutdown: tokio::sync::oneshot::Sender<()>,
-    node: Option<Node>,
+pub(crate) struct Server {
+    pub(crate) url: String,
+    pub(crate) client: reqwest::Client,
+    pub(crate) token: String,
+    pub(crate) shutdown: tokio::sync::oneshot::Sender<()>,
+    pub(crate) node: Option<Node>,
 }
 
-async fn serve(url: &str, runtime: &Runtime, with_node: bool) -> anyhow::Result<Server> {
+/// A real API server on loopback over a fresh database at `url`, with a tenant and the bench
+/// and hello modules deployed (and a node when `with_node`).
+pub(crate) async fn serve(url: &str, runtime: &Runtime, with_node: bool) -> anyhow::Result<Server> {
     let db = Db::connect(url, 16).await?;
     db.migrate().await?;
     let node = if with_node {

@@ -11,6 +11,7 @@ mod queue;
 mod runtime;
 mod scratch;
 mod soak;
+mod triggers;
 mod workloads;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +37,8 @@ enum Bench {
     Plans(plans::PlansArgs),
     /// Single-task runs against a three-task DAG, and a fan-out of thousands of children.
     Workloads(workloads::WorkloadsArgs),
+    /// Event-to-start latency, runs due the same second, claims beside a million future runs.
+    Triggers(triggers::TriggersArgs),
     /// Concurrency rules and rate limits against no rule: drain speed, delivered rate, latency.
     Flow(flow::FlowArgs),
     /// A steady mix of single tasks, DAGs and fan-outs for many minutes: does the node keep up?
@@ -53,5 +56,6 @@ async fn main() -> anyhow::Result<()> {
         Bench::Workloads(args) => workloads::run(args).await,
         Bench::Soak(args) => soak::run(args).await,
         Bench::Flow(args) => flow::run(args).await,
+        Bench::Triggers(args) => triggers::run(args).await,
     }
 }

@@ -2,7 +2,8 @@
 //! workflow `compute` (task `compute`, input `{"n": u64}`, counts the primes below `n` by trial
 //! division and returns `{"primes": count}`: deterministic, CPU-bound, no host calls). Two
 //! no-op workflows under flow control: `keyed` (one run per `input.k` at a time, round robin)
-//! and `limited` (one unit of the static rate limit `bench`, whose limit the benchmark sets).
+//! and `limited` (one unit of the static rate limit `bench`, whose limit the benchmark sets);
+//! and `on-ping`, started by the event `ping`.
 
 use hatchery_sdk::prelude::*;
 use serde::Deserialize;
@@ -51,6 +52,11 @@ fn module() -> Module {
                     1,
                     ConcurrencyStrategy::GroupRoundRobin,
                 ))
+                .task(Task::new("noop", noop)),
+        )
+        .workflow(
+            Workflow::new("on-ping")
+                .on_event("ping")
                 .task(Task::new("noop", noop)),
         )
         .workflow(
