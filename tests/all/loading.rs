@@ -52,12 +52,54 @@ async fn a_component_of_another_world_is_rejected() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_component_importing_the_filesystem_is_rejected_by_name() {
-    let error = rejection(&hatchery_guests::read(hatchery_guests::FILESYSTEM)).await;
-    let LoadError::ForbiddenImport(name) = &error else {
-        panic!("expected ForbiddenImport, got {error:?}")
+async fn every_import_the_sandbox_does_not_grant_is_named_in_one_error_before_compiling() {
+    let component = wat::parse_str(
+        r#"(component
+            (import "wasi:io/poll@0.2.0" (instance))
+            (import "wasi:keyvalue/store@0.2.0-draft" (instance))
+            (import "example:secrets/vault" (instance))
+        )"#,
+    )
+    .expect("valid component text");
+    let runtime = crate::support::new_runtime();
+    let error = runtime.load(&component).await.expect_err("refused");
+    assert_eq!(
+        error,
+        LoadError::ForbiddenImport(vec![
+            "wasi:keyvalue/store@0.2.0-draft".into(),
+            "example:secrets/vault".into()
+        ])
+    );
+    let message = error.to_string();
+    assert!(
+        message.starts_with(
+            "the component imports `wasi:keyvalue/store@0.2.0-draft`, `example:secrets/vault`, \
+             which Hatchery does not provide"
+        ),
+        "{message}"
+    );
+    assert_eq!(runtime.compile_count(), 0, "refused before any compile");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_reading_a_file_loads_but_finds_no_directory() {
+    // `wasi:filesystem` is linked for interpreters, with no preopened directory: a task that
+    // reads `/etc/passwd` gets an error from its own standard library, not the host's file.
+    let runtime = shared_runtime();
+    let module = runtime
+        .load(&hatchery_guests::read(hatchery_guests::FILESYSTEM))
+        .await
+        .expect("loads");
+    let report = runtime
+        .execute(
+            &module,
+            hatchery::runtime::Attempt::new("read", "read", "null"),
+        )
+        .await;
+    let Err(hatchery::runtime::TaskFailure::Failed(message)) = &report.outcome else {
+        panic!("expected the task's own error, got {:?}", report.outcome);
     };
-    assert!(name.starts_with("wasi:filesystem/"), "{name}");
+    assert!(message.contains("No such file or directory"), "{message}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

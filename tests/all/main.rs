@@ -6,6 +6,7 @@ mod api;
 mod crons;
 mod durable;
 mod flow;
+mod languages;
 mod loading;
 mod sandbox;
 mod scale;

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use super::CacheArgs;
 use crate::api::{self, ApiConfig, AppState};
 use crate::db::Db;
-use crate::runtime::{EngineConfig, Limits, Runtime, RuntimeConfig};
+use crate::runtime::{EngineConfig, Limits, PoolShare, Runtime, RuntimeConfig};
 use crate::scheduler::{Node, NodeConfig};
 
 /// Arguments of `hatchery serve`.
@@ -40,12 +40,49 @@ pub struct ServeArgs {
     /// Largest run input (with its metadata), in KiB.
     #[arg(long, env = "HATCHERY_MAX_PAYLOAD_KIB", default_value_t = 1024)]
     pub max_payload_kib: usize,
+    /// Fuel (wasm instructions) one task attempt may execute before it fails with `out_of_fuel`;
+    /// 0 = unlimited. The default is about a minute of busy CPU for compiled Rust; an
+    /// interpreter spends ~1,200 per Python loop iteration (see docs/languages.md).
+    #[arg(long, env = "HATCHERY_FUEL", default_value_t = 100_000_000_000)]
+    pub fuel: u64,
+    /// Most core module instances one module instance may create (Rust 3, Python 14, JS 5).
+    #[arg(long, env = "HATCHERY_MAX_CORE_INSTANCES_PER_MODULE", default_value_t = PoolShare::PER_INSTANCE.core_instances)]
+    pub max_core_instances_per_module: u32,
+    /// Most linear memories one module instance may define.
+    #[arg(long, env = "HATCHERY_MAX_MEMORIES_PER_MODULE", default_value_t = PoolShare::PER_INSTANCE.memories)]
+    pub max_memories_per_module: u32,
+    /// Most tables one module instance may define.
+    #[arg(long, env = "HATCHERY_MAX_TABLES_PER_MODULE", default_value_t = PoolShare::PER_INSTANCE.tables)]
+    pub max_tables_per_module: u32,
     /// Connections of the node's database pool.
     #[arg(long, env = "HATCHERY_DB_CONNECTIONS", default_value_t = 16)]
     pub db_connections: u32,
     /// Compile cache options.
     #[command(flatten)]
     pub cache: CacheArgs,
+}
+
+impl ServeArgs {
+    /// The engine for this node: room for every slot plus parents waiting on their children,
+    /// and a pool whose totals hold that many interpreter-sized instances.
+    pub fn engine_config(&self) -> EngineConfig {
+        let max_instances = self.capacity.saturating_mul(2).max(16);
+        let per_instance = PoolShare {
+            core_instances: self.max_core_instances_per_module.max(1),
+            memories: self.max_memories_per_module.max(1),
+            tables: self.max_tables_per_module.max(1),
+        };
+        let defaults = PoolShare::default_total(max_instances);
+        EngineConfig {
+            per_instance,
+            pool_total: PoolShare {
+                core_instances: defaults.core_instances.max(per_instance.core_instances),
+                memories: defaults.memories.max(per_instance.memories),
+                tables: defaults.tables.max(per_instance.tables),
+            },
+            ..EngineConfig::with_instances(max_instances)
+        }
+    }
 }
 
 /// Arguments of `hatchery migrate`.
@@ -98,11 +135,7 @@ impl Server {
             .await
             .context("applying the migrations failed")?;
         let runtime = Runtime::new(RuntimeConfig {
-            engine: EngineConfig {
-                // Room for every slot plus parents waiting on their children.
-                max_instances: args.capacity.saturating_mul(2).max(16),
-                ..EngineConfig::default()
-            },
+            engine: args.engine_config(),
             cache_dir: args.cache.dir(),
             ..RuntimeConfig::default()
         })?;
@@ -114,6 +147,7 @@ impl Server {
                 default_slots: args.slots.max(1),
                 limits: Limits {
                     memory_bytes: args.memory_mib << 20,
+                    fuel: (args.fuel > 0).then_some(args.fuel),
                     ..Limits::default()
                 },
                 ..NodeConfig::default()

@@ -53,6 +53,9 @@ pub const CHANNEL_RUN_FINISHED: &str = "hatchery_run_finished";
 pub const CHANNEL_GATED: &str = "hatchery_gated";
 /// Channel that wakes the schedule service: a run was scheduled or rescheduled.
 pub const CHANNEL_SCHEDULED: &str = "hatchery_scheduled";
+/// Channel naming a module just deployed, so every node compiles it before its first run:
+/// payload `tenant_id:digest`.
+pub const CHANNEL_MODULE_DEPLOYED: &str = "hatchery_module_deployed";
 
 /// The embedded migrations (`migrations/`), applied by `Db::migrate`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -135,6 +138,27 @@ pub async fn notify_ids(
             .await?;
     }
     Ok(())
+}
+
+/// Tells every node that `tenant_id` deployed module `digest` (delivered at commit).
+pub async fn notify_module_deployed(
+    tx: &mut sqlx::PgConnection,
+    tenant_id: Uuid,
+    digest: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL_MODULE_DEPLOYED)
+        .bind(format!("{tenant_id}:{digest}"))
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// Parses the payload of `CHANNEL_MODULE_DEPLOYED`.
+pub fn parse_module_deployed(payload: &str) -> Option<(Uuid, String)> {
+    let (tenant, digest) = payload.split_once(':')?;
+    let valid = digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit());
+    Some((tenant.parse().ok()?, digest.to_owned())).filter(|_| valid)
 }
 
 /// Wakes idle dispatchers (delivered at commit when inside a transaction).

@@ -23,6 +23,43 @@ pub struct EngineConfig {
     pub epoch_tick: Duration,
     /// Most wasm stack one call may use; deeper recursion traps with "stack overflow".
     pub max_wasm_stack: usize,
+    /// What one component instance may take from the pool at most (checked at upload).
+    pub per_instance: PoolShare,
+    /// What all instances alive at once may take together. Admission reserves each module's
+    /// real footprint against these totals, so the pool itself is never exhausted.
+    pub pool_total: PoolShare,
+}
+
+/// An amount of each resource the pooling allocator hands out besides component instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolShare {
+    /// Core module instances.
+    pub core_instances: u32,
+    /// Linear memories.
+    pub memories: u32,
+    /// Tables.
+    pub tables: u32,
+}
+
+impl PoolShare {
+    /// The default per-instance maximum: a Rust guest needs 3 core instances, 1 memory and
+    /// 2 tables; a componentize-py guest 14 / 1 / 1 and a componentize-js guest 5 / 2 / 2.
+    pub const PER_INSTANCE: Self = Self {
+        core_instances: 32,
+        memories: 4,
+        tables: 8,
+    };
+
+    /// The default totals for `instances` component instances: room for every instance to be
+    /// as large as an interpreter, without reserving the per-instance maximum for each.
+    pub fn default_total(instances: u32) -> Self {
+        let instances = instances.max(1);
+        Self {
+            core_instances: instances.saturating_mul(16),
+            memories: instances.saturating_mul(2),
+            tables: instances.saturating_mul(4),
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -33,27 +70,53 @@ impl Default for EngineConfig {
             fuel: true,
             epoch_tick: Duration::from_millis(5),
             max_wasm_stack: 1 << 20,
+            per_instance: PoolShare::PER_INSTANCE,
+            pool_total: PoolShare::default_total(128),
         }
     }
 }
 
-/// Core instances a Rust `wasm32-wasip2` component needs (3 measured) plus headroom.
-const CORE_INSTANCES_PER_COMPONENT: u32 = 4;
-/// Memories and tables per component instance the pool provides for.
-const MEMORIES_PER_COMPONENT: u32 = 2;
-const TABLES_PER_COMPONENT: u32 = 4;
+impl EngineConfig {
+    /// The default configuration for `max_instances` component instances.
+    pub fn with_instances(max_instances: u32) -> Self {
+        Self {
+            max_instances,
+            pool_total: PoolShare::default_total(max_instances),
+            ..Self::default()
+        }
+    }
+
+    /// The per-instance maxima, never above the totals (an instance cannot use more than all).
+    pub fn effective_per_instance(&self) -> PoolShare {
+        PoolShare {
+            core_instances: self
+                .per_instance
+                .core_instances
+                .min(self.pool_total.core_instances)
+                .max(1),
+            memories: self
+                .per_instance
+                .memories
+                .min(self.pool_total.memories)
+                .max(1),
+            tables: self.per_instance.tables.min(self.pool_total.tables).max(1),
+        }
+    }
+}
 
 /// Builds the engine for `config`.
 pub fn build_engine(config: &EngineConfig) -> wasmtime::Result<Engine> {
     let instances = config.max_instances.max(1);
+    let per_instance = config.effective_per_instance();
+    let total = config.pool_total;
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(instances)
-        .total_core_instances(instances * CORE_INSTANCES_PER_COMPONENT)
-        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT * 4)
-        .total_memories(instances * MEMORIES_PER_COMPONENT)
-        .max_memories_per_component(MEMORIES_PER_COMPONENT)
-        .total_tables(instances * TABLES_PER_COMPONENT)
-        .max_tables_per_component(TABLES_PER_COMPONENT)
+        .total_core_instances(total.core_instances.max(1))
+        .max_core_instances_per_component(per_instance.core_instances)
+        .total_memories(total.memories.max(1))
+        .max_memories_per_component(per_instance.memories)
+        .total_tables(total.tables.max(1))
+        .max_tables_per_component(per_instance.tables)
         .total_stacks(instances)
         .max_memory_size(usize::try_from(config.max_memory_bytes).unwrap_or(usize::MAX))
         .table_elements(100_000)

@@ -11,10 +11,12 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::hatchery::task::{runtime, types};
 use super::limits::MemoryLimiter;
 use super::logs::{AttemptLog, LogLevel};
+use super::network::RefuseOutgoing;
 
 /// The identity and inputs of one task attempt.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -92,6 +94,8 @@ pub(crate) enum Interruption {
 /// Everything one attempt's `Store` holds. Created fresh per attempt, dropped after it.
 pub(crate) struct TaskState {
     pub(crate) wasi: WasiCtx,
+    pub(crate) http: WasiHttpCtx,
+    pub(crate) http_hooks: RefuseOutgoing,
     pub(crate) table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) log: AttemptLog,
@@ -122,6 +126,16 @@ impl WasiView for TaskState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for TaskState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
         }
     }
 }

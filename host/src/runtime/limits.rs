@@ -35,9 +35,6 @@ impl Default for Limits {
     }
 }
 
-/// Instances and tables one component may create; a Rust guest needs a handful.
-const MAX_INSTANCES: usize = 32;
-const MAX_TABLES: usize = 32;
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 /// Enforces `Limits::memory_bytes` across all of a store's memories and records refusals.
@@ -48,6 +45,11 @@ pub struct MemoryLimiter {
     used: usize,
     /// The size a refused `memory.grow` asked for, if any was refused.
     refused: Option<usize>,
+    /// Most core instances, memories and tables the store may create (the pool's per-instance
+    /// maxima).
+    instances: usize,
+    memories: usize,
+    tables: usize,
 }
 
 impl MemoryLimiter {
@@ -57,6 +59,19 @@ impl MemoryLimiter {
             limit: usize::try_from(limit).unwrap_or(usize::MAX),
             used: 0,
             refused: None,
+            instances: 32,
+            memories: 4,
+            tables: 8,
+        }
+    }
+
+    /// The same limiter allowing at most these counts of core instances, memories and tables.
+    pub fn with_counts(self, instances: u32, memories: u32, tables: u32) -> Self {
+        Self {
+            instances: instances as usize,
+            memories: memories as usize,
+            tables: tables as usize,
+            ..self
         }
     }
 
@@ -98,15 +113,15 @@ impl ResourceLimiter for MemoryLimiter {
     }
 
     fn instances(&self) -> usize {
-        MAX_INSTANCES
+        self.instances
     }
 
     fn tables(&self) -> usize {
-        MAX_TABLES
+        self.tables
     }
 
     fn memories(&self) -> usize {
-        4
+        self.memories
     }
 }
 

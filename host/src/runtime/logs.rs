@@ -55,6 +55,8 @@ pub struct LogLine {
 
 /// Bytes of stderr kept aside, unbounded by the log budget, to recover a panic message.
 const STDERR_TAIL_BYTES: usize = 8 << 10;
+/// Lines of stderr printed before a panic that its message carries.
+const PANIC_CONTEXT_LINES: usize = 6;
 /// Longest line kept whole; longer ones are cut.
 const MAX_LINE_BYTES: usize = 16 << 10;
 
@@ -194,6 +196,35 @@ impl AttemptLog {
         std::mem::take(&mut state.lines)
     }
 
+    /// The last `lines` non-empty lines the guest wrote to stderr, if it wrote any: what an
+    /// interpreter prints before it traps (a Python traceback, a JS exception).
+    pub fn stderr_tail(&self, lines: usize) -> Option<String> {
+        let state = self.state();
+        let tail = String::from_utf8_lossy(&state.stderr_tail);
+        let kept: Vec<&str> = tail
+            .lines()
+            .rev()
+            .filter(|line| !line.trim().is_empty())
+            .take(lines)
+            .collect();
+        if kept.is_empty() {
+            return None;
+        }
+        let mut kept: Vec<String> = kept.into_iter().rev().map(str::to_owned).collect();
+        // Keep the message readable when a line is huge (a minified stack trace).
+        for line in &mut kept {
+            if line.len() > 500 {
+                let mut end = 500;
+                while !line.is_char_boundary(end) {
+                    end -= 1;
+                }
+                line.truncate(end);
+                line.push('…');
+            }
+        }
+        Some(kept.join("\n"))
+    }
+
     /// The message of a Rust guest panic, if its panic hook printed one to stderr.
     ///
     /// The hook prints `thread '…' panicked at file:line:col:` then the message, then a `note:`
@@ -207,7 +238,22 @@ impl AttemptLog {
             .lines()
             .take_while(|line| !line.starts_with("note: "))
             .collect();
-        Some(message.join("\n").trim().to_owned())
+        let message = message.join("\n").trim().to_owned();
+        // An interpreter's runtime panics after printing the error it could not handle (a
+        // Python traceback): keep the last lines of that too.
+        let panic_line = tail[..start].rfind('\n').map_or(0, |i| i + 1);
+        let before: Vec<&str> = tail[..panic_line]
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .collect();
+        let before = &before[before.len().saturating_sub(PANIC_CONTEXT_LINES)..];
+        if before.is_empty() {
+            return Some(message);
+        }
+        Some(format!(
+            "{message}; the guest's stderr before it:\n{}",
+            before.join("\n")
+        ))
     }
 }
 

@@ -8,10 +8,12 @@ mod cache;
 mod engine;
 mod failure;
 mod imports;
+mod inspect;
 mod limits;
 pub mod local;
 mod logs;
 mod module;
+mod network;
 mod worker;
 
 use std::collections::HashMap;
@@ -28,9 +30,10 @@ use wasmtime_wasi::WasiCtxBuilder;
 /// Implement `TaskHost` with this attribute.
 pub use async_trait::async_trait;
 pub use cache::Digest;
-pub use engine::EngineConfig;
+pub use engine::{EngineConfig, PoolShare};
 pub use failure::{TaskFailure, format_millis};
 pub use imports::{NoServer, RunInfo, SpawnRequest, TaskHost};
+pub use inspect::{ComponentShape, Footprint, inspect};
 pub use limits::Limits;
 pub use logs::{LogLevel, LogLine};
 pub use module::{GRANTED_INTERFACES, LoadError, LoadedModule};
@@ -130,7 +133,7 @@ struct RuntimeInner {
     linker: Linker<TaskState>,
     cache: cache::CompileCache,
     /// Admission in front of the instance pool, which fails rather than waits when exhausted.
-    instances: Arc<Semaphore>,
+    pool: PoolAdmission,
     modules: Mutex<HashMap<Digest, Arc<LoadedModule>>>,
     config: RuntimeConfig,
 }
@@ -158,12 +161,12 @@ impl Runtime {
         let linker = build_linker(&engine).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         engine::start_epoch_ticker(&engine, config.engine.epoch_tick)?;
         let cache = cache::CompileCache::new(&engine, config.cache_dir.clone());
-        let instances = Arc::new(Semaphore::new(config.engine.max_instances.max(1) as usize));
+        let pool = PoolAdmission::new(&config.engine);
         Ok(Self(Arc::new(RuntimeInner {
             engine,
             linker,
             cache,
-            instances,
+            pool,
             modules: Mutex::new(HashMap::new()),
             config,
         })))
@@ -181,7 +184,7 @@ impl Runtime {
 
     /// Instances that can start right now without waiting.
     pub fn free_instances(&self) -> usize {
-        self.0.instances.available_permits()
+        self.0.pool.components.available_permits()
     }
 
     /// Loads `bytes` as a task module: validates, compiles (or reuses the cache), checks the
@@ -192,6 +195,14 @@ impl Runtime {
         if let Some(loaded) = self.loaded(digest) {
             return Ok(loaded);
         }
+        // Everything the binary alone can tell is checked before the compile, which takes
+        // seconds for an interpreter.
+        let shape = inspect::inspect(bytes).map_err(LoadError::Invalid)?;
+        let forbidden = module::forbidden_imports(&shape.imports);
+        if !forbidden.is_empty() {
+            return Err(LoadError::ForbiddenImport(forbidden));
+        }
+        self.check_fits_pool(shape.footprint)?;
         let component = {
             let runtime = self.clone();
             let bytes = bytes.to_vec();
@@ -206,9 +217,6 @@ impl Runtime {
             .map_err(|e| LoadError::Invalid(format!("compiler task failed: {e}")))?
             .map_err(|e| LoadError::Invalid(format!("{e:#}")))?
         };
-        if let Some(name) = module::forbidden_import(&self.0.engine, &component) {
-            return Err(LoadError::ForbiddenImport(name));
-        }
         let instance_pre = self
             .0
             .linker
@@ -223,6 +231,7 @@ impl Runtime {
                 workflows: vec![],
                 slots: None,
             },
+            footprint: shape.footprint,
             pre,
         };
         let manifest = self.describe(&module).await.map_err(LoadError::Describe)?;
@@ -231,6 +240,42 @@ impl Runtime {
         let module = Arc::new(module);
         self.lock_modules().insert(digest, module.clone());
         Ok(module)
+    }
+
+    /// Refuses a component one instance of which needs more than the pool gives an instance.
+    fn check_fits_pool(&self, footprint: Footprint) -> Result<(), LoadError> {
+        let allowed = self.0.config.engine.effective_per_instance();
+        let checks = [
+            (
+                "core instances",
+                footprint.core_instances,
+                allowed.core_instances,
+                "--max-core-instances-per-module",
+            ),
+            (
+                "memories",
+                footprint.memories,
+                allowed.memories,
+                "--max-memories-per-module",
+            ),
+            (
+                "tables",
+                footprint.tables,
+                allowed.tables,
+                "--max-tables-per-module",
+            ),
+        ];
+        for (what, needs, limit, flag) in checks {
+            if needs > limit {
+                return Err(LoadError::TooLargeForPool {
+                    what,
+                    needs,
+                    limit,
+                    flag,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// A module this runtime already loaded.
@@ -313,14 +358,15 @@ impl Runtime {
             host,
         } = attempt;
         let log = AttemptLog::new(limits.max_log_bytes);
-        let _permit = tokio::select! {
-            permit = self.0.instances.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
+        let _permits = tokio::select! {
+            permits = self.0.pool.acquire(module.footprint) => match permits {
+                Ok(permits) => permits,
                 Err(_) => return (Err(TaskFailure::Host("runtime is shutting down".into())), vec![], None),
             },
             () = cancel.cancelled() => return (Err(TaskFailure::Cancelled), vec![], None),
         };
         let deadline = Instant::now() + limits.timeout;
+        let per_instance = self.0.config.engine.effective_per_instance();
         let ctx = wit::RunContext {
             workflow_run_id: run.workflow_run_id.clone(),
             task_run_id: run.task_run_id.clone(),
@@ -332,12 +378,23 @@ impl Runtime {
         };
         let mut store = self.new_store(
             TaskState {
+                // No preopened directory, no socket, no name lookup: `wasi:filesystem` and
+                // `wasi:sockets` are linked for interpreters but hold nothing.
                 wasi: WasiCtxBuilder::new()
                     .stdout(log.stdout())
                     .stderr(log.stderr())
+                    .allow_tcp(false)
+                    .allow_udp(false)
+                    .allow_ip_name_lookup(false)
                     .build(),
+                http: wasmtime_wasi_http::WasiHttpCtx::new(),
+                http_hooks: network::RefuseOutgoing::new(log.clone()),
                 table: ResourceTable::new(),
-                limiter: MemoryLimiter::new(limits.memory_bytes),
+                limiter: MemoryLimiter::new(limits.memory_bytes).with_counts(
+                    per_instance.core_instances,
+                    per_instance.memories,
+                    per_instance.tables,
+                ),
                 log: log.clone(),
                 host,
                 run: Arc::new(run),
@@ -402,6 +459,54 @@ impl Runtime {
     }
 }
 
+/// Admission in front of the pooling allocator, which fails instead of waiting when one of its
+/// totals is reached: a semaphore per pooled resource, each module reserving its real
+/// footprint. Permits are always taken in the same order (components, core instances, memories,
+/// tables), so two attempts never wait on each other's permits.
+struct PoolAdmission {
+    components: Arc<Semaphore>,
+    core_instances: Arc<Semaphore>,
+    memories: Arc<Semaphore>,
+    tables: Arc<Semaphore>,
+}
+
+/// Held while an instance is alive.
+type PoolPermits = [tokio::sync::OwnedSemaphorePermit; 4];
+
+impl PoolAdmission {
+    fn new(config: &EngineConfig) -> Self {
+        let total = config.pool_total;
+        let semaphore = |n: u32| Arc::new(Semaphore::new(n.max(1) as usize));
+        Self {
+            components: semaphore(config.max_instances),
+            core_instances: semaphore(total.core_instances),
+            memories: semaphore(total.memories),
+            tables: semaphore(total.tables),
+        }
+    }
+
+    async fn acquire(
+        &self,
+        footprint: Footprint,
+    ) -> Result<PoolPermits, tokio::sync::AcquireError> {
+        Ok([
+            self.components.clone().acquire_owned().await?,
+            self.core_instances
+                .clone()
+                .acquire_many_owned(footprint.core_instances)
+                .await?,
+            self.memories
+                .clone()
+                .acquire_many_owned(footprint.memories)
+                .await?,
+            self.tables
+                .clone()
+                .acquire_many_owned(footprint.tables)
+                .await?,
+        ])
+    }
+}
+
 /// Turns the error of a failed call into the precise reason, from most to least specific.
 fn interruption_failure(interruption: Interruption, limits: &Limits) -> TaskFailure {
     match interruption {
@@ -430,13 +535,31 @@ fn classify(
         },
         Some(Trap::UnreachableCodeReached) => match log.panic_message() {
             Some(panic) => TaskFailure::Panicked(panic),
-            None => TaskFailure::Trap(Trap::UnreachableCodeReached.to_string()),
+            None => trap_failure(Trap::UnreachableCodeReached, log),
         },
-        Some(trap) => TaskFailure::Trap(trap.to_string()),
+        Some(trap) => trap_failure(*trap, log),
         None => match error.downcast_ref::<wasmtime_wasi::I32Exit>() {
             Some(exit) => TaskFailure::Trap(format!("the guest called exit({})", exit.0)),
             None => TaskFailure::Host(format!("{error:#}")),
         },
+    }
+}
+
+/// Lines of stderr a trap's message carries: enough for a Python traceback's last frames and
+/// its exception, or a JS exception and its first stack line.
+const TRAP_STDERR_LINES: usize = 6;
+
+/// A trap, with what the guest last wrote to stderr: an interpreter reports its uncaught
+/// exception there and then traps, and the trap alone ("unreachable") says nothing.
+fn trap_failure(trap: Trap, log: &AttemptLog) -> TaskFailure {
+    // wasmtime's message starts with "wasm trap: ", which `TaskFailure::Trap` adds itself.
+    let text = trap.to_string();
+    let text = text.strip_prefix("wasm trap: ").unwrap_or(&text).to_owned();
+    match log.stderr_tail(TRAP_STDERR_LINES) {
+        Some(stderr) => {
+            TaskFailure::Trap(format!("{text}; the guest's last stderr lines:\n{stderr}"))
+        }
+        None => TaskFailure::Trap(text),
     }
 }
 
@@ -453,13 +576,16 @@ fn check_output(output: String, limit: usize) -> Result<String, TaskFailure> {
 }
 
 /// The linker with exactly the granted interfaces: WASI I/O, clocks, random, stdio with empty
-/// stdin, environment and arguments, exit; and `hatchery:task/runtime`.
+/// stdin, environment and arguments, exit; the filesystem, sockets and HTTP interfaces that
+/// interpreters import (holding nothing, see `network`); and `hatchery:task/runtime`.
 fn build_linker(engine: &Engine) -> wasmtime::Result<Linker<TaskState>> {
     use wasmtime::component::HasSelf;
     use wasmtime_wasi::cli::WasiCli;
     use wasmtime_wasi::clocks::WasiClocks;
-    use wasmtime_wasi::p2::bindings::{cli, clocks, random};
+    use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView as _};
+    use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random, sockets};
     use wasmtime_wasi::random::WasiRandom;
+    use wasmtime_wasi::sockets::{WasiSockets, WasiSocketsView as _};
     use wasmtime_wasi::{cli::WasiCliView as _, clocks::WasiClocksView as _};
 
     struct HasIo;
@@ -493,6 +619,21 @@ fn build_linker(engine: &Engine) -> wasmtime::Result<Linker<TaskState>> {
     cli::terminal_stdin::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)?;
     cli::terminal_stdout::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)?;
     cli::terminal_stderr::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)?;
+    filesystem::types::add_to_linker::<TaskState, WasiFilesystem>(l, TaskState::filesystem)?;
+    filesystem::preopens::add_to_linker::<TaskState, WasiFilesystem>(l, TaskState::filesystem)?;
+    let network_options = sockets::network::LinkOptions::default();
+    sockets::network::add_to_linker::<TaskState, WasiSockets>(
+        l,
+        &network_options,
+        TaskState::sockets,
+    )?;
+    sockets::instance_network::add_to_linker::<TaskState, WasiSockets>(l, TaskState::sockets)?;
+    sockets::ip_name_lookup::add_to_linker::<TaskState, WasiSockets>(l, TaskState::sockets)?;
+    sockets::tcp::add_to_linker::<TaskState, WasiSockets>(l, TaskState::sockets)?;
+    sockets::tcp_create_socket::add_to_linker::<TaskState, WasiSockets>(l, TaskState::sockets)?;
+    sockets::udp::add_to_linker::<TaskState, WasiSockets>(l, TaskState::sockets)?;
+    sockets::udp_create_socket::add_to_linker::<TaskState, WasiSockets>(l, TaskState::sockets)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(l)?;
     bindings::TaskModule::add_to_linker::<TaskState, HasSelf<TaskState>>(l, |state| state)?;
     Ok(linker)
 }

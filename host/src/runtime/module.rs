@@ -10,12 +10,18 @@ use super::bindings::hatchery::task::types as wit;
 use super::cache::Digest;
 use super::failure::TaskFailure;
 use super::imports::TaskState;
+use super::inspect::Footprint;
 use crate::manifest::{
     Backoff, ConcurrencyRule, ConcurrencyStrategy, Manifest, ManifestError, RateLimit,
     RateLimitDuration, RateLimitKey, TaskDef, WorkflowDef,
 };
 
 /// The interfaces a task may import (without version). Everything else is refused at load.
+///
+/// Interpreters built by the stock toolchains (componentize-py, componentize-js) import the
+/// filesystem, sockets and HTTP whether or not the task uses them; they are linked but hold
+/// nothing: no preopened directory, every socket address and name lookup denied, every outgoing
+/// HTTP request refused.
 pub const GRANTED_INTERFACES: &[&str] = &[
     "hatchery:task/types",
     "hatchery:task/runtime",
@@ -37,7 +43,23 @@ pub const GRANTED_INTERFACES: &[&str] = &[
     "wasi:cli/terminal-stdin",
     "wasi:cli/terminal-stdout",
     "wasi:cli/terminal-stderr",
+    "wasi:filesystem/types",
+    "wasi:filesystem/preopens",
+    "wasi:sockets/network",
+    "wasi:sockets/instance-network",
+    "wasi:sockets/ip-name-lookup",
+    "wasi:sockets/tcp",
+    "wasi:sockets/tcp-create-socket",
+    "wasi:sockets/udp",
+    "wasi:sockets/udp-create-socket",
+    "wasi:http/types",
+    "wasi:http/outgoing-handler",
 ];
+
+/// What a task gets from each granted interface, for the refusal message.
+const WHAT_TASKS_GET: &str = "tasks get `hatchery:task/runtime`, WASI 0.2 I/O, clocks, random, \
+     stdio and environment, and `wasi:filesystem`, `wasi:sockets` and `wasi:http` that hold \
+     nothing (no directories, every address denied, every request refused)";
 
 /// Why a module was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,12 +76,28 @@ pub enum LoadError {
     /// The component does not parse, validate or compile.
     #[error("invalid component: {0}")]
     Invalid(String),
-    /// The component imports an interface the sandbox does not grant.
+    /// The component imports interfaces the sandbox does not grant (all of them, in order).
     #[error(
-        "the component imports `{0}`, which Hatchery does not provide: tasks get WASI clocks, \
-         random and stdout/stderr only (no filesystem, sockets or environment)"
+        "the component imports {}, which Hatchery does not provide: {WHAT_TASKS_GET}",
+        quoted_list(.0)
     )]
-    ForbiddenImport(String),
+    ForbiddenImport(Vec<String>),
+    /// One instance of the component needs more of the instance pool than the node allows.
+    #[error(
+        "one instance of this component needs {needs} {what}, more than the {limit} this node \
+         allows per instance; raise it with `hatchery serve {flag} {needs}` (or build the module \
+         with fewer {what})"
+    )]
+    TooLargeForPool {
+        /// Which resource: `core instances`, `memories` or `tables`.
+        what: &'static str,
+        /// What one instance needs.
+        needs: u32,
+        /// What the node allows per instance.
+        limit: u32,
+        /// The `serve` flag that raises the limit.
+        flag: &'static str,
+    },
     /// The component is not a `task-module`.
     #[error("the component does not implement the `hatchery:task/task-module` world: {0}")]
     WrongWorld(String),
@@ -79,6 +117,8 @@ pub struct LoadedModule {
     pub size: usize,
     /// What the module declares.
     pub manifest: Manifest,
+    /// What one instance takes from the pool; admission reserves exactly this.
+    pub footprint: Footprint,
     pub(crate) pre: TaskModulePre<TaskState>,
 }
 
@@ -112,19 +152,21 @@ pub(crate) fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
     Ok(())
 }
 
-/// The first import of `component` that is not granted, if any.
-pub(crate) fn forbidden_import(
-    engine: &wasmtime::Engine,
-    component: &wasmtime::component::Component,
-) -> Option<String> {
-    component
-        .component_type()
-        .imports(engine)
-        .map(|(name, _item)| name.to_owned())
-        .find(|name| {
+/// Every import of the component that is not granted, in the component's order.
+pub(crate) fn forbidden_imports(imports: &[String]) -> Vec<String> {
+    imports
+        .iter()
+        .filter(|name| {
             let unversioned = name.split('@').next().unwrap_or(name);
             !GRANTED_INTERFACES.contains(&unversioned)
         })
+        .cloned()
+        .collect()
+}
+
+fn quoted_list(names: &[String]) -> String {
+    let quoted: Vec<String> = names.iter().map(|name| format!("`{name}`")).collect();
+    quoted.join(", ")
 }
 
 /// Converts the guest's manifest into the host's types (validation is separate).

@@ -73,6 +73,7 @@ pub async fn deploy_module(
                 .collect();
             crons_replace_manifest(&mut tx, tenant_id, &workflow.name, &crons).await?;
         }
+        crate::db::notify_module_deployed(&mut tx, tenant_id, &digest).await?;
         versions
     } else {
         module::workflows_of_module(&mut tx, tenant_id, &digest).await?

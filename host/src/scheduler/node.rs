@@ -180,6 +180,7 @@ impl Node {
                 db::CHANNEL_RUN_FINISHED,
                 db::CHANNEL_GATED,
                 db::CHANNEL_SCHEDULED,
+                db::CHANNEL_MODULE_DEPLOYED,
             ])
             .await?;
         let stop_loops = CancellationToken::new();
@@ -386,10 +387,16 @@ impl NodeInner {
         .clone()
     }
 
-    fn full_modules(&self) -> Vec<String> {
+    /// Modules this node should not claim runs of now: those whose slots are all taken, and
+    /// those still loading (compiling), whose runs another node that has them can start sooner.
+    fn unclaimable_modules(&self) -> Vec<String> {
         lock(&self.workers)
             .iter()
-            .filter(|(_, cell)| matches!(cell.get(), Some(Ok(worker)) if worker.is_full()))
+            .filter(|(_, cell)| match cell.get() {
+                Some(Ok(worker)) => worker.is_full(),
+                Some(Err(_)) => false,
+                None => true,
+            })
             .map(|(digest, _)| digest.clone())
             .collect()
     }
@@ -410,6 +417,20 @@ impl NodeInner {
     }
 }
 
+/// Loads a freshly deployed module into this node's workers before any run needs it: an
+/// interpreter takes seconds to compile. Until it is loaded the dispatcher leaves its runs to
+/// nodes that have it (`unclaimable_modules`).
+async fn warm(inner: Arc<NodeInner>, tenant: Uuid, digest: String) {
+    let started = std::time::Instant::now();
+    tokio::select! {
+        loaded = inner.worker(tenant, &digest) => match loaded {
+            Ok(_) => tracing::debug!(%digest, elapsed = ?started.elapsed(), "module loaded ahead of its runs"),
+            Err(e) => tracing::debug!(%digest, "loading a deployed module failed: {e}"),
+        },
+        () = inner.stopping.cancelled() => {}
+    }
+}
+
 async fn listen(inner: Arc<NodeInner>, mut listener: PgListener, stop: CancellationToken) {
     loop {
         let notification = tokio::select! {
@@ -423,6 +444,14 @@ async fn listen(inner: Arc<NodeInner>, mut listener: PgListener, stop: Cancellat
                 db::CHANNEL_GATED => {
                     inner.gated.store(true, Ordering::Release);
                     inner.work.notify_one();
+                }
+                db::CHANNEL_MODULE_DEPLOYED => {
+                    if let Some((tenant, digest)) =
+                        db::parse_module_deployed(notification.payload())
+                    {
+                        // Compile now, in the background, rather than on the first run.
+                        tokio::spawn(warm(inner.clone(), tenant, digest));
+                    }
                 }
                 db::CHANNEL_CANCEL => {
                     let ids = db::parse_ids(notification.payload());
@@ -482,7 +511,7 @@ async fn dispatch(inner: Arc<NodeInner>) {
                 () = inner.stopping.cancelled() => return,
             }
         }
-        let full = inner.full_modules();
+        let full = inner.unclaimable_modules();
         let params = ClaimParams {
             node: inner.config.node_id,
             limit: wanted as i64,

@@ -1,5 +1,6 @@
 //! Test fixture: workflow `read` whose task `read` reads `/etc/passwd` with `std::fs`, so the
-//! component imports `wasi:filesystem`; the host grants no filesystem and must reject or fail it.
+//! component imports `wasi:filesystem`; the host links it with no preopened directory, so the
+//! read must fail inside the guest.
 
 use hatchery_sdk::prelude::*;
 use serde_json::{Value, json};
