@@ -6,6 +6,7 @@
 mod flow;
 mod http;
 mod idle;
+mod languages;
 mod plans;
 mod queue;
 mod runtime;
@@ -41,6 +42,8 @@ enum Bench {
     Triggers(triggers::TriggersArgs),
     /// Concurrency rules and rate limits against no rule: drain speed, delivered rate, latency.
     Flow(flow::FlowArgs),
+    /// The same tasks in Rust, Python and JavaScript: round trips, instances, first runs.
+    Languages(languages::LanguagesArgs),
     /// A steady mix of single tasks, DAGs and fan-outs for many minutes: does the node keep up?
     Soak(soak::SoakArgs),
 }
@@ -57,5 +60,6 @@ async fn main() -> anyhow::Result<()> {
         Bench::Soak(args) => soak::run(args).await,
         Bench::Flow(args) => flow::run(args).await,
         Bench::Triggers(args) => triggers::run(args).await,
+        Bench::Languages(args) => languages::run(args).await,
     }
 }

@@ -32,10 +32,7 @@ pub async fn drop_database(admin: &mut PgConnection, database: &str) -> anyhow::
 /// The runtime every benchmark node runs on.
 pub fn runtime() -> anyhow::Result<Runtime> {
     Ok(Runtime::new(RuntimeConfig {
-        engine: EngineConfig {
-            max_instances: 64,
-            ..EngineConfig::default()
-        },
+        engine: EngineConfig::with_instances(64),
         ..RuntimeConfig::default()
     })?)
 }

@@ -122,6 +122,16 @@ const POLYGLOT: &[Polyglot] = &[
         dir: "tests/guests/js-raw",
         constant: "JS_RAW",
     },
+    Polyglot {
+        language: "Python",
+        dir: "tests/guests/python-bench",
+        constant: "PYTHON_BENCH",
+    },
+    Polyglot {
+        language: "JavaScript",
+        dir: "tests/guests/js-bench",
+        constant: "JS_BENCH",
+    },
 ];
 
 /// Builds `guest` into `target/guests/polyglot/` unless its component is newer than every source.

@@ -185,6 +185,7 @@ fn attempt_json(attempt: &AttemptReport) -> serde_json::Value {
         "error": attempt.outcome.as_ref().err().map(|e| serde_json::json!({"code": e.code(), "message": e.to_string()})),
         "elapsed_ms": attempt.elapsed.as_secs_f64() * 1e3,
         "fuel_used": attempt.fuel_used,
+        "memory_bytes": attempt.memory_bytes,
         "logs": attempt.logs.iter().map(|l| serde_json::json!({"level": l.level, "message": l.message})).collect::<Vec<_>>(),
     })
 }

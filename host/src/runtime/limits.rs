@@ -80,6 +80,11 @@ impl MemoryLimiter {
         self.limit
     }
 
+    /// Bytes of linear memory the store's memories hold now.
+    pub fn used(&self) -> usize {
+        self.used
+    }
+
     /// The size a refused growth asked for, if the guest ever hit the limit.
     pub fn refused(&self) -> Option<usize> {
         self.refused

@@ -124,8 +124,17 @@ pub struct AttemptReport {
     pub logs: Vec<LogLine>,
     /// Instructions executed, when fuel is metered.
     pub fuel_used: Option<u64>,
+    /// Linear memory the instance held at its end (memories only grow: its peak), in bytes.
+    pub memory_bytes: u64,
     /// Wall-clock time from instantiation to the end.
     pub elapsed: Duration,
+}
+
+/// What one call consumed.
+#[derive(Debug, Clone, Copy, Default)]
+struct Usage {
+    fuel: Option<u64>,
+    memory_bytes: u64,
 }
 
 struct RuntimeInner {
@@ -312,7 +321,7 @@ impl Runtime {
     pub async fn execute(&self, module: &LoadedModule, attempt: Attempt) -> AttemptReport {
         let max_output = attempt.limits.max_output_bytes;
         let started = Instant::now();
-        let (outcome, logs, fuel_used) = self
+        let (outcome, logs, usage) = self
             .call(module, attempt, |bindings, store, (ctx, input)| {
                 Box::pin(async move {
                     bindings.call_run(store, &ctx, &input).await.map(|result| {
@@ -328,7 +337,8 @@ impl Runtime {
         AttemptReport {
             outcome,
             logs,
-            fuel_used,
+            fuel_used: usage.fuel,
+            memory_bytes: usage.memory_bytes,
             elapsed: started.elapsed(),
         }
     }
@@ -339,7 +349,7 @@ impl Runtime {
         module: &LoadedModule,
         attempt: Attempt,
         call: F,
-    ) -> (Result<R, TaskFailure>, Vec<LogLine>, Option<u64>)
+    ) -> (Result<R, TaskFailure>, Vec<LogLine>, Usage)
     where
         R: Send + 'static,
         F: for<'a> FnOnce(
@@ -361,9 +371,9 @@ impl Runtime {
         let _permits = tokio::select! {
             permits = self.0.pool.acquire(module.footprint) => match permits {
                 Ok(permits) => permits,
-                Err(_) => return (Err(TaskFailure::Host("runtime is shutting down".into())), vec![], None),
+                Err(_) => return (Err(TaskFailure::Host("runtime is shutting down".into())), vec![], Usage::default()),
             },
-            () = cancel.cancelled() => return (Err(TaskFailure::Cancelled), vec![], None),
+            () = cancel.cancelled() => return (Err(TaskFailure::Cancelled), vec![], Usage::default()),
         };
         let deadline = Instant::now() + limits.timeout;
         let per_instance = self.0.config.engine.effective_per_instance();
@@ -432,7 +442,11 @@ impl Runtime {
                 &limits,
             )),
         };
-        (outcome, log.finish(), fuel_used)
+        let usage = Usage {
+            fuel: fuel_used,
+            memory_bytes: store.data().limiter.used() as u64,
+        };
+        (outcome, log.finish(), usage)
     }
 
     fn new_store(&self, state: TaskState, limits: &Limits) -> Store<TaskState> {

@@ -104,6 +104,7 @@ fn cancelled_before_start() -> AttemptReport {
         outcome: Err(TaskFailure::Cancelled),
         logs: vec![],
         fuel_used: None,
+        memory_bytes: 0,
         elapsed: std::time::Duration::ZERO,
     }
 }
