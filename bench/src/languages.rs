@@ -126,7 +126,7 @@ async fn run_and_wait(server: &Server, workflow: &str) -> anyhow::Result<Duratio
     let response = server
         .client
         .post(format!(
-            "{}/api/v1/workflows/{workflow}/runs?wait=120",
+            "{}/api/v1/workflows/{workflow}/runs?wait=60",
             server.url
         ))
         .bearer_auth(&server.token)

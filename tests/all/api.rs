@@ -1327,3 +1327,82 @@ async fn events_start_subscribed_filtered_workflows_once(pool: PgPool) {
     }
     api.shutdown().await;
 }
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn a_tasks_fuel_budget_is_set_over_http_and_applies_to_new_runs(pool: PgPool) {
+    let api = Api::start(pool, true).await;
+    let token = api.tenant("acme").await;
+    api.deploy(&token, hatchery_guests::BENCH).await;
+    let put = |path: &'static str, body: Value| {
+        let (api, token) = (&api, token.clone());
+        async move { api.call("PUT", path, Some(&token), body.to_string()).await }
+    };
+    // Counting the primes below 100,000 takes ~5 × 10⁷ instructions: a million is too few.
+    let (status, body) = put(
+        "/api/v1/workflows/compute/tasks/compute/fuel",
+        json!({"fuel": 1_000_000}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({"workflow": "compute", "task": "compute", "fuel": 1_000_000})
+    );
+    let (_, workflow) = api.get("/api/v1/workflows/compute", &token).await;
+    assert_eq!(workflow["task_fuel"], json!({"compute": 1_000_000}));
+    let starved = api
+        .start_run(&token, "compute", json!({"input": {"n": 100_000}}))
+        .await;
+    let run = api.finished(&token, &starved).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(run["tasks"][0]["error_code"], "out_of_fuel", "{run}");
+    assert!(
+        run["tasks"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("1000000 instructions")),
+        "{run}"
+    );
+    // Back to the node's budget: the same run succeeds.
+    let (status, body) = put(
+        "/api/v1/workflows/compute/tasks/compute/fuel",
+        json!({"fuel": null}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let fed = api
+        .start_run(&token, "compute", json!({"input": {"n": 100_000}}))
+        .await;
+    let run = api.finished(&token, &fed).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["output"], json!({"primes": 9592}));
+    for (path, body, status, code) in [
+        (
+            "/api/v1/workflows/compute/tasks/compute/fuel",
+            json!({"fuel": 0}),
+            StatusCode::BAD_REQUEST,
+            "invalid_fuel",
+        ),
+        (
+            "/api/v1/workflows/compute/tasks/nope/fuel",
+            json!({"fuel": 5}),
+            StatusCode::NOT_FOUND,
+            "unknown_task",
+        ),
+        (
+            "/api/v1/workflows/nope/tasks/compute/fuel",
+            json!({"fuel": 5}),
+            StatusCode::NOT_FOUND,
+            "unknown_workflow",
+        ),
+        (
+            "/api/v1/workflows/compute/tasks/compute/fuel",
+            json!({"fuel": -3}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+    ] {
+        let (got, body) = put(path, body).await;
+        assert_error(got, &body, status, code);
+    }
+    api.shutdown().await;
+}

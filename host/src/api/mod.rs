@@ -134,6 +134,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/workflows", get(workflows::list_workflows))
         .route("/api/v1/workflows/{name}", get(workflows::get_workflow))
+        .route(
+            "/api/v1/workflows/{name}/tasks/{task}/fuel",
+            put(workflows::set_task_fuel),
+        )
         .route("/api/v1/workflows/{name}/runs", post(runs::start))
         .route(
             "/api/v1/workflows/{name}/runs/bulk",

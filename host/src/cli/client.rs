@@ -315,6 +315,20 @@ pub struct RateLimitSetArgs {
     pub client: ClientArgs,
 }
 
+/// Arguments of `hatchery fuel`.
+#[derive(Debug, clap::Args)]
+pub struct FuelArgs {
+    /// The workflow.
+    pub workflow: String,
+    /// Its task.
+    pub task: String,
+    /// Instructions one attempt of the task may execute, or `default` for the node's budget.
+    pub fuel: String,
+    /// Connection and output options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
 /// A failed API call.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -1189,6 +1203,39 @@ pub async fn rate_limits(command: RateLimitsCommand) -> anyhow::Result<()> {
         return Ok(());
     }
     print_table(&["KEY", "LIMIT", "USED NOW", "SOURCE"], &rows);
+    Ok(())
+}
+
+/// `hatchery fuel <workflow> <task> <N|default>`: a task's fuel budget for new runs.
+pub async fn fuel(args: FuelArgs) -> anyhow::Result<()> {
+    let fuel = match args.fuel.as_str() {
+        "default" => None,
+        number => Some(number.replace('_', "").parse::<u64>().map_err(|_| {
+            anyhow::anyhow!("fuel must be a number of instructions or `default`, not `{number}`")
+        })?),
+    };
+    let client = Client::tenant(&args.client)?;
+    let path = format!(
+        "/api/v1/workflows/{}/tasks/{}/fuel",
+        encode(&args.workflow),
+        encode(&args.task)
+    );
+    let set = client
+        .put(&path, Body::Json(json!({ "fuel": fuel })))
+        .await?;
+    if args.client.json {
+        return print_json(&set);
+    }
+    match set["fuel"].as_u64() {
+        Some(fuel) => println!(
+            "{}/{}: {fuel} instructions per attempt, for runs started from now on",
+            args.workflow, args.task
+        ),
+        None => println!(
+            "{}/{}: the node's fuel budget, for runs started from now on",
+            args.workflow, args.task
+        ),
+    }
     Ok(())
 }
 

@@ -51,6 +51,8 @@ pub enum Command {
     /// List and set rate limits.
     #[command(subcommand)]
     RateLimits(client::RateLimitsCommand),
+    /// Set a task's fuel budget for new runs: `hatchery fuel py-etl load 50000000000` (or `default`).
+    Fuel(client::FuelArgs),
     /// Create tenants (admin).
     #[command(subcommand)]
     Tenants(client::TenantsCommand),
@@ -100,6 +102,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Crons(command) => client::crons(command).await,
         Command::Events(command) => client::events(command).await,
         Command::RateLimits(command) => client::rate_limits(command).await,
+        Command::Fuel(args) => client::fuel(args).await,
         Command::Tenants(command) => client::tenants(command).await,
         Command::Tokens(command) => client::tokens(command).await,
     }

@@ -10,7 +10,7 @@
 macro_rules! claimed_tasks {
     () => {
         " SELECT c.tenant_id, c.id, c.workflow_run_id, c.workflow, c.task, c.module_digest,
-                c.attempt, c.lease_token, c.execution_timeout_ms,
+                c.attempt, c.lease_token, c.execution_timeout_ms, c.fuel,
                 coalesce(c.input, w.input)::text AS input,
                 w.additional_metadata::text AS metadata,
                 CASE WHEN cardinality(c.parents) = 0 THEN '[]' ELSE (
@@ -30,6 +30,7 @@ pub mod flow;
 pub mod maintenance;
 pub mod module;
 pub mod plans;
+pub mod task_fuel;
 pub mod task_run;
 pub mod tenant;
 pub mod token;

@@ -20,6 +20,9 @@ pub struct WorkflowVersion {
     pub definition: WorkflowDef,
     /// When this version was deployed.
     pub created_at: chrono::DateTime<chrono::Utc>,
+    /// Fuel budgets set for its tasks through the API (filled by `workflow_latest` only, for
+    /// the runs it starts).
+    pub task_fuel: std::collections::HashMap<String, i64>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -30,6 +33,8 @@ struct WorkflowRow {
     module_digest: String,
     definition: sqlx::types::Json<WorkflowDef>,
     created_at: chrono::DateTime<chrono::Utc>,
+    #[sqlx(default)]
+    task_fuel: Option<sqlx::types::Json<std::collections::HashMap<String, i64>>>,
 }
 
 impl From<WorkflowRow> for WorkflowVersion {
@@ -41,6 +46,7 @@ impl From<WorkflowRow> for WorkflowVersion {
             module_digest: row.module_digest,
             definition: row.definition.0,
             created_at: row.created_at,
+            task_fuel: row.task_fuel.map(|fuel| fuel.0).unwrap_or_default(),
         }
     }
 }
@@ -114,7 +120,10 @@ pub async fn workflow_latest(
     name: &str,
 ) -> Result<Option<WorkflowVersion>, sqlx::Error> {
     let row: Option<WorkflowRow> = sqlx::query_as(
-        "SELECT tenant_id, name, version, module_digest, definition, created_at FROM workflows
+        "SELECT tenant_id, name, version, module_digest, definition, created_at,
+                (SELECT jsonb_object_agg(f.task, f.fuel) FROM task_fuel f
+                 WHERE f.tenant_id = w.tenant_id AND f.workflow = w.name) AS task_fuel
+         FROM workflows w
          WHERE tenant_id = $1 AND name = $2 ORDER BY version DESC LIMIT 1",
     )
     .bind(tenant_id)

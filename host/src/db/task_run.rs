@@ -47,6 +47,8 @@ pub struct ClaimedTask {
     pub lease_token: i64,
     /// Wall-clock limit of the attempt.
     pub execution_timeout_ms: i64,
+    /// Fuel budget of the attempt set for its task; `None`: the node's.
+    pub fuel: Option<i64>,
     /// JSON input (the task's own, or the run's).
     pub input: String,
     /// JSON object of the run's additional metadata.
@@ -678,7 +680,7 @@ pub(crate) const CLAIM: &str = concat!(
              FROM picked p
              WHERE t.tenant_id = p.tenant_id AND t.id = p.id
              RETURNING t.tenant_id, t.id, t.workflow_run_id, t.workflow, t.task, t.module_digest,
-                       t.attempt, t.lease_token, t.execution_timeout_ms, t.input, t.parents
+                       t.attempt, t.lease_token, t.execution_timeout_ms, t.fuel, t.input, t.parents
          )
          ",
     claimed_tasks!()

@@ -200,6 +200,7 @@ struct TaskRows {
     backoff_max: Vec<Option<i32>>,
     execution_timeouts: Vec<i64>,
     schedule_timeouts: Vec<i64>,
+    fuel: Vec<Option<i64>>,
     gates: Vec<Option<String>>,
     gate: Vec<Option<String>>,
     /// Whether any task run has gates.
@@ -273,6 +274,8 @@ impl TaskRows {
             task.schedule_timeout_ms
                 .map_or(DEFAULT_SCHEDULE_TIMEOUT_MS, |ms| ms as i64),
         );
+        self.fuel
+            .push(run.workflow.task_fuel.get(&task.name).copied());
         // The on-failure task runs once its run has failed and freed its place: no gates.
         let gates = run
             .gates
@@ -312,21 +315,21 @@ impl TaskRows {
                                     parents, pending_parents, is_on_failure, status, priority,
                                     retries, backoff_factor, backoff_max_seconds,
                                     execution_timeout_ms, schedule_timeout_ms, schedule_deadline,
-                                    is_leaf, gates, gate)
+                                    is_leaf, gates, gate, fuel)
              SELECT $1, t.id, t.run_id, t.workflow, t.task, t.digest,
                     ARRAY(SELECT jsonb_array_elements_text(t.parents::jsonb)), t.pending,
                     t.on_failure, t.status, t.priority, t.retries, t.factor, t.max_seconds,
                     t.execution_timeout, t.schedule_timeout,
                     CASE WHEN t.status = 'queued'
                          THEN now() + t.schedule_timeout * interval '1 millisecond' END,
-                    t.leaf, t.gates::jsonb, t.gate
+                    t.leaf, t.gates::jsonb, t.gate, t.fuel
              FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[],
                          $8::int[], $9::bool[], $10::text[], $11::smallint[], $12::int[],
                          $13::float8[], $14::int[], $15::bigint[], $16::bigint[], $17::bool[],
-                         $18::text[], $19::text[])
+                         $18::text[], $19::text[], $20::bigint[])
                   AS t(id, run_id, workflow, task, digest, parents, pending, on_failure, status,
                        priority, retries, factor, max_seconds, execution_timeout, schedule_timeout,
-                       leaf, gates, gate)",
+                       leaf, gates, gate, fuel)",
         )
         .bind(tenant_id)
         .bind(&self.ids)
@@ -347,6 +350,7 @@ impl TaskRows {
         .bind(&self.leaves)
         .bind(&self.gates)
         .bind(&self.gate)
+        .bind(&self.fuel)
         .execute(conn)
         .await?;
         Ok(())

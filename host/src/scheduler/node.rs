@@ -381,6 +381,8 @@ impl NodeInner {
                 .ok_or_else(|| format!("module {digest} is not stored"))?;
             let loaded = self.runtime.load(&bytes).await.map_err(|e| e.to_string())?;
             let slots = loaded.manifest.slots.unwrap_or(self.config.default_slots);
+            // Its runs were left unclaimed while it loaded: look for them now.
+            self.work.notify_one();
             Ok(Worker::new(self.runtime.clone(), loaded, slots))
         })
         .await
@@ -662,6 +664,10 @@ async fn run_attempt(inner: Arc<NodeInner>, task: ClaimedTask, signals: LeaseSig
         input: task.input.clone(),
         limits: Limits {
             timeout: Duration::from_millis(task.execution_timeout_ms.max(1) as u64),
+            fuel: task
+                .fuel
+                .map(|fuel| fuel.max(1) as u64)
+                .or(inner.config.limits.fuel),
             ..inner.config.limits
         },
         cancel,
