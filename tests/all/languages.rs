@@ -350,3 +350,42 @@ async fn every_node_compiles_a_deployed_module_before_its_first_run(pool: PgPool
     .await;
     node.shutdown().await;
 }
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn with_the_fleets_key_only_the_uploading_node_compiles(pool: PgPool) {
+    const KEY: &str = "a secret every node of this fleet shares";
+    let keyed = |cache: bool| {
+        Runtime::new(RuntimeConfig {
+            engine: EngineConfig::with_instances(16),
+            cache_dir: cache.then(cache_dir),
+            artifact_key: Some(hatchery::runtime::ArtifactKey::derive(KEY)),
+            ..RuntimeConfig::default()
+        })
+        .expect("runtime starts")
+    };
+    let db = Db::new(pool);
+    // No disk cache on the running node: what it does not compile, it took from the database.
+    let running = keyed(false);
+    let node = Node::start(db.clone(), running.clone(), test_node_config())
+        .await
+        .expect("node");
+    deploy_module(
+        &db,
+        &keyed(true),
+        DEFAULT_TENANT,
+        &hatchery_guests::read(hatchery_guests::PYTHON_HELLO),
+    )
+    .await
+    .expect("deploys");
+    let id = start_run(
+        &db,
+        DEFAULT_TENANT,
+        &RunRequest::new("py-square", json!({"n": 12})),
+    )
+    .await
+    .expect("starts");
+    let view = finished(&db, id).await;
+    assert_eq!(view.run.output, Some(json!({"square": 144})));
+    assert_eq!(running.compile_count(), 0, "loaded the sealed artifact");
+    node.shutdown().await;
+}

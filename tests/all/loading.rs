@@ -165,3 +165,57 @@ async fn a_corrupted_cache_entry_is_recompiled_not_loaded() {
     restarted.load(&bytes).await.expect("recompiles");
     assert_eq!(restarted.compile_count(), 1);
 }
+
+fn runtime_with_key(key: Option<&str>) -> Runtime {
+    Runtime::new(RuntimeConfig {
+        engine: EngineConfig::with_instances(4),
+        artifact_key: key.map(hatchery::runtime::ArtifactKey::derive),
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime starts")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sealed_artifact_loads_without_compiling_and_anything_else_is_compiled() {
+    const KEY: &str = "the fleet's secret, thirty-two characters or more";
+    let bytes = hatchery_guests::read(hatchery_guests::HELLO);
+    let first = runtime_with_key(Some(KEY));
+    let module = first.load(&bytes).await.expect("loads");
+    let sealed = first.sealed_artifact(&module).expect("a key seals");
+    assert!(runtime_with_key(None).sealed_artifact(&module).is_none());
+
+    let other = runtime_with_key(Some(KEY));
+    let loaded = other
+        .load_shared(&bytes, Some(sealed.clone()))
+        .await
+        .expect("loads");
+    assert_eq!(other.compile_count(), 0, "the sealed artifact is used");
+    let output = other
+        .execute(
+            &loaded,
+            hatchery::runtime::Attempt::new("hello", "greet", r#"{"name":"Ada"}"#),
+        )
+        .await
+        .outcome
+        .expect("runs");
+    assert_eq!(json(&output), json(r#"{"greeting":"Hello, Ada!"}"#));
+
+    // A torn or forged row, another key, no key: never deserialized, compiled instead.
+    let mut tampered = sealed.clone();
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 0xff;
+    for (runtime, sealed) in [
+        (runtime_with_key(Some(KEY)), tampered),
+        (
+            runtime_with_key(Some("another fleet's secret, also long enough")),
+            sealed.clone(),
+        ),
+        (runtime_with_key(None), sealed),
+    ] {
+        runtime
+            .load_shared(&bytes, Some(sealed))
+            .await
+            .expect("still loads");
+        assert_eq!(runtime.compile_count(), 1);
+    }
+}

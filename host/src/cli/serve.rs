@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use super::CacheArgs;
 use crate::api::{self, ApiConfig, AppState};
 use crate::db::Db;
-use crate::runtime::{EngineConfig, Limits, PoolShare, Runtime, RuntimeConfig};
+use crate::runtime::{ArtifactKey, EngineConfig, Limits, PoolShare, Runtime, RuntimeConfig};
 use crate::scheduler::{Node, NodeConfig};
 
 /// Arguments of `hatchery serve`.
@@ -54,6 +54,11 @@ pub struct ServeArgs {
     /// Most tables one module instance may define.
     #[arg(long, env = "HATCHERY_MAX_TABLES_PER_MODULE", default_value_t = PoolShare::PER_INSTANCE.tables)]
     pub max_tables_per_module: u32,
+    /// The fleet's secret (every node the same, at least 32 characters): seals the compiled
+    /// modules nodes share through the database, so only the node that takes an upload
+    /// compiles it. Unset: every node compiles every module itself.
+    #[arg(long, env = "HATCHERY_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
     /// Connections of the node's database pool.
     #[arg(long, env = "HATCHERY_DB_CONNECTIONS", default_value_t = 16)]
     pub db_connections: u32,
@@ -134,9 +139,23 @@ impl Server {
         db.migrate()
             .await
             .context("applying the migrations failed")?;
+        let secret = args.secret_key.as_deref().filter(|key| !key.is_empty());
+        if let Some(secret) = secret
+            && secret.chars().count() < 32
+        {
+            anyhow::bail!(
+                "HATCHERY_SECRET_KEY must be at least 32 characters (e.g. `openssl rand -hex 32`)"
+            );
+        }
+        if secret.is_none() {
+            tracing::info!(
+                "HATCHERY_SECRET_KEY is not set: this node compiles every module itself rather than loading what another node compiled"
+            );
+        }
         let runtime = Runtime::new(RuntimeConfig {
             engine: args.engine_config(),
             cache_dir: args.cache.dir(),
+            artifact_key: secret.map(ArtifactKey::derive),
             ..RuntimeConfig::default()
         })?;
         let node = Node::start(

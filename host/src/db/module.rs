@@ -113,6 +113,44 @@ pub async fn workflow_version_create(
     Ok(row.into())
 }
 
+/// Stores the sealed compiled artifact of module `digest` for engine `engine` (first one wins).
+pub async fn module_artifact_store(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    digest: &str,
+    engine: &str,
+    sealed: &[u8],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO module_artifacts (tenant_id, digest, engine, sealed) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (tenant_id, digest, engine) DO NOTHING",
+    )
+    .bind(tenant_id)
+    .bind(digest)
+    .bind(engine)
+    .bind(sealed)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The sealed compiled artifact of module `digest` for engine `engine`, if one is stored.
+pub async fn module_artifact(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    digest: &str,
+    engine: &str,
+) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT sealed FROM module_artifacts WHERE tenant_id = $1 AND digest = $2 AND engine = $3",
+    )
+    .bind(tenant_id)
+    .bind(digest)
+    .bind(engine)
+    .fetch_optional(conn)
+    .await
+}
+
 /// The newest version of workflow `name`.
 pub async fn workflow_latest(
     conn: &mut PgConnection,

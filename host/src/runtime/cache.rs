@@ -16,6 +16,8 @@ use sha2::{Digest as _, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+use super::artifact::ArtifactKey;
+
 /// The sha256 digest of a module's bytes: its identity.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Digest(pub [u8; 32]);
@@ -76,12 +78,19 @@ impl CompileCache {
         self.compiles.load(Ordering::Relaxed)
     }
 
-    /// The component for `bytes`, loaded from the cache or compiled (and then cached).
+    /// The engine fingerprint artifacts are keyed by.
+    pub fn engine_fingerprint(&self) -> u64 {
+        self.engine_fingerprint
+    }
+
+    /// The component for `bytes`: loaded from the disk cache, else from `shared` (an artifact
+    /// another node sealed, opened with the key), else compiled; then cached on disk.
     pub fn load_or_compile(
         &self,
         engine: &Engine,
         digest: Digest,
         bytes: &[u8],
+        shared: Option<(&ArtifactKey, &[u8])>,
     ) -> wasmtime::Result<Component> {
         let path = self.entry_path(digest);
         if let Some(path) = &path
@@ -89,8 +98,15 @@ impl CompileCache {
         {
             return Ok(component);
         }
-        self.compiles.fetch_add(1, Ordering::Relaxed);
-        let component = Component::new(engine, bytes)?;
+        let opened =
+            shared.and_then(|(key, sealed)| key.open(digest, self.engine_fingerprint, sealed));
+        let component = match opened.and_then(|artifact| deserialize_sealed(engine, artifact)) {
+            Some(component) => component,
+            None => {
+                self.compiles.fetch_add(1, Ordering::Relaxed);
+                Component::new(engine, bytes)?
+            }
+        };
         if let Some(path) = &path
             && let Err(e) = self.store(&component, digest, path)
         {
@@ -158,6 +174,21 @@ impl CompileCache {
         std::fs::rename(&temporary.0, path)?;
         Ok(())
     }
+}
+
+/// Deserializes an artifact whose seal was verified.
+fn deserialize_sealed(engine: &Engine, artifact: &[u8]) -> Option<Component> {
+    // SAFETY: `deserialize` requires bytes produced by `Component::serialize` of a compatible
+    // engine. The seal's HMAC proves a holder of the nodes' key made them for this module and
+    // this engine fingerprint (see `artifact`), and nodes only seal what they serialized.
+    #[allow(
+        unsafe_code,
+        reason = "loading an artifact a node sealed with the fleet's key"
+    )]
+    let component = unsafe { Component::deserialize(engine, artifact) };
+    component
+        .inspect_err(|e| tracing::warn!("compiling a shared artifact that does not load: {e:#}"))
+        .ok()
 }
 
 fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {

@@ -3,6 +3,7 @@
 //!
 //! It never touches the database; the scheduler hands it attempts and records what comes back.
 
+mod artifact;
 mod bindings;
 mod cache;
 mod engine;
@@ -27,6 +28,7 @@ use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
+pub use artifact::ArtifactKey;
 /// Implement `TaskHost` with this attribute.
 pub use async_trait::async_trait;
 pub use cache::Digest;
@@ -53,6 +55,9 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// Limits of the `describe` call made at load.
     pub describe_limits: Limits,
+    /// Seals compiled artifacts shared between nodes through the database; `None`: nothing is
+    /// shared, every node compiles.
+    pub artifact_key: Option<ArtifactKey>,
 }
 
 impl Default for RuntimeConfig {
@@ -66,6 +71,7 @@ impl Default for RuntimeConfig {
                 max_output_bytes: 4 << 20,
                 ..Limits::default()
             },
+            artifact_key: None,
         }
     }
 }
@@ -199,6 +205,16 @@ impl Runtime {
     /// Loads `bytes` as a task module: validates, compiles (or reuses the cache), checks the
     /// world and reads the manifest. A module already loaded by this runtime is returned as is.
     pub async fn load(&self, bytes: &[u8]) -> Result<Arc<LoadedModule>, LoadError> {
+        self.load_shared(bytes, None).await
+    }
+
+    /// `load`, taking the compiled artifact from `sealed` (made by `sealed_artifact` on a node
+    /// with the same key and engine) when its seal holds, instead of compiling.
+    pub async fn load_shared(
+        &self,
+        bytes: &[u8],
+        sealed: Option<Vec<u8>>,
+    ) -> Result<Arc<LoadedModule>, LoadError> {
         module::check_header(bytes)?;
         let digest = Digest::of(bytes);
         if let Some(loaded) = self.loaded(digest) {
@@ -217,10 +233,12 @@ impl Runtime {
             let bytes = bytes.to_vec();
             // Compilation is CPU-bound for hundreds of ms: keep it off the async workers.
             tokio::task::spawn_blocking(move || {
+                let key = runtime.0.config.artifact_key.as_ref();
+                let shared = key.zip(sealed.as_deref());
                 runtime
                     .0
                     .cache
-                    .load_or_compile(&runtime.0.engine, digest, &bytes)
+                    .load_or_compile(&runtime.0.engine, digest, &bytes, shared)
             })
             .await
             .map_err(|e| LoadError::Invalid(format!("compiler task failed: {e}")))?
@@ -285,6 +303,26 @@ impl Runtime {
             }
         }
         Ok(())
+    }
+
+    /// The engine fingerprint shared artifacts are keyed by, as text.
+    pub fn engine_fingerprint(&self) -> String {
+        format!("{:016x}", self.0.cache.engine_fingerprint())
+    }
+
+    /// `module`'s compiled artifact sealed with this runtime's key, for other nodes to load
+    /// without compiling; `None` without a key. Serializing takes a while for an interpreter:
+    /// call it off the async workers (`spawn_blocking`).
+    pub fn sealed_artifact(&self, module: &LoadedModule) -> Option<Vec<u8>> {
+        let key = self.0.config.artifact_key.as_ref()?;
+        let artifact = module
+            .pre
+            .instance_pre()
+            .component()
+            .serialize()
+            .inspect_err(|e| tracing::warn!("cannot serialize a compiled module: {e:#}"))
+            .ok()?;
+        Some(key.seal(module.digest, self.0.cache.engine_fingerprint(), &artifact))
     }
 
     /// A module this runtime already loaded.

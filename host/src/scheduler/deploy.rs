@@ -41,8 +41,20 @@ pub async fn deploy_module(
 ) -> Result<Deployed, DeployError> {
     let loaded = runtime.load(bytes).await?;
     let digest = loaded.digest.to_string();
+    // Sealed for the other nodes, which then load it without compiling (none without a key).
+    let sealed = {
+        let (runtime, loaded) = (runtime.clone(), loaded.clone());
+        tokio::task::spawn_blocking(move || runtime.sealed_artifact(&loaded))
+            .await
+            .ok()
+            .flatten()
+    };
     let mut tx = db.pool.begin().await?;
     let new = module::module_insert(&mut tx, tenant_id, &digest, bytes, &loaded.manifest).await?;
+    if let Some(sealed) = &sealed {
+        let engine = runtime.engine_fingerprint();
+        module::module_artifact_store(&mut tx, tenant_id, &digest, &engine, sealed).await?;
+    }
     let workflows = if new {
         let mut versions = Vec::new();
         for workflow in &loaded.manifest.workflows {

@@ -379,7 +379,16 @@ impl NodeInner {
                 .await
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("module {digest} is not stored"))?;
-            let loaded = self.runtime.load(&bytes).await.map_err(|e| e.to_string())?;
+            let engine = self.runtime.engine_fingerprint();
+            let sealed = module::module_artifact(&mut conn, tenant_id, digest, &engine)
+                .await
+                .map_err(|e| e.to_string())?;
+            drop(conn);
+            let loaded = self
+                .runtime
+                .load_shared(&bytes, sealed)
+                .await
+                .map_err(|e| e.to_string())?;
             let slots = loaded.manifest.slots.unwrap_or(self.config.default_slots);
             // Its runs were left unclaimed while it loaded: look for them now.
             self.work.notify_one();
