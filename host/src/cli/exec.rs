@@ -208,11 +208,21 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
         let value = serde_json::json!({
             "digest": module.digest.to_string(),
             "size": module.size,
+            "footprint": {
+                "core_instances": module.footprint.core_instances,
+                "memories": module.footprint.memories,
+                "tables": module.footprint.tables,
+            },
             "manifest": module.manifest,
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         println!("module {} ({} bytes)", module.digest, module.size);
+        let footprint = module.footprint;
+        println!(
+            "one instance takes {} core instances, {} memories and {} tables of the pool",
+            footprint.core_instances, footprint.memories, footprint.tables
+        );
         print_manifest(&module.manifest);
     }
     Ok(())

@@ -45,7 +45,7 @@ pub struct ServeArgs {
     /// interpreter spends ~1,200 per Python loop iteration (see docs/languages.md).
     #[arg(long, env = "HATCHERY_FUEL", default_value_t = 100_000_000_000)]
     pub fuel: u64,
-    /// Most core module instances one module instance may create (Rust 3, Python 14, JS 5).
+    /// Most core module instances one module instance may create (Rust 3, Python 14, JavaScript 4).
     #[arg(long, env = "HATCHERY_MAX_CORE_INSTANCES_PER_MODULE", default_value_t = PoolShare::PER_INSTANCE.core_instances)]
     pub max_core_instances_per_module: u32,
     /// Most linear memories one module instance may define.

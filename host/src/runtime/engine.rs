@@ -43,7 +43,7 @@ pub struct PoolShare {
 
 impl PoolShare {
     /// The default per-instance maximum: a Rust guest needs 3 core instances, 1 memory and
-    /// 2 tables; a componentize-py guest 14 / 1 / 1 and a componentize-js guest 5 / 2 / 2.
+    /// 2 tables; a componentize-py guest 14 / 1 / 2 and a componentize-js guest 4 / 1 / 2.
     pub const PER_INSTANCE: Self = Self {
         core_instances: 32,
         memories: 4,
