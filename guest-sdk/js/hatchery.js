@@ -19,7 +19,7 @@
 //   componentize-js app.js --wit guest-sdk/js/wit -n task-module -o app.wasm
 //
 // Inputs and outputs are JSON: a task receives the run's input decoded and returns anything
-// JSON.stringify accepts (or a Promise of it). Throwing `Fatal` fails the task at once; any
+// JSON.stringify accepts, or a Promise of it (tasks may be `async`). Throwing `Fatal` fails the task at once; any
 // other exception fails the attempt (retried if the task has retries left) with its message,
 // and its stack goes to the task's log.
 
@@ -258,14 +258,17 @@ export function describe() {
   };
 }
 
-/** Export of the component: runs one task. Re-export it from the module's entry file. */
-export function run(ctx, input) {
+/**
+ * Export of the component: runs one task (which may be `async`, e.g. to `await fetch(...)`).
+ * Re-export it from the module's entry file.
+ */
+export async function run(ctx, input) {
   const task = workflows.get(ctx.workflow)?.find(ctx.task);
   if (task === undefined) {
     throw new TaskError("fatal", `this module has no task ${ctx.workflow}/${ctx.task}`);
   }
   try {
-    const output = task.fn(new Context(ctx), input ? JSON.parse(input) : null);
+    const output = await task.fn(new Context(ctx), input ? JSON.parse(input) : null);
     return JSON.stringify(output === undefined ? null : output);
   } catch (error) {
     if (error instanceof Fatal) throw new TaskError("fatal", error.message || "fatal");

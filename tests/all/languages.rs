@@ -389,3 +389,29 @@ async fn with_the_fleets_key_only_the_uploading_node_compiles(pool: PgPool) {
     assert_eq!(running.compile_count(), 0, "loaded the sealed artifact");
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outgoing_http_is_refused_with_a_line_in_the_task_log() {
+    let runtime = shared();
+    let module = runtime
+        .load(&hatchery_guests::read(hatchery_guests::JS_RAW))
+        .await
+        .expect("loads");
+    let report = runtime
+        .execute(&module, Attempt::new("js-raw", "fetch", "null"))
+        .await;
+    let output: Value =
+        serde_json::from_str(&report.outcome.expect("the task handles it")).expect("json");
+    assert!(
+        output["refused"]
+            .as_str()
+            .is_some_and(|e| e.contains("NetworkError")),
+        "{output}"
+    );
+    assert!(
+        report.logs.iter().any(|line| line.message
+            == "outbound HTTP refused: POST api.example.com: this node allows tasks no outbound HTTP"),
+        "{:?}",
+        report.logs
+    );
+}
