@@ -6,6 +6,7 @@ pub mod api;
 pub mod cli;
 pub mod cron;
 pub mod db;
+pub mod egress;
 pub mod flow;
 pub mod manifest;
 pub mod runtime;

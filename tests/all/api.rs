@@ -1406,3 +1406,125 @@ async fn a_tasks_fuel_budget_is_set_over_http_and_applies_to_new_runs(pool: PgPo
     }
     api.shutdown().await;
 }
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn egress_is_set_by_admin_and_tenant_and_applied_by_the_node(pool: PgPool) {
+    let port = crate::egress::server().await;
+    let api = Api::start(pool, true).await;
+    let (status, tenant) = api
+        .post("/api/v1/tenants", ADMIN, json!({"name": "acme"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{tenant}");
+    let (id, token) = (
+        tenant["id"].as_str().expect("id").to_owned(),
+        tenant["token"].as_str().expect("token").to_owned(),
+    );
+    let other = api.tenant("other").await;
+    for token in [&token, &other] {
+        api.deploy(token, hatchery_guests::JS_RAW).await;
+    }
+    let fetch = |token: String| {
+        let api = &api;
+        async move {
+            let input = json!({"url": format!("http://127.0.0.1:{port}/hello"), "method": "GET"});
+            let id = api
+                .start_run(&token, "js-fetch", json!({"input": input}))
+                .await;
+            let run = api.finished(&token, &id).await;
+            assert_eq!(run["status"], "succeeded", "{run}");
+            run["tasks"]
+                .as_array()
+                .and_then(|tasks| tasks.iter().find(|t| t["name"] == "fetch"))
+                .map(|t| t["output"].clone())
+                .expect("the fetch task")
+        }
+    };
+    let put = |path: String, token: String, body: Value| {
+        let api = &api;
+        async move { api.call("PUT", &path, Some(&token), body.to_string()).await }
+    };
+    let here = format!("127.0.0.1:{port}");
+
+    // Nothing allowed by default.
+    assert!(fetch(token.clone()).await.get("refused").is_some());
+    let (status, body) = put(
+        format!("/api/v1/tenants/{id}/egress"),
+        ADMIN.into(),
+        json!({"allow": [here]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = api.get("/api/v1/egress", &token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({"allow": [], "ceiling": [{"host": "127.0.0.1", "ports": [port]}]})
+    );
+    // The ceiling alone allows nothing; the tenant's list must stay within it.
+    assert!(fetch(token.clone()).await.get("refused").is_some());
+    let (status, body) = put(
+        "/api/v1/egress".into(),
+        token.clone(),
+        json!({"allow": [format!("127.0.0.2:{port}")]}),
+    )
+    .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "outside_ceiling");
+    let (status, body) = put(
+        "/api/v1/egress".into(),
+        token.clone(),
+        json!({"allow": [here]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(fetch(token.clone()).await["status"], 200);
+    // Another tenant has its own (empty) policy.
+    assert!(fetch(other.clone()).await.get("refused").is_some());
+    // A lowered ceiling applies at once, on the node too.
+    let (status, _) = put(
+        format!("/api/v1/tenants/{id}/egress"),
+        ADMIN.into(),
+        json!({"allow": []}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    eventually(10, || {
+        let fetch = fetch(token.clone());
+        async move { fetch.await.get("refused").is_some() }
+    })
+    .await;
+    // Bad input and the wrong caller.
+    for (path, caller, body, expected, code) in [
+        (
+            "/api/v1/egress".to_owned(),
+            token.clone(),
+            json!({"allow": ["exa mple.com"]}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "/api/v1/egress".to_owned(),
+            token.clone(),
+            json!({"allow": "x"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            format!("/api/v1/tenants/{id}/egress"),
+            token.clone(),
+            json!({"allow": []}),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            format!("/api/v1/tenants/{}/egress", uuid::Uuid::new_v4()),
+            ADMIN.into(),
+            json!({"allow": []}),
+            StatusCode::NOT_FOUND,
+            "unknown_tenant",
+        ),
+    ] {
+        let (status, body) = put(path, caller, body).await;
+        assert_error(status, &body, expected, code);
+    }
+    api.shutdown().await;
+}

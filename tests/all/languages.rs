@@ -398,7 +398,7 @@ async fn outgoing_http_is_refused_with_a_line_in_the_task_log() {
         .await
         .expect("loads");
     let report = runtime
-        .execute(&module, Attempt::new("js-raw", "fetch", "null"))
+        .execute(&module, Attempt::new("js-fetch", "fetch", "null"))
         .await;
     let output: Value =
         serde_json::from_str(&report.outcome.expect("the task handles it")).expect("json");
@@ -410,7 +410,7 @@ async fn outgoing_http_is_refused_with_a_line_in_the_task_log() {
     );
     assert!(
         report.logs.iter().any(|line| line.message
-            == "outbound HTTP refused: POST api.example.com: this node allows tasks no outbound HTTP"),
+            == "outbound HTTP refused: POST https://api.example.com:443 is not on this tenant's egress allowlist"),
         "{:?}",
         report.logs
     );

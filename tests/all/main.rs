@@ -5,6 +5,7 @@
 mod api;
 mod crons;
 mod durable;
+mod egress;
 mod flow;
 mod languages;
 mod loading;

@@ -5,6 +5,7 @@
 
 mod auth;
 mod crons;
+mod egress;
 mod error;
 mod events;
 mod extract;
@@ -165,6 +166,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/crons", get(crons::list))
         .route("/api/v1/crons/{id}", delete(crons::delete))
         .route("/api/v1/rate-limits", get(rate_limits::list))
+        .route("/api/v1/tenants/{id}/egress", put(egress::set_ceiling))
+        .route("/api/v1/egress", get(egress::get).put(egress::set_allow))
         .route("/api/v1/rate-limits/{key}", put(rate_limits::set))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -54,6 +54,8 @@ pub const CHANNEL_RUN_FINISHED: &str = "hatchery_run_finished";
 pub const CHANNEL_GATED: &str = "hatchery_gated";
 /// Channel that wakes the schedule service: a run was scheduled or rescheduled.
 pub const CHANNEL_SCHEDULED: &str = "hatchery_scheduled";
+/// Channel naming tenants whose egress policy changed: payload is comma-separated tenant ids.
+pub const CHANNEL_EGRESS: &str = "hatchery_egress";
 /// Channel naming a module just deployed, so every node compiles it before its first run:
 /// payload `tenant_id:digest`.
 pub const CHANNEL_MODULE_DEPLOYED: &str = "hatchery_module_deployed";

@@ -48,3 +48,59 @@ pub async fn tenant_ids(conn: &mut PgConnection) -> Result<Vec<Uuid>, sqlx::Erro
         .fetch_all(conn)
         .await
 }
+
+/// Tenant `id`'s egress allowlist and ceiling (JSON arrays of patterns), if the tenant exists.
+pub async fn tenant_egress(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<(serde_json::Value, serde_json::Value)>, sqlx::Error> {
+    sqlx::query_as("SELECT egress_allow, egress_ceiling FROM tenants WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Sets tenant `id`'s egress ceiling (admin); `false` if there is no such tenant. Nodes drop
+/// their cached policy of the tenant at commit.
+pub async fn tenant_egress_ceiling_set(
+    conn: &mut PgConnection,
+    id: Uuid,
+    ceiling: &serde_json::Value,
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query("UPDATE tenants SET egress_ceiling = $2 WHERE id = $1")
+        .bind(id)
+        .bind(ceiling)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    super::notify_ids(conn, super::CHANNEL_EGRESS, &[id]).await?;
+    Ok(updated == 1)
+}
+
+/// Sets tenant `id`'s egress allowlist (checked against the ceiling by the caller, under the
+/// row lock this takes). Nodes drop their cached policy of the tenant at commit.
+pub async fn tenant_egress_allow_set(
+    conn: &mut PgConnection,
+    id: Uuid,
+    allow: &serde_json::Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE tenants SET egress_allow = $2 WHERE id = $1")
+        .bind(id)
+        .bind(allow)
+        .execute(&mut *conn)
+        .await?;
+    super::notify_ids(conn, super::CHANNEL_EGRESS, &[id]).await?;
+    Ok(())
+}
+
+/// Tenant `id`'s egress ceiling, locked until the transaction ends (so an allowlist checked
+/// against it cannot race a lowered ceiling).
+pub async fn tenant_egress_ceiling_locked(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<serde_json::Value, sqlx::Error> {
+    sqlx::query_scalar("SELECT egress_ceiling FROM tenants WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_one(conn)
+        .await
+}

@@ -16,7 +16,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use super::bindings::hatchery::task::{runtime, types};
 use super::limits::MemoryLimiter;
 use super::logs::{AttemptLog, LogLevel};
-use super::network::RefuseOutgoing;
+use super::network::OutgoingHttp;
 
 /// The identity and inputs of one task attempt.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -95,7 +95,7 @@ pub(crate) enum Interruption {
 pub(crate) struct TaskState {
     pub(crate) wasi: WasiCtx,
     pub(crate) http: WasiHttpCtx,
-    pub(crate) http_hooks: RefuseOutgoing,
+    pub(crate) http_hooks: OutgoingHttp,
     pub(crate) table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) log: AttemptLog,

@@ -42,6 +42,7 @@ pub struct WorkflowReport {
 pub struct LocalRunner {
     worker: Worker,
     limits: Limits,
+    egress: Arc<crate::egress::EgressPolicy>,
     cancel: CancellationToken,
     next_run: AtomicU64,
     runs: Mutex<HashMap<String, watch::Receiver<Option<RunResult>>>>,
@@ -49,11 +50,21 @@ pub struct LocalRunner {
 }
 
 impl LocalRunner {
-    /// A runner executing on `worker` with `limits` per attempt.
+    /// A runner executing on `worker` with `limits` per attempt and no outbound HTTP.
     pub fn new(worker: Worker, limits: Limits) -> Arc<Self> {
+        Self::with_egress(worker, limits, crate::egress::EgressPolicy::default())
+    }
+
+    /// A runner whose attempts may send HTTP requests where `egress` allows.
+    pub fn with_egress(
+        worker: Worker,
+        limits: Limits,
+        egress: crate::egress::EgressPolicy,
+    ) -> Arc<Self> {
         Arc::new(Self {
             worker,
             limits,
+            egress: Arc::new(egress),
             cancel: CancellationToken::new(),
             next_run: AtomicU64::new(1),
             runs: Mutex::new(HashMap::new()),
@@ -241,6 +252,7 @@ impl LocalRunner {
             limits: self.limits,
             cancel: self.cancel.child_token(),
             host: Arc::new(LocalHost(self.clone())),
+            egress: self.egress.clone(),
         };
         self.worker
             .runtime()

@@ -39,8 +39,10 @@ pub use inspect::{ComponentShape, Footprint, inspect};
 pub use limits::Limits;
 pub use logs::{LogLevel, LogLine};
 pub use module::{GRANTED_INTERFACES, LoadError, LoadedModule};
+pub use network::EgressLimits;
 pub use worker::Worker;
 
+use crate::egress::EgressPolicy;
 use bindings::hatchery::task::types as wit;
 use imports::{Interruption, TaskState};
 use limits::MemoryLimiter;
@@ -58,6 +60,8 @@ pub struct RuntimeConfig {
     /// Seals compiled artifacts shared between nodes through the database; `None`: nothing is
     /// shared, every node compiles.
     pub artifact_key: Option<ArtifactKey>,
+    /// Limits of each attempt's outgoing HTTP.
+    pub egress_limits: EgressLimits,
 }
 
 impl Default for RuntimeConfig {
@@ -72,6 +76,7 @@ impl Default for RuntimeConfig {
                 ..Limits::default()
             },
             artifact_key: None,
+            egress_limits: EgressLimits::default(),
         }
     }
 }
@@ -100,6 +105,8 @@ pub struct Attempt {
     pub cancel: CancellationToken,
     /// Serves `spawn`, `wait` and `push-event`.
     pub host: Arc<dyn TaskHost>,
+    /// Where the attempt may send HTTP requests (nowhere by default).
+    pub egress: Arc<EgressPolicy>,
 }
 
 impl Attempt {
@@ -117,6 +124,7 @@ impl Attempt {
             limits: Limits::default(),
             cancel: CancellationToken::new(),
             host: Arc::new(NoServer),
+            egress: Arc::new(EgressPolicy::default()),
         }
     }
 }
@@ -404,6 +412,7 @@ impl Runtime {
             limits,
             cancel,
             host,
+            egress,
         } = attempt;
         let log = AttemptLog::new(limits.max_log_bytes);
         let _permits = tokio::select! {
@@ -436,7 +445,11 @@ impl Runtime {
                     .allow_ip_name_lookup(false)
                     .build(),
                 http: wasmtime_wasi_http::WasiHttpCtx::new(),
-                http_hooks: network::RefuseOutgoing::new(log.clone()),
+                http_hooks: network::OutgoingHttp::new(
+                    log.clone(),
+                    egress,
+                    self.0.config.egress_limits,
+                ),
                 table: ResourceTable::new(),
                 limiter: MemoryLimiter::new(limits.memory_bytes).with_counts(
                     per_instance.core_instances,

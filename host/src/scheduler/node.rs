@@ -23,6 +23,7 @@ use crate::db::task_run::{
     task_runs_expire, task_runs_heartbeat, task_runs_reap_lost,
 };
 use crate::db::{self, Db, module};
+use crate::egress::EgressPolicy;
 use crate::runtime::{Attempt, Limits, RunInfo, Runtime, TaskFailure, Worker};
 
 /// How a node schedules.
@@ -109,6 +110,8 @@ pub(crate) struct NodeInner {
     /// How many waiting parents may give their slot back (the instance pool's headroom).
     pub(crate) wait_releases: Arc<Semaphore>,
     workers: Mutex<HashMap<String, WorkerCell>>,
+    /// Each tenant's outbound HTTP policy, dropped when it changes (`CHANNEL_EGRESS`).
+    egress: Mutex<HashMap<Uuid, Arc<EgressPolicy>>>,
     leases: Arc<LeaseTable>,
     waiters: Mutex<HashMap<Uuid, Arc<Notify>>>,
     pub(crate) work: Notify,
@@ -162,6 +165,7 @@ impl Node {
             runtime,
             config,
             workers: Mutex::new(HashMap::new()),
+            egress: Mutex::new(HashMap::new()),
             leases: leases.clone(),
             waiters: Mutex::new(HashMap::new()),
             work: Notify::new(),
@@ -181,6 +185,7 @@ impl Node {
                 db::CHANNEL_GATED,
                 db::CHANNEL_SCHEDULED,
                 db::CHANNEL_MODULE_DEPLOYED,
+                db::CHANNEL_EGRESS,
             ])
             .await?;
         let stop_loops = CancellationToken::new();
@@ -398,6 +403,32 @@ impl NodeInner {
         .clone()
     }
 
+    /// Tenant `tenant`'s outbound HTTP policy, from the cache or the database. A policy that
+    /// cannot be read (or is malformed) allows nothing.
+    async fn egress_policy(&self, tenant: Uuid) -> Arc<EgressPolicy> {
+        if let Some(policy) = lock(&self.egress).get(&tenant) {
+            return policy.clone();
+        }
+        let read = async {
+            let mut conn = self.db.pool.acquire().await?;
+            crate::db::tenant::tenant_egress(&mut conn, tenant).await
+        };
+        let policy = match read.await {
+            Ok(Some((allow, ceiling))) => EgressPolicy {
+                allow: serde_json::from_value(allow).unwrap_or_default(),
+                ceiling: serde_json::from_value(ceiling).unwrap_or_default(),
+            },
+            Ok(None) => EgressPolicy::default(),
+            Err(e) => {
+                tracing::warn!(%tenant, "cannot read the egress policy, allowing nothing: {e}");
+                return Arc::new(EgressPolicy::default());
+            }
+        };
+        let policy = Arc::new(policy);
+        lock(&self.egress).insert(tenant, policy.clone());
+        policy
+    }
+
     /// Modules this node should not claim runs of now: those whose slots are all taken, and
     /// those still loading (compiling), whose runs another node that has them can start sooner.
     fn unclaimable_modules(&self) -> Vec<String> {
@@ -464,6 +495,12 @@ async fn listen(inner: Arc<NodeInner>, mut listener: PgListener, stop: Cancellat
                         tokio::spawn(warm(inner.clone(), tenant, digest));
                     }
                 }
+                db::CHANNEL_EGRESS => {
+                    let mut egress = lock(&inner.egress);
+                    for tenant in db::parse_ids(notification.payload()) {
+                        egress.remove(&tenant);
+                    }
+                }
                 db::CHANNEL_CANCEL => {
                     let ids = db::parse_ids(notification.payload());
                     inner.leases.cancel_task_runs(&ids);
@@ -480,8 +517,9 @@ async fn listen(inner: Arc<NodeInner>, mut listener: PgListener, stop: Cancellat
             },
             Err(e) => {
                 // PgListener reconnects on the next recv; notifications sent meanwhile are
-                // lost, so poll once to catch up.
+                // lost, so poll once to catch up, and forget what they may have changed.
                 tracing::warn!("listener error, reconnecting: {e}");
+                lock(&inner.egress).clear();
                 inner.gated.store(true, Ordering::Release);
                 inner.work.notify_one();
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -681,6 +719,7 @@ async fn run_attempt(inner: Arc<NodeInner>, task: ClaimedTask, signals: LeaseSig
         },
         cancel,
         host: host.clone(),
+        egress: inner.egress_policy(task.tenant_id).await,
     };
     let report = worker.runtime().execute(worker.module(), attempt).await;
     // Children spawned but not yet committed are written before the parent's result; a
