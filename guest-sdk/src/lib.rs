@@ -43,6 +43,8 @@ extern crate self as hatchery_sdk;
 mod context;
 mod dispatch;
 mod error;
+#[cfg(feature = "http")]
+pub mod http;
 mod manifest;
 
 pub use context::{ChildRun, Context, LogLevel, SpawnOptions};

@@ -192,3 +192,32 @@ async fn oversized_and_slow_responses_are_cut_and_the_runtime_goes_on() {
     let (output, _) = fetch(allowed, &format!("http://127.0.0.1:{port}/hello"), "GET").await;
     assert_eq!(output["status"], 200, "the runtime still serves requests");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rust_sdk_client_reaches_an_allowed_host_and_reports_a_refusal() {
+    let port = server().await;
+    let module = runtime()
+        .load(&hatchery_guests::read(hatchery_guests::HTTP_FETCH))
+        .await
+        .expect("loads");
+    let run = |url: String| {
+        let module = module.clone();
+        async move {
+            let attempt = Attempt {
+                egress: Arc::new(policy(json!([format!("127.0.0.1:{port}")]))),
+                ..Attempt::new("http-fetch", "fetch", json!({"url": url}).to_string())
+            };
+            runtime().execute(&module, attempt).await
+        }
+    };
+    let report = run(format!("http://127.0.0.1:{port}/hello")).await;
+    let output: Value = serde_json::from_str(&report.outcome.expect("fetches")).expect("json");
+    assert_eq!(output, json!({"status": 200, "bytes": 27, "body": null}));
+    let report = run(format!("http://127.0.0.1:{}/hello", port.wrapping_add(1))).await;
+    let error = report.outcome.expect_err("refused").to_string();
+    assert!(
+        error.contains("refused by Hatchery: GET http://127.0.0.1:")
+            && error.contains("is not on this tenant's egress allowlist"),
+        "{error}"
+    );
+}

@@ -15,6 +15,7 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("etl", "etl", "ETL"),
     ("fanout", "fanout", "FANOUT"),
     ("flow", "flow", "FLOW_EXAMPLE"),
+    ("http-fetch", "http_fetch", "HTTP_FETCH"),
     ("hostile", "hostile", "HOSTILE"),
     ("bench-guest", "bench_guest", "BENCH"),
     ("wrong-world", "wrong_world", "WRONG_WORLD"),

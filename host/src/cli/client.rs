@@ -315,6 +315,111 @@ pub struct RateLimitSetArgs {
     pub client: ClientArgs,
 }
 
+/// `hatchery egress …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum EgressCommand {
+    /// Show this tenant's outbound HTTP allowlist and the ceiling the admin set.
+    Show(EgressShowArgs),
+    /// Replace this tenant's allowlist: `hatchery egress set api.example.com '*.stripe.com:443'`
+    /// (no pattern: nothing allowed). A pattern may also be JSON:
+    /// `'{"host":"api.example.com","methods":["GET"]}'`.
+    Set(EgressSetArgs),
+    /// Replace a tenant's ceiling (admin): `hatchery egress ceiling <tenant-id> '*.example.com'`.
+    Ceiling(EgressCeilingArgs),
+}
+
+/// Arguments of `hatchery egress show`.
+#[derive(Debug, clap::Args)]
+pub struct EgressShowArgs {
+    /// Connection and output options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Arguments of `hatchery egress set`.
+#[derive(Debug, clap::Args)]
+pub struct EgressSetArgs {
+    /// Patterns: `host[:port]`, `*.domain[:port]`, an IP address, or a JSON object.
+    pub patterns: Vec<String>,
+    /// Connection and output options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Arguments of `hatchery egress ceiling`.
+#[derive(Debug, clap::Args)]
+pub struct EgressCeilingArgs {
+    /// The tenant's id.
+    pub tenant_id: String,
+    /// Patterns, as for `egress set`.
+    pub patterns: Vec<String>,
+    /// Connection and output options.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// Patterns as the API takes them: JSON objects as given, anything else as a string.
+fn egress_patterns(patterns: &[String]) -> Value {
+    patterns
+        .iter()
+        .map(|p| match serde_json::from_str::<Value>(p) {
+            Ok(object @ Value::Object(_)) => object,
+            _ => Value::String(p.clone()),
+        })
+        .collect()
+}
+
+fn print_patterns(label: &str, patterns: &Value) {
+    let texts: Vec<String> = patterns
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(
+            |p| match (p["host"].as_str(), p.as_object().map(|o| o.len())) {
+                (Some(host), Some(1)) => host.to_owned(),
+                _ => p.to_string(),
+            },
+        )
+        .collect();
+    if texts.is_empty() {
+        println!("{label}: nothing");
+    } else {
+        println!("{label}: {}", texts.join(", "));
+    }
+}
+
+/// `hatchery egress show|set|ceiling`.
+pub async fn egress(command: EgressCommand) -> anyhow::Result<()> {
+    let (json_output, result) = match command {
+        EgressCommand::Show(args) => {
+            let client = Client::tenant(&args.client)?;
+            (args.client.json, client.get("/api/v1/egress", &[]).await?)
+        }
+        EgressCommand::Set(args) => {
+            let client = Client::tenant(&args.client)?;
+            let body = json!({ "allow": egress_patterns(&args.patterns) });
+            (
+                args.client.json,
+                client.put("/api/v1/egress", Body::Json(body)).await?,
+            )
+        }
+        EgressCommand::Ceiling(args) => {
+            let client = Client::admin(&args.admin)?;
+            let path = format!("/api/v1/tenants/{}/egress", encode(&args.tenant_id));
+            let body = json!({ "allow": egress_patterns(&args.patterns) });
+            (args.admin.json, client.put(&path, Body::Json(body)).await?)
+        }
+    };
+    if json_output {
+        return print_json(&result);
+    }
+    if let Some(allow) = result.get("allow") {
+        print_patterns("allowed", allow);
+    }
+    print_patterns("ceiling", &result["ceiling"]);
+    Ok(())
+}
+
 /// Arguments of `hatchery fuel`.
 #[derive(Debug, clap::Args)]
 pub struct FuelArgs {

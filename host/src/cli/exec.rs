@@ -41,6 +41,10 @@ pub struct ExecArgs {
     /// Wall-clock timeout per attempt, in seconds.
     #[arg(long, default_value_t = 60.0)]
     pub timeout: f64,
+    /// Let tasks send HTTP requests matching this pattern (repeatable): `host[:port]`,
+    /// `*.domain`, an IP address, or a JSON object (see `hatchery egress set`). Default: none.
+    #[arg(long = "allow-http", value_name = "PATTERN")]
+    pub allow_http: Vec<String>,
     /// Print a JSON report (output, error, every attempt and its logs) instead of the output.
     #[arg(long)]
     pub json: bool,
@@ -102,9 +106,21 @@ pub async fn exec(args: ExecArgs) -> anyhow::Result<()> {
         timeout: Duration::from_secs_f64(args.timeout),
         ..Limits::default()
     };
+    let mut allow = Vec::new();
+    for pattern in &args.allow_http {
+        let parsed = match serde_json::from_str::<serde_json::Value>(pattern) {
+            Ok(object @ serde_json::Value::Object(_)) => serde_json::from_value(object),
+            _ => serde_json::from_value(serde_json::Value::String(pattern.clone())),
+        };
+        allow.push(parsed.with_context(|| format!("--allow-http `{pattern}`"))?);
+    }
+    let egress = crate::egress::EgressPolicy {
+        ceiling: allow.clone(),
+        allow,
+    };
     let (runtime, module) = load(&args.file, &args.cache).await?;
     let slots = module.manifest.slots.unwrap_or(crate::manifest::MAX_SLOTS);
-    let runner = LocalRunner::new(Worker::new(runtime, module, slots), limits);
+    let runner = LocalRunner::with_egress(Worker::new(runtime, module, slots), limits, egress);
     let interrupt = runner.cancel_token().clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {

@@ -51,6 +51,9 @@ pub enum Command {
     /// List and set rate limits.
     #[command(subcommand)]
     RateLimits(client::RateLimitsCommand),
+    /// Show and set where tasks may send HTTP requests.
+    #[command(subcommand)]
+    Egress(client::EgressCommand),
     /// Set a task's fuel budget for new runs: `hatchery fuel py-etl load 50000000000` (or `default`).
     Fuel(client::FuelArgs),
     /// Create tenants (admin).
@@ -103,6 +106,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Events(command) => client::events(command).await,
         Command::RateLimits(command) => client::rate_limits(command).await,
         Command::Fuel(args) => client::fuel(args).await,
+        Command::Egress(command) => client::egress(command).await,
         Command::Tenants(command) => client::tenants(command).await,
         Command::Tokens(command) => client::tokens(command).await,
     }

@@ -67,10 +67,13 @@ type Result<T, E = Error> = std::result::Result<T, E>;
 type IoFuture = Box<dyn Future<Output = Result<()>> + Send>;
 type SendResult = Result<(http::Response<WasiBody>, IoFuture)>;
 
+/// How the message of every refusal the guest sees starts.
+const REFUSED: &str = "refused by Hatchery: ";
+
 /// A refusal the guest sees: `wasi:http`'s error codes carry no text but `internal-error`'s.
 fn refused(log: &AttemptLog, reason: String) -> Error {
     log.push(LogLevel::Warn, format!("outbound HTTP refused: {reason}"));
-    Error::InternalError(Some(format!("refused by Hatchery: {reason}")))
+    Error::InternalError(Some(format!("{REFUSED}{reason}")))
 }
 
 impl WasiHttpHooks for OutgoingHttp {
@@ -103,14 +106,20 @@ impl WasiHttpHooks for OutgoingHttp {
             let started = Instant::now();
             let sent = send(request, &policy, limits, &log).await;
             let elapsed = started.elapsed().as_millis();
-            if let Ok((response, _)) = &sent {
-                log.push(
+            match &sent {
+                Ok((response, _)) => log.push(
                     LogLevel::Info,
                     format!(
                         "HTTP {method} {host} → {} in {elapsed} ms",
                         response.status().as_u16()
                     ),
-                );
+                ),
+                // Refusals were logged with their reason.
+                Err(Error::InternalError(Some(message))) if message.starts_with(REFUSED) => {}
+                Err(error) => log.push(
+                    LogLevel::Warn,
+                    format!("HTTP {method} {host} failed after {elapsed} ms: {error}"),
+                ),
             }
             sent
         })
