@@ -11,3 +11,4 @@ pub mod flow;
 pub mod manifest;
 pub mod runtime;
 pub mod scheduler;
+pub mod secrets;

@@ -235,6 +235,7 @@ fn cli(dir: &Path) -> Command {
         .env_remove("HATCHERY_URL")
         .env_remove("HATCHERY_TOKEN")
         .env_remove("HATCHERY_ADMIN_TOKEN")
+        .env_remove("HATCHERY_SECRET_KEY")
         .env_remove("HATCHERY_LISTEN")
         .env("XDG_CONFIG_HOME", dir.join("config"));
     command
@@ -569,4 +570,119 @@ fn dev_starts_and_stops_a_private_cluster_when_no_server_answers() {
         !cluster.join("postmaster.pid").exists(),
         "the cluster is stopped on exit"
     );
+}
+
+/// Starts `hatchery serve` on `database` (with `key` as HATCHERY_SECRET_KEY); returns the node
+/// and its URL.
+fn serve_with_key(database: &FreshDatabase, dir: &Path, key: &str) -> (ChildGuard, String) {
+    let mut command = cli(dir);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("DATABASE_URL", &database.url)
+        .env("HATCHERY_ADMIN_TOKEN", "admin-of-the-secrets-test")
+        .env("HATCHERY_CACHE_DIR", dir.join("cache"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if !key.is_empty() {
+        command.env("HATCHERY_SECRET_KEY", key);
+    }
+    let mut node = ChildGuard(command.spawn().expect("start hatchery serve"));
+    let mut stdout = BufReader::new(node.0.stdout.take().expect("piped stdout"));
+    let listening = read_until(&mut stdout, "listening on ");
+    (node, listening["listening on ".len()..].to_owned())
+}
+
+#[test]
+fn secrets_and_egress_from_the_cli_and_a_node_that_lacks_the_key() {
+    let database = FreshDatabase::create();
+    let work = tempfile::tempdir().expect("temporary directory");
+    let dir = work.path();
+    let key = "a fleet secret of at least thirty-two characters";
+    let (mut node, url) = serve_with_key(&database, dir, key);
+    let tenant = stdout_json(&run_ok(
+        cli(dir)
+            .args(["tenants", "create", "acme", "--json", "--url", &url])
+            .env("HATCHERY_ADMIN_TOKEN", "admin-of-the-secrets-test"),
+    ));
+    let (token, tenant_id) = (
+        tenant["token"].as_str().expect("token").to_owned(),
+        tenant["id"].as_str().expect("id").to_owned(),
+    );
+    let user = |args: &[&str]| {
+        let mut command = cli(dir);
+        command
+            .args(args)
+            .env("HATCHERY_URL", &url)
+            .env("HATCHERY_TOKEN", &token);
+        command
+    };
+
+    // The value comes from stdin, never from an argument.
+    let mut set = user(&["secrets", "set", "API_KEY", "--workflow", "charge"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs");
+    std::io::Write::write_all(&mut set.stdin.take().expect("stdin"), b"sk_live_42\n")
+        .expect("write the value");
+    let set = set.wait_with_output().expect("finishes");
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let listed = run_ok(&mut user(&["secrets", "list"]));
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains("API_KEY") && listed.contains("charge"),
+        "{listed}"
+    );
+    assert!(!listed.contains("sk_live_42"), "{listed}");
+
+    run_ok(
+        cli(dir)
+            .args([
+                "egress",
+                "ceiling",
+                &tenant_id,
+                "*.example.com",
+                "--url",
+                &url,
+            ])
+            .env("HATCHERY_ADMIN_TOKEN", "admin-of-the-secrets-test"),
+    );
+    run_ok(&mut user(&["egress", "set", "api.example.com"]));
+    let shown = run_ok(&mut user(&["egress", "show"]));
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains("allowed: api.example.com") && shown.contains("ceiling: *.example.com"),
+        "{shown}"
+    );
+    let outside = user(&["egress", "set", "evil.org"]).output().expect("runs");
+    assert_eq!(outside.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&outside.stderr).contains("outside this tenant's egress ceiling")
+    );
+
+    // Secrets exist now: a node without the key refuses to start, saying why.
+    node.terminate();
+    let refused = cli(dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("DATABASE_URL", &database.url)
+        .output()
+        .expect("runs");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("HATCHERY_SECRET_KEY is not set"),
+        "{stderr}"
+    );
+    let short = cli(dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("DATABASE_URL", &database.url)
+        .env("HATCHERY_SECRET_KEY", "too short")
+        .output()
+        .expect("runs");
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 32 characters"));
 }

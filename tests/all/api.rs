@@ -32,8 +32,12 @@ impl Api {
         let db = Db::new(pool);
         let runtime = new_runtime();
         let node = if with_node {
+            let node_config = hatchery::scheduler::NodeConfig {
+                secrets: config.secrets.clone(),
+                ..test_node_config()
+            };
             Some(
-                Node::start(db.clone(), runtime.clone(), test_node_config())
+                Node::start(db.clone(), runtime.clone(), node_config)
                     .await
                     .expect("node starts"),
             )
@@ -1527,4 +1531,160 @@ async fn egress_is_set_by_admin_and_tenant_and_applied_by_the_node(pool: PgPool)
         assert_error(status, &body, expected, code);
     }
     api.shutdown().await;
+}
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn secrets_are_write_only_and_reach_only_permitted_workflows_redacted(pool: PgPool) {
+    const VALUE: &str = "s3cret-value-123";
+    let port = crate::egress::server().await;
+    let api = Api::with_config(
+        pool.clone(),
+        true,
+        ApiConfig {
+            secrets: Some(hatchery::secrets::SecretBox::derive(
+                "the test fleet's secret key!!",
+            )),
+            ..ApiConfig::default()
+        },
+    )
+    .await;
+    let (_, tenant) = api
+        .post("/api/v1/tenants", ADMIN, json!({"name": "acme"}))
+        .await;
+    let (id, token) = (
+        tenant["id"].as_str().expect("id").to_owned(),
+        tenant["token"].as_str().expect("token").to_owned(),
+    );
+    api.deploy(&token, hatchery_guests::SECRETS).await;
+    let put = |path: String, token: String, body: Value| {
+        let api = &api;
+        async move { api.call("PUT", &path, Some(&token), body.to_string()).await }
+    };
+    let here = format!("127.0.0.1:{port}");
+    let (status, _) = put(
+        format!("/api/v1/tenants/{id}/egress"),
+        ADMIN.into(),
+        json!({"allow": [here]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = put(
+        "/api/v1/egress".into(),
+        token.clone(),
+        json!({"allow": [here]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, body) = put(
+        "/api/v1/secrets/API_KEY".into(),
+        token.clone(),
+        json!({"value": VALUE, "workflows": ["secret-reader"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["name"].clone(), body["workflows"].clone()),
+        (json!("API_KEY"), json!(["secret-reader"]))
+    );
+    let (status, listed) = api.get("/api/v1/secrets", &token).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(listed["secrets"][0]["name"], "API_KEY");
+    assert!(!listed.to_string().contains(VALUE) && !body.to_string().contains(VALUE));
+    // Unreadable in the database without the key.
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT ciphertext FROM secrets")
+        .fetch_one(&pool)
+        .await
+        .expect("stored");
+    assert!(!stored.windows(VALUE.len()).any(|w| w == VALUE.as_bytes()));
+
+    let input = json!({"input": {"name": "API_KEY", "url": format!("http://{here}/auth")}});
+    // The permitted workflow reads it (redacted everywhere it would be shown) and sends it.
+    let reader = api.start_run(&token, "secret-reader", input.clone()).await;
+    let run = api.finished(&token, &reader).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let task = |run: &Value, name: &str| {
+        run["tasks"]
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["name"] == name).cloned())
+            .expect("task")
+    };
+    assert_eq!(
+        task(&run, "leak")["output"],
+        json!({"value": "[secret API_KEY]"})
+    );
+    assert_eq!(task(&run, "call")["output"], json!({"status": 200}));
+    let (_, logs) = api
+        .get(&format!("/api/v1/runs/{reader}/logs"), &token)
+        .await;
+    let logs = logs.to_string();
+    assert!(
+        logs.contains("the secret is [secret API_KEY]")
+            && logs.contains("logged: [secret API_KEY]"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains(VALUE) && !run.to_string().contains(VALUE),
+        "{logs}"
+    );
+    // Another workflow of the tenant gets neither the variable nor the placeholder.
+    let outsider = api.start_run(&token, "secret-outsider", input).await;
+    let run = api.finished(&token, &outsider).await;
+    assert_eq!(task(&run, "leak")["output"], json!({"value": null}));
+    let call = task(&run, "call");
+    assert_eq!(call["status"], "failed", "{run}");
+    assert!(
+        call["error"].as_str().is_some_and(
+            |e| e.contains("a header names secret `API_KEY`, which this workflow may not read")
+        ),
+        "{call}"
+    );
+
+    for (name, body, code) in [
+        ("1BAD", json!({"value": "x"}), "invalid_name"),
+        ("EMPTY", json!({"value": ""}), "invalid_value"),
+        (
+            "NOBODY",
+            json!({"value": "x", "workflows": []}),
+            "invalid_workflows",
+        ),
+        ("NOVALUE", json!({"workflows": ["a"]}), "invalid_request"),
+    ] {
+        let (status, body) = put(format!("/api/v1/secrets/{name}"), token.clone(), body).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, code);
+    }
+    let (status, _) = api
+        .call(
+            "DELETE",
+            "/api/v1/secrets/API_KEY",
+            Some(&token),
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = api
+        .call(
+            "DELETE",
+            "/api/v1/secrets/API_KEY",
+            Some(&token),
+            Body::empty(),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "unknown_secret");
+    api.shutdown().await;
+}
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn a_node_without_the_key_cannot_store_secrets(pool: PgPool) {
+    let api = Api::start(pool, false).await;
+    let token = api.tenant("acme").await;
+    let (status, body) = api
+        .call(
+            "PUT",
+            "/api/v1/secrets/API_KEY",
+            Some(&token),
+            json!({"value": "x"}).to_string(),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::CONFLICT, "no_secret_key");
 }

@@ -17,8 +17,9 @@ use hatchery::runtime::{
 };
 use serde_json::{Value, json};
 
-/// A server on 127.0.0.1: `/hello`, `POST /echo`, `/redirect` (to 127.0.0.2), `/big` (2 MiB),
-/// `/slow` (answers after 5 s). Returns its port.
+/// A server on 127.0.0.1: `/hello`, `POST /echo`, `/auth` (200 only with `Authorization:
+/// Bearer s3cret-value-123`), `/redirect` (to 127.0.0.2), `/big` (2 MiB), `/slow` (answers
+/// after 5 s). Returns its port.
 pub(crate) async fn server() -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -28,6 +29,19 @@ pub(crate) async fn server() -> u16 {
         Router::new()
             .route("/hello", get(|| async { "hello from the allowed host" }))
             .route("/echo", post(|body: String| async move { body }))
+            .route(
+                "/auth",
+                get(|headers: axum::http::HeaderMap| async move {
+                    let authorized = headers
+                        .get("authorization")
+                        .is_some_and(|v| v == "Bearer s3cret-value-123");
+                    if authorized {
+                        (StatusCode::OK, "authorized")
+                    } else {
+                        (StatusCode::UNAUTHORIZED, "who are you")
+                    }
+                }),
+            )
             .route(
                 "/redirect",
                 get(move || async move {

@@ -16,6 +16,7 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("fanout", "fanout", "FANOUT"),
     ("flow", "flow", "FLOW_EXAMPLE"),
     ("http-fetch", "http_fetch", "HTTP_FETCH"),
+    ("secrets-guest", "secrets_guest", "SECRETS"),
     ("hostile", "hostile", "HOSTILE"),
     ("bench-guest", "bench_guest", "BENCH"),
     ("wrong-world", "wrong_world", "WRONG_WORLD"),

@@ -14,6 +14,7 @@ mod modules;
 mod page;
 mod rate_limits;
 mod runs;
+mod secrets;
 mod tenants;
 mod workers;
 mod workflows;
@@ -53,6 +54,8 @@ pub struct ApiConfig {
     /// How long a verified token is trusted without asking the database again (revocations
     /// on another node take at most this long to apply; on this node they apply at once).
     pub token_cache_ttl: Duration,
+    /// Seals secrets stored through the API; `None`: secrets cannot be stored here.
+    pub secrets: Option<crate::secrets::SecretBox>,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -79,6 +82,7 @@ impl Default for ApiConfig {
             max_bulk_runs: 1_000,
             max_wait: Duration::from_secs(60),
             token_cache_ttl: Duration::from_secs(5),
+            secrets: None,
         }
     }
 }
@@ -167,6 +171,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/crons/{id}", delete(crons::delete))
         .route("/api/v1/rate-limits", get(rate_limits::list))
         .route("/api/v1/tenants/{id}/egress", put(egress::set_ceiling))
+        .route("/api/v1/secrets", get(secrets::list))
+        .route(
+            "/api/v1/secrets/{name}",
+            put(secrets::set).delete(secrets::delete),
+        )
         .route("/api/v1/egress", get(egress::get).put(egress::set_allow))
         .route("/api/v1/rate-limits/{key}", put(rate_limits::set))
         .fallback(not_found)

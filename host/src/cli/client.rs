@@ -315,6 +315,132 @@ pub struct RateLimitSetArgs {
     pub client: ClientArgs,
 }
 
+/// `hatchery secrets …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum SecretsCommand {
+    /// Store a secret; its value is read from a prompt (not echoed) or from stdin, never from
+    /// an argument: `hatchery secrets set STRIPE_KEY --workflow charge < key.txt`.
+    Set(SecretSetArgs),
+    /// List the tenant's secrets: names, the workflows that may read them, when set.
+    List(SecretsListArgs),
+    /// Delete a secret.
+    Delete(SecretDeleteArgs),
+}
+
+/// Arguments of `hatchery secrets set`.
+#[derive(Debug, clap::Args)]
+pub struct SecretSetArgs {
+    /// Its name: tasks read it as this environment variable.
+    pub name: String,
+    /// A workflow that may read it (repeatable); none: every workflow of the tenant.
+    #[arg(long = "workflow")]
+    pub workflows: Vec<String>,
+    /// Connection and output options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Arguments of `hatchery secrets list`.
+#[derive(Debug, clap::Args)]
+pub struct SecretsListArgs {
+    /// Connection and output options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Arguments of `hatchery secrets delete`.
+#[derive(Debug, clap::Args)]
+pub struct SecretDeleteArgs {
+    /// Its name.
+    pub name: String,
+    /// Connection and output options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// A secret's value: prompted for without echo on a terminal, else all of stdin (one trailing
+/// newline dropped, as `echo` adds one).
+fn read_secret_value(name: &str) -> anyhow::Result<String> {
+    use std::io::{IsTerminal as _, Read as _};
+    let value = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password(format!("value of {name} (not echoed): "))?
+    } else {
+        let mut value = String::new();
+        std::io::stdin().read_to_string(&mut value)?;
+        if value.ends_with('\n') {
+            value.pop();
+            if value.ends_with('\r') {
+                value.pop();
+            }
+        }
+        value
+    };
+    anyhow::ensure!(!value.is_empty(), "the value of {name} is empty");
+    Ok(value)
+}
+
+/// `hatchery secrets set|list|delete`.
+pub async fn secrets(command: SecretsCommand) -> anyhow::Result<()> {
+    match command {
+        SecretsCommand::Set(args) => {
+            let value = read_secret_value(&args.name)?;
+            let client = Client::tenant(&args.client)?;
+            let mut body = json!({ "value": value });
+            if !args.workflows.is_empty() {
+                body["workflows"] = json!(args.workflows);
+            }
+            let path = format!("/api/v1/secrets/{}", encode(&args.name));
+            let set = client.put(&path, Body::Json(body)).await?;
+            if args.client.json {
+                return print_json(&set);
+            }
+            println!("secret {} set", args.name);
+        }
+        SecretsCommand::List(args) => {
+            let client = Client::tenant(&args.client)?;
+            let listed = client.get("/api/v1/secrets", &[]).await?;
+            if args.client.json {
+                return print_json(&listed);
+            }
+            let rows: Vec<Vec<String>> = listed["secrets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| {
+                    let workflows = s["workflows"].as_array().map_or_else(
+                        || "all".to_owned(),
+                        |w| {
+                            w.iter()
+                                .filter_map(Value::as_str)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        },
+                    );
+                    vec![
+                        str_of(s, "name").to_owned(),
+                        workflows,
+                        str_of(s, "updated_at").to_owned(),
+                    ]
+                })
+                .collect();
+            if rows.is_empty() {
+                println!("no secrets");
+            } else {
+                print_table(&["NAME", "WORKFLOWS", "SET AT"], &rows);
+            }
+        }
+        SecretsCommand::Delete(args) => {
+            let client = Client::tenant(&args.client)?;
+            let path = format!("/api/v1/secrets/{}", encode(&args.name));
+            client.call(Method::DELETE, &path, Body::None).await?;
+            if !args.client.json {
+                println!("secret {} deleted", args.name);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `hatchery egress …`.
 #[derive(Debug, clap::Subcommand)]
 pub enum EgressCommand {

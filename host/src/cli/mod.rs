@@ -51,6 +51,9 @@ pub enum Command {
     /// List and set rate limits.
     #[command(subcommand)]
     RateLimits(client::RateLimitsCommand),
+    /// Store, list and delete secrets.
+    #[command(subcommand)]
+    Secrets(client::SecretsCommand),
     /// Show and set where tasks may send HTTP requests.
     #[command(subcommand)]
     Egress(client::EgressCommand),
@@ -107,6 +110,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::RateLimits(command) => client::rate_limits(command).await,
         Command::Fuel(args) => client::fuel(args).await,
         Command::Egress(command) => client::egress(command).await,
+        Command::Secrets(command) => client::secrets(command).await,
         Command::Tenants(command) => client::tenants(command).await,
         Command::Tokens(command) => client::tokens(command).await,
     }

@@ -12,6 +12,7 @@ use crate::api::{self, ApiConfig, AppState};
 use crate::db::Db;
 use crate::runtime::{ArtifactKey, EngineConfig, Limits, PoolShare, Runtime, RuntimeConfig};
 use crate::scheduler::{Node, NodeConfig};
+use crate::secrets::SecretBox;
 
 /// Arguments of `hatchery serve`.
 #[derive(Debug, clap::Args)]
@@ -54,9 +55,10 @@ pub struct ServeArgs {
     /// Most tables one module instance may define.
     #[arg(long, env = "HATCHERY_MAX_TABLES_PER_MODULE", default_value_t = PoolShare::PER_INSTANCE.tables)]
     pub max_tables_per_module: u32,
-    /// The fleet's secret (every node the same, at least 32 characters): seals the compiled
-    /// modules nodes share through the database, so only the node that takes an upload
-    /// compiles it. Unset: every node compiles every module itself.
+    /// The fleet's secret (every node the same, at least 32 characters): encrypts tenants'
+    /// secrets, and seals the compiled modules nodes share through the database, so only the
+    /// node that takes an upload compiles it. Unset: no secrets can be stored, and every node
+    /// compiles every module itself. A node refuses to start without it once secrets exist.
     #[arg(long, env = "HATCHERY_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<String>,
     /// Connections of the node's database pool.
@@ -148,6 +150,14 @@ impl Server {
             );
         }
         if secret.is_none() {
+            let mut conn = db.pool.acquire().await?;
+            if crate::db::secret::secrets_exist(&mut conn).await? {
+                anyhow::bail!(
+                    "tenants have stored secrets, but HATCHERY_SECRET_KEY is not set: start the \
+                     node with the key the secrets were stored under (`--secret-key`), or its \
+                     tasks could not read them"
+                );
+            }
             tracing::info!(
                 "HATCHERY_SECRET_KEY is not set: this node compiles every module itself rather than loading what another node compiled"
             );
@@ -169,6 +179,7 @@ impl Server {
                     fuel: (args.fuel > 0).then_some(args.fuel),
                     ..Limits::default()
                 },
+                secrets: secret.map(SecretBox::derive),
                 ..NodeConfig::default()
             },
         )
@@ -178,6 +189,7 @@ impl Server {
             admin_token: args.admin_token.clone().filter(|token| !token.is_empty()),
             max_module_bytes: args.max_module_mib << 20,
             max_payload_bytes: args.max_payload_kib << 10,
+            secrets: secret.map(SecretBox::derive),
             ..ApiConfig::default()
         };
         if config.admin_token.is_none() {

@@ -30,6 +30,7 @@ pub mod flow;
 pub mod maintenance;
 pub mod module;
 pub mod plans;
+pub mod secret;
 pub mod task_fuel;
 pub mod task_run;
 pub mod tenant;
@@ -54,6 +55,8 @@ pub const CHANNEL_RUN_FINISHED: &str = "hatchery_run_finished";
 pub const CHANNEL_GATED: &str = "hatchery_gated";
 /// Channel that wakes the schedule service: a run was scheduled or rescheduled.
 pub const CHANNEL_SCHEDULED: &str = "hatchery_scheduled";
+/// Channel naming tenants whose secrets changed: payload is comma-separated tenant ids.
+pub const CHANNEL_SECRETS: &str = "hatchery_secrets";
 /// Channel naming tenants whose egress policy changed: payload is comma-separated tenant ids.
 pub const CHANNEL_EGRESS: &str = "hatchery_egress";
 /// Channel naming a module just deployed, so every node compiles it before its first run:

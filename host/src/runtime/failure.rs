@@ -70,6 +70,19 @@ impl TaskFailure {
         }
     }
 
+    /// The same failure with every secret value in its text redacted.
+    pub fn redacted(self, secrets: &crate::secrets::TaskSecrets) -> Self {
+        match self {
+            Self::Failed(m) => Self::Failed(secrets.redact(&m)),
+            Self::Fatal(m) => Self::Fatal(secrets.redact(&m)),
+            Self::Panicked(m) => Self::Panicked(secrets.redact(&m)),
+            Self::Trap(m) => Self::Trap(secrets.redact(&m)),
+            Self::InvalidOutput(m) => Self::InvalidOutput(secrets.redact(&m)),
+            Self::Host(m) => Self::Host(secrets.redact(&m)),
+            other => other,
+        }
+    }
+
     /// A timeout failure after `timeout`.
     pub fn timed_out(timeout: Duration) -> Self {
         Self::TimedOut {

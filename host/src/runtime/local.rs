@@ -253,6 +253,7 @@ impl LocalRunner {
             cancel: self.cancel.child_token(),
             host: Arc::new(LocalHost(self.clone())),
             egress: self.egress.clone(),
+            secrets: Arc::default(),
         };
         self.worker
             .runtime()

@@ -43,6 +43,7 @@ pub use network::EgressLimits;
 pub use worker::Worker;
 
 use crate::egress::EgressPolicy;
+use crate::secrets::TaskSecrets;
 use bindings::hatchery::task::types as wit;
 use imports::{Interruption, TaskState};
 use limits::MemoryLimiter;
@@ -107,6 +108,8 @@ pub struct Attempt {
     pub host: Arc<dyn TaskHost>,
     /// Where the attempt may send HTTP requests (nowhere by default).
     pub egress: Arc<EgressPolicy>,
+    /// The secrets its workflow may read: environment variables and header placeholders.
+    pub secrets: Arc<TaskSecrets>,
 }
 
 impl Attempt {
@@ -125,6 +128,7 @@ impl Attempt {
             cancel: CancellationToken::new(),
             host: Arc::new(NoServer),
             egress: Arc::new(EgressPolicy::default()),
+            secrets: Arc::new(TaskSecrets::default()),
         }
     }
 }
@@ -366,6 +370,7 @@ impl Runtime {
     /// guest behaviour; waits for an instance slot if the pool is busy.
     pub async fn execute(&self, module: &LoadedModule, attempt: Attempt) -> AttemptReport {
         let max_output = attempt.limits.max_output_bytes;
+        let secrets = attempt.secrets.clone();
         let started = Instant::now();
         let (outcome, logs, usage) = self
             .call(module, attempt, |bindings, store, (ctx, input)| {
@@ -380,6 +385,22 @@ impl Runtime {
             })
             .await;
         let outcome = outcome.and_then(|output| check_output(output, max_output));
+        // Secret values never leave the attempt: not in its output, error or log lines.
+        let (outcome, logs) = if secrets.0.is_empty() {
+            (outcome, logs)
+        } else {
+            (
+                outcome
+                    .map(|output| secrets.redact(&output))
+                    .map_err(|failure| failure.redacted(&secrets)),
+                logs.into_iter()
+                    .map(|line| LogLine {
+                        message: secrets.redact(&line.message),
+                        ..line
+                    })
+                    .collect(),
+            )
+        };
         AttemptReport {
             outcome,
             logs,
@@ -413,6 +434,7 @@ impl Runtime {
             cancel,
             host,
             egress,
+            secrets,
         } = attempt;
         let log = AttemptLog::new(limits.max_log_bytes);
         let _permits = tokio::select! {
@@ -438,6 +460,7 @@ impl Runtime {
                 // No preopened directory, no socket, no name lookup: `wasi:filesystem` and
                 // `wasi:sockets` are linked for interpreters but hold nothing.
                 wasi: WasiCtxBuilder::new()
+                    .envs(&secrets.0)
                     .stdout(log.stdout())
                     .stderr(log.stderr())
                     .allow_tcp(false)
@@ -448,6 +471,7 @@ impl Runtime {
                 http_hooks: network::OutgoingHttp::new(
                     log.clone(),
                     egress,
+                    secrets,
                     self.0.config.egress_limits,
                 ),
                 table: ResourceTable::new(),

@@ -22,6 +22,7 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::logs::{AttemptLog, LogLevel};
 use crate::egress::{Destination, EgressPolicy};
+use crate::secrets::TaskSecrets;
 
 /// Limits of one attempt's outgoing HTTP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,15 +49,22 @@ impl Default for EgressLimits {
 pub(crate) struct OutgoingHttp {
     log: AttemptLog,
     policy: Arc<EgressPolicy>,
+    secrets: Arc<TaskSecrets>,
     limits: EgressLimits,
     requests: u32,
 }
 
 impl OutgoingHttp {
-    pub(crate) fn new(log: AttemptLog, policy: Arc<EgressPolicy>, limits: EgressLimits) -> Self {
+    pub(crate) fn new(
+        log: AttemptLog,
+        policy: Arc<EgressPolicy>,
+        secrets: Arc<TaskSecrets>,
+        limits: EgressLimits,
+    ) -> Self {
         Self {
             log,
             policy,
+            secrets,
             limits,
             requests: 0,
         }
@@ -84,9 +92,10 @@ impl WasiHttpHooks for OutgoingHttp {
         _fut: IoFuture,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
         self.requests = self.requests.saturating_add(1);
-        let (log, policy, limits, count) = (
+        let (log, policy, secrets, limits, count) = (
             self.log.clone(),
             self.policy.clone(),
+            self.secrets.clone(),
             self.limits,
             self.requests,
         );
@@ -104,7 +113,7 @@ impl WasiHttpHooks for OutgoingHttp {
             let uri = request.uri().clone();
             let host = uri.host().unwrap_or_default().to_owned();
             let started = Instant::now();
-            let sent = send(request, &policy, limits, &log).await;
+            let sent = send(request, &policy, &secrets, limits, &log).await;
             let elapsed = started.elapsed().as_millis();
             match &sent {
                 Ok((response, _)) => log.push(
@@ -130,6 +139,7 @@ impl WasiHttpHooks for OutgoingHttp {
 async fn send(
     mut request: http::Request<WasiBody>,
     policy: &EgressPolicy,
+    secrets: &TaskSecrets,
     limits: EgressLimits,
     log: &AttemptLog,
 ) -> SendResult {
@@ -162,6 +172,26 @@ async fn send(
     let matching = policy
         .check(&destination)
         .map_err(|refusal| refused(log, refusal.to_string()))?;
+    // Secrets go only to hosts the allowlist names: fill the placeholders now.
+    for value in request.headers_mut().values_mut() {
+        let Ok(text) = value.to_str() else { continue };
+        if !text.contains("{{secret:") {
+            continue;
+        }
+        let filled = secrets.substitute(text).map_err(|name| {
+            refused(
+                log,
+                format!("a header names secret `{name}`, which this workflow may not read"),
+            )
+        })?;
+        let mut header =
+            http::HeaderValue::from_str(&filled).map_err(|_| Error::HttpRequestHeaderSize {
+                field_name: None,
+                field_size: None,
+            })?;
+        header.set_sensitive(true);
+        *value = header;
+    }
     let resolved: Vec<SocketAddr> =
         match tokio::time::timeout_at(deadline, tokio::net::lookup_host((host.as_str(), port)))
             .await

@@ -24,6 +24,15 @@ use crate::db::task_run::{
 };
 use crate::db::{self, Db, module};
 use crate::egress::EgressPolicy;
+use crate::secrets::{SecretBox, TaskSecrets};
+
+/// A secret opened for a tenant's tasks.
+struct OpenedSecret {
+    name: String,
+    value: String,
+    /// `None`: every workflow may read it.
+    workflows: Option<Vec<String>>,
+}
 use crate::runtime::{Attempt, Limits, RunInfo, Runtime, TaskFailure, Worker};
 
 /// How a node schedules.
@@ -63,6 +72,8 @@ pub struct NodeConfig {
     pub shutdown_grace: Duration,
     /// Limits of every attempt (the execution timeout comes from the task).
     pub limits: Limits,
+    /// Opens tenants' secrets for their tasks; `None`: tasks get no secrets.
+    pub secrets: Option<SecretBox>,
 }
 
 impl Default for NodeConfig {
@@ -83,6 +94,7 @@ impl Default for NodeConfig {
             max_lost_leases: 5,
             shutdown_grace: Duration::from_secs(30),
             limits: Limits::default(),
+            secrets: None,
         }
     }
 }
@@ -112,6 +124,8 @@ pub(crate) struct NodeInner {
     workers: Mutex<HashMap<String, WorkerCell>>,
     /// Each tenant's outbound HTTP policy, dropped when it changes (`CHANNEL_EGRESS`).
     egress: Mutex<HashMap<Uuid, Arc<EgressPolicy>>>,
+    /// Each tenant's opened secrets, dropped when they change (`CHANNEL_SECRETS`).
+    secrets: Mutex<HashMap<Uuid, Arc<Vec<OpenedSecret>>>>,
     leases: Arc<LeaseTable>,
     waiters: Mutex<HashMap<Uuid, Arc<Notify>>>,
     pub(crate) work: Notify,
@@ -166,6 +180,7 @@ impl Node {
             config,
             workers: Mutex::new(HashMap::new()),
             egress: Mutex::new(HashMap::new()),
+            secrets: Mutex::new(HashMap::new()),
             leases: leases.clone(),
             waiters: Mutex::new(HashMap::new()),
             work: Notify::new(),
@@ -186,6 +201,7 @@ impl Node {
                 db::CHANNEL_SCHEDULED,
                 db::CHANNEL_MODULE_DEPLOYED,
                 db::CHANNEL_EGRESS,
+                db::CHANNEL_SECRETS,
             ])
             .await?;
         let stop_loops = CancellationToken::new();
@@ -429,6 +445,59 @@ impl NodeInner {
         policy
     }
 
+    /// The secrets workflow `workflow` of `tenant` may read, opened. Without a key, or when
+    /// they cannot be read, none (a task that needs one fails saying it is missing).
+    async fn task_secrets(&self, tenant: Uuid, workflow: &str) -> Arc<TaskSecrets> {
+        let Some(keys) = &self.config.secrets else {
+            return Arc::default();
+        };
+        let cached = lock(&self.secrets).get(&tenant).cloned();
+        let opened = match cached {
+            Some(opened) => opened,
+            None => {
+                let read = async {
+                    let mut conn = self.db.pool.acquire().await?;
+                    crate::db::secret::secrets_sealed(&mut conn, tenant).await
+                };
+                let rows = match read.await {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        tracing::warn!(%tenant, "cannot read secrets: {e}");
+                        return Arc::default();
+                    }
+                };
+                let opened: Vec<OpenedSecret> = rows
+                    .iter()
+                    .filter_map(|row| {
+                        let value = keys.open(tenant, &row.name, &row.sealed());
+                        if value.is_none() {
+                            tracing::warn!(%tenant, secret = %row.name, "a secret does not open with this node's key");
+                        }
+                        Some(OpenedSecret {
+                            name: row.name.clone(),
+                            value: value?,
+                            workflows: row.workflows.clone(),
+                        })
+                    })
+                    .collect();
+                let opened = Arc::new(opened);
+                lock(&self.secrets).insert(tenant, opened.clone());
+                opened
+            }
+        };
+        Arc::new(TaskSecrets(
+            opened
+                .iter()
+                .filter(|s| {
+                    s.workflows
+                        .as_ref()
+                        .is_none_or(|workflows| workflows.iter().any(|w| w == workflow))
+                })
+                .map(|s| (s.name.clone(), s.value.clone()))
+                .collect(),
+        ))
+    }
+
     /// Modules this node should not claim runs of now: those whose slots are all taken, and
     /// those still loading (compiling), whose runs another node that has them can start sooner.
     fn unclaimable_modules(&self) -> Vec<String> {
@@ -501,6 +570,12 @@ async fn listen(inner: Arc<NodeInner>, mut listener: PgListener, stop: Cancellat
                         egress.remove(&tenant);
                     }
                 }
+                db::CHANNEL_SECRETS => {
+                    let mut secrets = lock(&inner.secrets);
+                    for tenant in db::parse_ids(notification.payload()) {
+                        secrets.remove(&tenant);
+                    }
+                }
                 db::CHANNEL_CANCEL => {
                     let ids = db::parse_ids(notification.payload());
                     inner.leases.cancel_task_runs(&ids);
@@ -520,6 +595,7 @@ async fn listen(inner: Arc<NodeInner>, mut listener: PgListener, stop: Cancellat
                 // lost, so poll once to catch up, and forget what they may have changed.
                 tracing::warn!("listener error, reconnecting: {e}");
                 lock(&inner.egress).clear();
+                lock(&inner.secrets).clear();
                 inner.gated.store(true, Ordering::Release);
                 inner.work.notify_one();
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -720,6 +796,7 @@ async fn run_attempt(inner: Arc<NodeInner>, task: ClaimedTask, signals: LeaseSig
         cancel,
         host: host.clone(),
         egress: inner.egress_policy(task.tenant_id).await,
+        secrets: inner.task_secrets(task.tenant_id, &task.workflow).await,
     };
     let report = worker.runtime().execute(worker.module(), attempt).await;
     // Children spawned but not yet committed are written before the parent's result; a
