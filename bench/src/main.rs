@@ -3,6 +3,7 @@
 //!
 //! Run with: `cargo run --release -p hatchery-bench -- runtime` (or `-- queue`)
 
+mod egress;
 mod flow;
 mod http;
 mod idle;
@@ -42,6 +43,8 @@ enum Bench {
     Triggers(triggers::TriggersArgs),
     /// Concurrency rules and rate limits against no rule: drain speed, delivered rate, latency.
     Flow(flow::FlowArgs),
+    /// A task's outbound HTTP request against the same request made directly.
+    Egress(egress::EgressArgs),
     /// The same tasks in Rust, Python and JavaScript: round trips, instances, first runs.
     Languages(languages::LanguagesArgs),
     /// A steady mix of single tasks, DAGs and fan-outs for many minutes: does the node keep up?
@@ -61,5 +64,6 @@ async fn main() -> anyhow::Result<()> {
         Bench::Flow(args) => flow::run(args).await,
         Bench::Triggers(args) => triggers::run(args).await,
         Bench::Languages(args) => languages::run(args).await,
+        Bench::Egress(args) => egress::run(args).await,
     }
 }

@@ -91,6 +91,25 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             token
         }
     };
+    // The fleet key of this development cluster: kept with its state, so secrets stored in
+    // one session open in the next.
+    let secret_key = match std::env::var("HATCHERY_SECRET_KEY") {
+        Ok(key) if !key.is_empty() => key,
+        _ => {
+            let path = state_dir.join("secret-key");
+            match std::fs::read_to_string(&path) {
+                Ok(key) if key.trim().len() >= 32 => key.trim().to_owned(),
+                _ => {
+                    let mut bytes = [0u8; 32];
+                    getrandom::fill(&mut bytes)
+                        .map_err(|e| anyhow::anyhow!("no randomness for a key: {e}"))?;
+                    let key = hex::encode(bytes);
+                    write_secret(&path, &key)?;
+                    key
+                }
+            }
+        }
+    };
     let mut serve_args = ServeCommandLine::try_parse_from([
         "serve",
         "--database-url",
@@ -99,6 +118,8 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         &args.listen,
         "--admin-token",
         &admin_token,
+        "--secret-key",
+        &secret_key,
     ])
     .context("invalid node configuration in the environment")?
     .serve;
