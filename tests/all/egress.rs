@@ -235,3 +235,35 @@ async fn the_rust_sdk_client_reaches_an_allowed_host_and_reports_a_refusal() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_example_sends_a_secret_it_never_sees() {
+    let port = server().await;
+    let module = runtime()
+        .load(&hatchery_guests::read(hatchery_guests::HTTP_FETCH))
+        .await
+        .expect("loads");
+    let attempt = |secrets: Vec<(String, String)>| Attempt {
+        egress: Arc::new(policy(json!([format!("127.0.0.1:{port}")]))),
+        secrets: Arc::new(hatchery::secrets::TaskSecrets(secrets)),
+        ..Attempt::new(
+            "http-fetch",
+            "fetch",
+            json!({"url": format!("http://127.0.0.1:{port}/auth"), "secret": "RATES_KEY"})
+                .to_string(),
+        )
+    };
+    let with = vec![("RATES_KEY".to_owned(), "s3cret-value-123".to_owned())];
+    let report = runtime().execute(&module, attempt(with)).await;
+    let output: Value = serde_json::from_str(&report.outcome.expect("fetches")).expect("json");
+    assert_eq!(
+        output["status"], 200,
+        "the host filled the header: {output}"
+    );
+    let report = runtime().execute(&module, attempt(vec![])).await;
+    let error = report.outcome.expect_err("refused").to_string();
+    assert!(
+        error.contains("a header names secret `RATES_KEY`, which this workflow may not read"),
+        "{error}"
+    );
+}

@@ -1,7 +1,9 @@
 //! Outbound HTTP: workflow `http-fetch`'s task `fetch` GETs `url` from its input and returns
-//! `{"status": <code>, "bytes": <body length>, "body": <the body, if JSON>}`. The request goes
-//! out only if the tenant's egress allowlist names the host (`hatchery egress set <host>`); a
-//! refused request fails the task with the reason, and every request is in the task's log.
+//! `{"status": <code>, "bytes": <body length>, "body": <the body, if JSON>}`. With `"secret":
+//! "NAME"` it sends `Authorization: Bearer <secret NAME>`, a placeholder the host fills in: the
+//! task never sees the key. The request goes out only if the tenant's egress allowlist names the
+//! host (`hatchery egress set <host>`); a refused request fails the task with the reason, and
+//! every request is in the task's log.
 //!
 //! Run with:
 //!
@@ -20,11 +22,18 @@ use serde_json::{Value, json};
 #[derive(Deserialize)]
 struct Input {
     url: String,
+    /// A secret to send as a bearer token.
+    #[serde(default)]
+    secret: Option<String>,
 }
 
 /// GETs `url`; a body that is JSON is returned as such.
 fn fetch(input: Input, ctx: &Context) -> Result<Value, TaskError> {
-    let response = Client::new().get(&input.url).send().or_task_error()?;
+    let mut request = Client::new().get(&input.url);
+    if let Some(secret) = &input.secret {
+        request = request.header("authorization", format!("Bearer {{{{secret:{secret}}}}}"));
+    }
+    let response = request.send().or_task_error()?;
     let status = response.status_code();
     let body = response.body().or_task_error()?;
     ctx.log(format!(
