@@ -24,16 +24,8 @@ use crate::db::task_run::{
 };
 use crate::db::{self, Db, module};
 use crate::egress::EgressPolicy;
-use crate::secrets::{SecretBox, TaskSecrets};
-
-/// A secret opened for a tenant's tasks.
-struct OpenedSecret {
-    name: String,
-    value: String,
-    /// `None`: every workflow may read it.
-    workflows: Option<Vec<String>>,
-}
 use crate::runtime::{Attempt, Limits, RunInfo, Runtime, TaskFailure, Worker};
+use crate::secrets::{SecretBox, TaskSecrets};
 
 /// How a node schedules.
 #[derive(Debug, Clone)]
@@ -112,6 +104,14 @@ impl NodeConfig {
 }
 
 type WorkerCell = Arc<OnceCell<Result<Worker, String>>>;
+
+/// A secret opened for a tenant's tasks.
+struct OpenedSecret {
+    name: String,
+    value: String,
+    /// `None`: every workflow may read it.
+    workflows: Option<Vec<String>>,
+}
 
 pub(crate) struct NodeInner {
     pub(crate) db: Db,
