@@ -13,6 +13,7 @@ mod queue;
 mod runtime;
 mod scratch;
 mod soak;
+mod tenants;
 mod triggers;
 mod workloads;
 
@@ -43,6 +44,8 @@ enum Bench {
     Triggers(triggers::TriggersArgs),
     /// Concurrency rules and rate limits against no rule: drain speed, delivered rate, latency.
     Flow(flow::FlowArgs),
+    /// One tenant's drain beside 0, 10,000 and 100,000 idle tenants.
+    Tenants(tenants::TenantsArgs),
     /// A task's outbound HTTP request against the same request made directly.
     Egress(egress::EgressArgs),
     /// The same tasks in Rust, Python and JavaScript: round trips, instances, first runs.
@@ -65,5 +68,6 @@ async fn main() -> anyhow::Result<()> {
         Bench::Triggers(args) => triggers::run(args).await,
         Bench::Languages(args) => languages::run(args).await,
         Bench::Egress(args) => egress::run(args).await,
+        Bench::Tenants(args) => tenants::run(args).await,
     }
 }

@@ -76,7 +76,7 @@ pub(crate) async fn fresh(
 
 /// Enqueues `runs` runs of `workflow` in bulk while the node drains them from the first
 /// commit on, as a user would; returns the seconds until the last one finished.
-async fn drain(
+pub(crate) async fn drain(
     db: &Db,
     url: &str,
     workflow: &str,

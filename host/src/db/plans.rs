@@ -53,6 +53,20 @@ pub async fn backlog_fill(
     Ok(added.rows_affected())
 }
 
+/// Adds `count` tenants with nothing to do (for the claim's cost beside idle tenants).
+pub async fn idle_tenants_fill(conn: &mut PgConnection, count: i64) -> Result<u64, sqlx::Error> {
+    let added = sqlx::query(
+        "INSERT INTO tenants (id, name)
+         SELECT gen_random_uuid(), 'idle-' || i || '-' || gen_random_uuid()
+         FROM generate_series(1, $1) AS i",
+    )
+    .bind(count)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("ANALYZE tenants").execute(conn).await?;
+    Ok(added.rows_affected())
+}
+
 /// Refreshes the planner's statistics of the hot tables.
 pub async fn backlog_analyze(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     sqlx::query("ANALYZE task_runs, workflow_runs")

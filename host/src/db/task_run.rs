@@ -650,15 +650,29 @@ pub async fn task_runs_reap(
 
 /// The claim (see `task_run_claim`).
 pub(crate) const CLAIM: &str = concat!(
-    "WITH candidates AS (
+    "WITH RECURSIVE ready (tenant_id) AS (
+             -- The tenants with queued work, one index probe each (a loose index scan of
+             -- `task_runs_ready`): a claim costs what the active tenants cost, not what every
+             -- tenant in the table would.
+             (SELECT tenant_id FROM task_runs
+              WHERE status = 'queued' AND gate IS NULL
+              ORDER BY tenant_id LIMIT 1)
+             UNION ALL
+             SELECT (SELECT tr.tenant_id FROM task_runs tr
+                     WHERE tr.status = 'queued' AND tr.gate IS NULL
+                       AND tr.tenant_id > ready.tenant_id
+                     ORDER BY tr.tenant_id LIMIT 1)
+             FROM ready WHERE ready.tenant_id IS NOT NULL
+         ),
+         candidates AS (
              SELECT r.tenant_id, r.id, r.priority, r.available_at,
                     row_number() OVER (PARTITION BY r.tenant_id
                                        ORDER BY r.priority DESC, r.available_at, r.id) AS turn
-             FROM tenants tn
+             FROM ready tn
              CROSS JOIN LATERAL (
                  SELECT tr.tenant_id, tr.id, tr.priority, tr.available_at
                  FROM task_runs tr
-                 WHERE tr.tenant_id = tn.id AND tr.status = 'queued' AND tr.gate IS NULL
+                 WHERE tr.tenant_id = tn.tenant_id AND tr.status = 'queued' AND tr.gate IS NULL
                    AND tr.available_at <= now()
                    AND tr.module_digest <> ALL($3)
                  ORDER BY tr.priority DESC, tr.available_at, tr.id
