@@ -665,8 +665,9 @@ fn check_output(output: String, limit: usize) -> Result<String, TaskFailure> {
 }
 
 /// The linker with exactly the granted interfaces: WASI I/O, clocks, random, stdio with empty
-/// stdin, environment and arguments, exit; the filesystem, sockets and HTTP interfaces that
-/// interpreters import (holding nothing, see `network`); and `hatchery:task/runtime`.
+/// stdin, environment and arguments, exit; the filesystem and sockets interfaces interpreters
+/// import (holding nothing); outgoing HTTP (behind the egress policy, see `network`); and
+/// `hatchery:task/runtime`.
 fn build_linker(engine: &Engine) -> wasmtime::Result<Linker<TaskState>> {
     use wasmtime::component::HasSelf;
     use wasmtime_wasi::cli::WasiCli;

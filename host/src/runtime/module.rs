@@ -19,9 +19,9 @@ use crate::manifest::{
 /// The interfaces a task may import (without version). Everything else is refused at load.
 ///
 /// Interpreters built by the stock toolchains (componentize-py, componentize-js) import the
-/// filesystem, sockets and HTTP whether or not the task uses them; they are linked but hold
-/// nothing: no preopened directory, every socket address and name lookup denied, every outgoing
-/// HTTP request refused.
+/// filesystem, sockets and HTTP whether or not the task uses them. The filesystem and sockets
+/// hold nothing (no preopened directory, every socket address and name lookup denied); HTTP
+/// reaches only what the tenant's egress allowlist names (`crate::egress`).
 pub const GRANTED_INTERFACES: &[&str] = &[
     "hatchery:task/types",
     "hatchery:task/runtime",
@@ -58,8 +58,9 @@ pub const GRANTED_INTERFACES: &[&str] = &[
 
 /// What a task gets from each granted interface, for the refusal message.
 const WHAT_TASKS_GET: &str = "tasks get `hatchery:task/runtime`, WASI 0.2 I/O, clocks, random, \
-     stdio and environment, and `wasi:filesystem`, `wasi:sockets` and `wasi:http` that hold \
-     nothing (no directories, every address denied, every request refused)";
+     stdio, secrets as environment variables, `wasi:http` to the hosts their tenant allows, and \
+     `wasi:filesystem` and `wasi:sockets` that hold nothing (no directories, every address \
+     denied)";
 
 /// Why a module was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
