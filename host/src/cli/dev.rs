@@ -151,6 +151,20 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             let workflows: Vec<&str> = module.workflows.iter().map(|w| w.name.as_str()).collect();
             deployed.push(format!("{name} ({})", workflows.join(", ")));
         }
+        for (name, path) in build_polyglot_examples(&root).await {
+            let deploy = async {
+                let bytes = std::fs::read(&path)?;
+                anyhow::Ok(deploy_module(&db, &runtime, DEV_TENANT, &bytes).await?)
+            };
+            match deploy.await {
+                Ok(module) => {
+                    let workflows: Vec<&str> =
+                        module.workflows.iter().map(|w| w.name.as_str()).collect();
+                    deployed.push(format!("{name} ({})", workflows.join(", ")));
+                }
+                Err(e) => eprintln!("the `{name}` example was not deployed: {e:#}"),
+            }
+        }
     }
 
     print_ready(&url, &token, &database, &deployed, &state_dir);
@@ -625,6 +639,68 @@ fn find_workspace() -> anyhow::Result<PathBuf> {
     bail!(
         "cannot find the Hatchery workspace (a Cargo.toml with [workspace] and examples/): run from inside it or pass --examples-dir"
     )
+}
+
+/// Builds the Python and JavaScript examples when their pinned toolchains are installed
+/// (`scripts/polyglot-tools`, which the test build runs); returns (name, path of the `.wasm`).
+/// Without the toolchains it says how to get them and builds nothing.
+async fn build_polyglot_examples(root: &Path) -> Vec<(&'static str, PathBuf)> {
+    let tools = root.join("target").join("polyglot");
+    let componentize_py = tools.join("venv/bin/componentize-py");
+    let componentize_js = tools.join("js/node_modules/.bin/componentize-js");
+    if !componentize_py.exists() || !componentize_js.exists() {
+        eprintln!(
+            "the Python and JavaScript examples are skipped: `scripts/polyglot-tools` installs their toolchains"
+        );
+        return Vec::new();
+    }
+    let out = tools.join("examples");
+    if let Err(e) = std::fs::create_dir_all(&out) {
+        eprintln!("the Python and JavaScript examples are skipped: {e}");
+        return Vec::new();
+    }
+    eprintln!("building the Python and JavaScript examples");
+    let mut python = Command::new(componentize_py);
+    python
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .args([
+            "-d",
+            "guest-sdk/python/wit",
+            "-w",
+            "task-module",
+            "componentize",
+            "app",
+        ])
+        .args([
+            "-p",
+            "guest-sdk/python",
+            "-p",
+            "examples/python-hello",
+            "-o",
+        ])
+        .arg(out.join("python-hello.wasm"));
+    let mut js = Command::new(componentize_js);
+    js.args([
+        "examples/js-hello/app.js",
+        "--wit",
+        "guest-sdk/js/wit",
+        "-n",
+        "task-module",
+        "-o",
+    ])
+    .arg(out.join("js-hello.wasm"));
+    let mut built = Vec::new();
+    for (name, mut command) in [("python-hello", python), ("js-hello", js)] {
+        command.current_dir(root).stdout(Stdio::null());
+        let status = tokio::task::spawn_blocking(move || command.status()).await;
+        match status {
+            Ok(Ok(status)) if status.success() => {
+                built.push((name, out.join(format!("{name}.wasm"))));
+            }
+            _ => eprintln!("building the `{name}` example failed; it is not deployed"),
+        }
+    }
+    built
 }
 
 /// Builds the examples with the `guest` profile; returns (name, path of the `.wasm`).

@@ -10,7 +10,9 @@ use anyhow::Context as _;
 use super::CacheArgs;
 use crate::api::{self, ApiConfig, AppState};
 use crate::db::Db;
-use crate::runtime::{ArtifactKey, EngineConfig, Limits, PoolShare, Runtime, RuntimeConfig};
+use crate::runtime::{
+    ArtifactKey, EgressLimits, EngineConfig, Limits, PoolShare, Runtime, RuntimeConfig,
+};
 use crate::scheduler::{Node, NodeConfig};
 use crate::secrets::SecretBox;
 
@@ -61,6 +63,16 @@ pub struct ServeArgs {
     /// compiles every module itself. A node refuses to start without it once secrets exist.
     #[arg(long, env = "HATCHERY_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<String>,
+    /// Wall-clock limit of one outgoing HTTP request of a task, from sending to the end of the
+    /// response body, in seconds.
+    #[arg(long, env = "HATCHERY_EGRESS_TIMEOUT_S", default_value_t = 30)]
+    pub egress_timeout_s: u64,
+    /// Largest response body a task's HTTP request may read, in MiB.
+    #[arg(long, env = "HATCHERY_EGRESS_MAX_RESPONSE_MIB", default_value_t = 10)]
+    pub egress_max_response_mib: u64,
+    /// Most HTTP requests one task attempt may make.
+    #[arg(long, env = "HATCHERY_EGRESS_MAX_REQUESTS", default_value_t = 100)]
+    pub egress_max_requests: u32,
     /// Connections of the node's database pool.
     #[arg(long, env = "HATCHERY_DB_CONNECTIONS", default_value_t = 16)]
     pub db_connections: u32,
@@ -166,6 +178,11 @@ impl Server {
             engine: args.engine_config(),
             cache_dir: args.cache.dir(),
             artifact_key: secret.map(ArtifactKey::derive),
+            egress_limits: EgressLimits {
+                request_timeout: std::time::Duration::from_secs(args.egress_timeout_s.max(1)),
+                max_response_bytes: args.egress_max_response_mib.max(1) << 20,
+                max_requests: args.egress_max_requests,
+            },
             ..RuntimeConfig::default()
         })?;
         let node = Node::start(
