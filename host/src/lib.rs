@@ -9,6 +9,7 @@ pub mod db;
 pub mod egress;
 pub mod flow;
 pub mod manifest;
+pub mod metrics;
 pub mod runtime;
 pub mod scheduler;
 pub mod secrets;

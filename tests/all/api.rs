@@ -1688,3 +1688,66 @@ async fn a_node_without_the_key_cannot_store_secrets(pool: PgPool) {
         .await;
     assert_error(status, &body, StatusCode::CONFLICT, "no_secret_key");
 }
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn metrics_are_scraped_with_the_admin_token(pool: PgPool) {
+    hatchery::metrics::handle().expect("the recorder installs");
+    let api = Api::start(pool, true).await;
+    let (_, tenant) = api
+        .post("/api/v1/tenants", ADMIN, json!({"name": "acme"}))
+        .await;
+    let (id, token) = (
+        tenant["id"].as_str().expect("id").to_owned(),
+        tenant["token"].as_str().expect("token").to_owned(),
+    );
+    api.deploy(&token, hatchery_guests::HELLO).await;
+    let run = api
+        .start_run(&token, "hello", json!({"input": {"name": "Ada"}}))
+        .await;
+    assert_eq!(api.finished(&token, &run).await["status"], "succeeded");
+    api.start_run(
+        &token,
+        "hello",
+        json!({"input": {"name": "Later"}, "delay_seconds": 3600}),
+    )
+    .await;
+
+    let (status, _) = api
+        .call("GET", "/metrics", Some(&token), Body::empty())
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "tenants do not scrape");
+    let request = Request::builder()
+        .uri("/metrics")
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .body(Body::empty())
+        .expect("request");
+    let response = api
+        .router
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("infallible");
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = String::from_utf8(
+        axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body")
+            .to_vec(),
+    )
+    .expect("utf-8");
+    for expected in [
+        "hatchery_task_attempts_total{outcome=\"succeeded\"}",
+        "hatchery_task_execution_seconds_bucket",
+        "hatchery_claim_batch_size_bucket",
+        "hatchery_claim_seconds_count",
+        "hatchery_fuel_consumed_total",
+        "hatchery_db_connections{pool=\"durable\",state=\"idle\"}",
+        "hatchery_slots{module=",
+        "hatchery_compiles_total",
+        &format!("hatchery_runs_scheduled{{tenant=\"{id}\"}} 1"),
+    ] {
+        assert!(text.contains(expected), "{expected} is missing:\n{text}");
+    }
+    assert!(!text.contains(&run), "no run ids in labels");
+    api.shutdown().await;
+}

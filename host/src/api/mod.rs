@@ -10,6 +10,7 @@ mod error;
 mod events;
 mod extract;
 mod health;
+mod metrics;
 mod modules;
 mod page;
 mod rate_limits;
@@ -128,6 +129,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
         .route("/api/v1/tenants", post(tenants::create_tenant))
         .route("/api/v1/tenants/{id}/tokens", post(tenants::create_token))
         .route("/api/v1/tokens/{id}", delete(tenants::revoke_token))

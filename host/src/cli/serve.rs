@@ -174,6 +174,8 @@ impl Server {
                 "HATCHERY_SECRET_KEY is not set: this node compiles every module itself rather than loading what another node compiled"
             );
         }
+        // Installed before anything records, so nothing is lost before the first scrape.
+        crate::metrics::handle();
         let runtime = Runtime::new(RuntimeConfig {
             engine: args.engine_config(),
             cache_dir: args.cache.dir(),

@@ -805,3 +805,18 @@ pub(crate) const EXPIRE: &str = "WITH late AS (
          FROM late WHERE t.tenant_id = late.tenant_id AND t.id = late.id
          RETURNING t.tenant_id, t.workflow_run_id, t.task, t.status, t.is_on_failure, t.is_leaf, t.error,
                        t.gate IS NOT NULL AS gated";
+
+/// Queued task runs by tenant and workflow, the deepest queues first, at most `limit` groups
+/// (the metrics scrape).
+pub async fn task_runs_queued_by_workflow(
+    conn: &mut PgConnection,
+    limit: i64,
+) -> Result<Vec<(Uuid, String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT tenant_id, workflow, count(*) FROM task_runs WHERE status = 'queued'
+         GROUP BY tenant_id, workflow ORDER BY count(*) DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}

@@ -994,3 +994,14 @@ pub async fn workflow_run_reschedule(
         .fetch_optional(conn)
         .await
 }
+
+/// Workflow runs waiting for their time, by tenant (the metrics scrape).
+pub async fn workflow_runs_scheduled_by_tenant(
+    conn: &mut PgConnection,
+) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT tenant_id, count(*) FROM workflow_runs WHERE status = 'scheduled' GROUP BY tenant_id",
+    )
+    .fetch_all(conn)
+    .await
+}

@@ -672,7 +672,17 @@ async fn dispatch(inner: Arc<NodeInner>) {
             Ok(Vec::new())
         } else {
             match inner.db.lossy.acquire().await {
-                Ok(mut conn) => task_run_claim(&mut conn, &params).await,
+                Ok(mut conn) => {
+                    let started = std::time::Instant::now();
+                    let claimed = task_run_claim(&mut conn, &params).await;
+                    if let Ok(claimed) = &claimed {
+                        metrics::histogram!(crate::metrics::CLAIM_SECONDS)
+                            .record(started.elapsed().as_secs_f64());
+                        metrics::histogram!(crate::metrics::CLAIM_BATCH)
+                            .record(claimed.len() as f64);
+                    }
+                    claimed
+                }
                 Err(e) => Err(e),
             }
         };
@@ -799,6 +809,15 @@ async fn run_attempt(inner: Arc<NodeInner>, task: ClaimedTask, signals: LeaseSig
         secrets: inner.task_secrets(task.tenant_id, &task.workflow).await,
     };
     let report = worker.runtime().execute(worker.module(), attempt).await;
+    crate::metrics::attempt_finished(
+        report
+            .outcome
+            .as_ref()
+            .err()
+            .map_or("succeeded", |e| e.code()),
+        report.elapsed,
+        report.fuel_used,
+    );
     // Children spawned but not yet committed are written before the parent's result; a
     // cancelled or handed-back attempt leaves them unwritten (a retry spawns them again).
     let flushed = match &report.outcome {
@@ -986,6 +1005,10 @@ async fn reap(inner: Arc<NodeInner>, stop: CancellationToken) {
                 match reaped.await {
                     Ok(reaped) if reaped.touched() > 0 => {
                         tracing::info!(?sweep, ?reaped, "reaped task runs");
+                        if matches!(sweep, Sweep::LostLeases) {
+                            metrics::counter!(crate::metrics::LEASES_REAPED)
+                                .increment(reaped.touched() as u64);
+                        }
                         inner.work.notify_one();
                         if (reaped.touched() as i64) < batch {
                             break;
