@@ -101,11 +101,19 @@ impl Api {
 
     /// Creates tenant `name`; returns its token.
     async fn tenant(&self, name: &str) -> String {
+        self.tenant_with_id(name).await.1
+    }
+
+    /// Creates tenant `name`; returns its id and token.
+    async fn tenant_with_id(&self, name: &str) -> (String, String) {
         let (status, body) = self
             .post("/api/v1/tenants", ADMIN, json!({"name": name}))
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
-        body["token"].as_str().expect("token").to_owned()
+        (
+            body["id"].as_str().expect("id").to_owned(),
+            body["token"].as_str().expect("token").to_owned(),
+        )
     }
 
     async fn deploy(&self, token: &str, guest: &str) -> Value {
@@ -1415,14 +1423,7 @@ async fn a_tasks_fuel_budget_is_set_over_http_and_applies_to_new_runs(pool: PgPo
 async fn egress_is_set_by_admin_and_tenant_and_applied_by_the_node(pool: PgPool) {
     let port = crate::egress::server().await;
     let api = Api::start(pool, true).await;
-    let (status, tenant) = api
-        .post("/api/v1/tenants", ADMIN, json!({"name": "acme"}))
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{tenant}");
-    let (id, token) = (
-        tenant["id"].as_str().expect("id").to_owned(),
-        tenant["token"].as_str().expect("token").to_owned(),
-    );
+    let (id, token) = api.tenant_with_id("acme").await;
     let other = api.tenant("other").await;
     for token in [&token, &other] {
         api.deploy(token, hatchery_guests::JS_RAW).await;
@@ -1548,13 +1549,7 @@ async fn secrets_are_write_only_and_reach_only_permitted_workflows_redacted(pool
         },
     )
     .await;
-    let (_, tenant) = api
-        .post("/api/v1/tenants", ADMIN, json!({"name": "acme"}))
-        .await;
-    let (id, token) = (
-        tenant["id"].as_str().expect("id").to_owned(),
-        tenant["token"].as_str().expect("token").to_owned(),
-    );
+    let (id, token) = api.tenant_with_id("acme").await;
     api.deploy(&token, hatchery_guests::SECRETS).await;
     let put = |path: String, token: String, body: Value| {
         let api = &api;
@@ -1693,13 +1688,7 @@ async fn a_node_without_the_key_cannot_store_secrets(pool: PgPool) {
 async fn metrics_are_scraped_with_the_admin_token(pool: PgPool) {
     hatchery::metrics::handle().expect("the recorder installs");
     let api = Api::start(pool, true).await;
-    let (_, tenant) = api
-        .post("/api/v1/tenants", ADMIN, json!({"name": "acme"}))
-        .await;
-    let (id, token) = (
-        tenant["id"].as_str().expect("id").to_owned(),
-        tenant["token"].as_str().expect("token").to_owned(),
-    );
+    let (id, token) = api.tenant_with_id("acme").await;
     api.deploy(&token, hatchery_guests::HELLO).await;
     let run = api
         .start_run(&token, "hello", json!({"input": {"name": "Ada"}}))

@@ -9,7 +9,8 @@ use std::time::Duration;
 use hatchery::db::workflow_run::task_run_logs_of_run;
 use hatchery::db::{DEFAULT_TENANT, Db};
 use hatchery::runtime::{
-    Attempt, EngineConfig, LoadError, PoolShare, Runtime, RuntimeConfig, TaskFailure, inspect,
+    Attempt, AttemptReport, EngineConfig, LoadError, PoolShare, Runtime, RuntimeConfig,
+    TaskFailure, inspect,
 };
 use hatchery::scheduler::{Node, RunRequest, RunView, deploy_module, start_run, wait_for_run};
 use serde_json::{Value, json};
@@ -38,6 +39,18 @@ fn shared() -> Runtime {
     RUNTIME
         .get_or_init(|| runtime_with(EngineConfig::with_instances(64)))
         .clone()
+}
+
+/// One attempt of `workflow`/`task` of `guest` on the shared runtime.
+async fn attempt(guest: &str, workflow: &str, task: &str, input: &str) -> AttemptReport {
+    let runtime = shared();
+    let module = runtime
+        .load(&hatchery_guests::read(guest))
+        .await
+        .expect("loads");
+    runtime
+        .execute(&module, Attempt::new(workflow, task, input))
+        .await
 }
 
 async fn node_with(pool: PgPool, guest: &str) -> (Db, Node) {
@@ -164,18 +177,11 @@ async fn a_javascript_exception_fails_the_attempt_with_its_message(pool: PgPool)
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fatal_errors_are_not_retried_in_either_language() {
-    let runtime = shared();
     for (guest, workflow) in [
         (hatchery_guests::PYTHON_HELLO, "py-square"),
         (hatchery_guests::JS_HELLO, "js-square"),
     ] {
-        let module = runtime
-            .load(&hatchery_guests::read(guest))
-            .await
-            .expect("loads");
-        let report = runtime
-            .execute(&module, Attempt::new(workflow, "compute", r#"{"n":"x"}"#))
-            .await;
+        let report = attempt(guest, workflow, "compute", r#"{"n":"x"}"#).await;
         let Err(TaskFailure::Fatal(message)) = &report.outcome else {
             panic!(
                 "{workflow}: expected a fatal error, got {:?}",
@@ -297,14 +303,7 @@ async fn a_failing_describe_reports_the_python_traceback() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_uncaught_javascript_exception_says_what_was_thrown() {
-    let runtime = shared();
-    let module = runtime
-        .load(&hatchery_guests::read(hatchery_guests::JS_RAW))
-        .await
-        .expect("loads");
-    let report = runtime
-        .execute(&module, Attempt::new("js-raw", "throw", "null"))
-        .await;
+    let report = attempt(hatchery_guests::JS_RAW, "js-raw", "throw", "null").await;
     let failure = report.outcome.expect_err("fails");
     let message = failure.to_string();
     assert!(message.contains("raw boom"), "{message}");
@@ -392,14 +391,7 @@ async fn with_the_fleets_key_only_the_uploading_node_compiles(pool: PgPool) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn outgoing_http_is_refused_with_a_line_in_the_task_log() {
-    let runtime = shared();
-    let module = runtime
-        .load(&hatchery_guests::read(hatchery_guests::JS_RAW))
-        .await
-        .expect("loads");
-    let report = runtime
-        .execute(&module, Attempt::new("js-fetch", "fetch", "null"))
-        .await;
+    let report = attempt(hatchery_guests::JS_RAW, "js-fetch", "fetch", "null").await;
     let output: Value =
         serde_json::from_str(&report.outcome.expect("the task handles it")).expect("json");
     assert!(
