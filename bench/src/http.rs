@@ -55,6 +55,7 @@ pub(crate) struct Server {
     pub(crate) url: String,
     pub(crate) client: reqwest::Client,
     pub(crate) token: String,
+    pub(crate) tenant: uuid::Uuid,
     pub(crate) shutdown: tokio::sync::oneshot::Sender<()>,
     pub(crate) node: Option<Node>,
 }
@@ -102,10 +103,24 @@ pub(crate) async fn serve(url: &str, runtime: &Runtime, with_node: bool) -> anyh
         .json()
         .await?;
     let token = tenant["token"].as_str().context("tenant token")?.to_owned();
+    let tenant = tenant["id"].as_str().context("tenant id")?.parse()?;
+    deploy_guests(&client, &base, &token).await?;
+    Ok(Server {
+        url: base,
+        client,
+        token,
+        tenant,
+        shutdown,
+        node,
+    })
+}
+
+/// Deploys the bench and hello modules with `token`.
+async fn deploy_guests(client: &reqwest::Client, base: &str, token: &str) -> anyhow::Result<()> {
     for guest in [hatchery_guests::BENCH, hatchery_guests::HELLO] {
         let deployed = client
             .post(format!("{base}/api/v1/modules"))
-            .bearer_auth(&token)
+            .bearer_auth(token)
             .header("content-type", "application/wasm")
             .body(hatchery_guests::read(guest))
             .send()
@@ -114,13 +129,23 @@ pub(crate) async fn serve(url: &str, runtime: &Runtime, with_node: bool) -> anyh
             bail!("deploy failed: {}", deployed.text().await?);
         }
     }
-    Ok(Server {
-        url: base,
-        client,
-        token,
-        shutdown,
-        node,
-    })
+    Ok(())
+}
+
+/// Another tenant on `server`, with the same modules deployed: its token.
+pub(crate) async fn second_tenant(server: &Server) -> anyhow::Result<String> {
+    let tenant: serde_json::Value = server
+        .client
+        .post(format!("{}/api/v1/tenants", server.url))
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({"name": format!("bench-{}", uuid::Uuid::new_v4())}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = tenant["token"].as_str().context("tenant token")?.to_owned();
+    deploy_guests(&server.client, &server.url, &token).await?;
+    Ok(token)
 }
 
 /// Runs the benchmark and prints its table.

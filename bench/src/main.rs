@@ -4,6 +4,7 @@
 //! Run with: `cargo run --release -p hatchery-bench -- runtime` (or `-- queue`)
 
 mod egress;
+mod fairness;
 mod flow;
 mod http;
 mod idle;
@@ -46,6 +47,8 @@ enum Bench {
     Flow(flow::FlowArgs),
     /// One tenant's drain beside 0, 10,000 and 100,000 idle tenants.
     Tenants(tenants::TenantsArgs),
+    /// Tenant B's round trip alone, under A's flood and under A's CPU-bound load; /healthz.
+    Fairness(fairness::FairnessArgs),
     /// A task's outbound HTTP request against the same request made directly.
     Egress(egress::EgressArgs),
     /// The same tasks in Rust, Python and JavaScript: round trips, instances, first runs.
@@ -69,5 +72,6 @@ async fn main() -> anyhow::Result<()> {
         Bench::Languages(args) => languages::run(args).await,
         Bench::Egress(args) => egress::run(args).await,
         Bench::Tenants(args) => tenants::run(args).await,
+        Bench::Fairness(args) => fairness::run(args).await,
     }
 }

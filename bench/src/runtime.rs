@@ -41,7 +41,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 async fn time_attempt(
     runtime: &Runtime,
-    module: &LoadedModule,
+    module: &std::sync::Arc<LoadedModule>,
     workflow: &str,
     input: &str,
 ) -> anyhow::Result<Duration> {

@@ -31,6 +31,8 @@ pub const SLOTS: &str = "hatchery_slots";
 pub const DB_CONNECTIONS: &str = "hatchery_db_connections";
 /// Components this node compiled (rather than loaded from a cache or a sealed artifact).
 pub const COMPILES: &str = "hatchery_compiles_total";
+/// Finished workflow runs deleted by the retention service.
+pub const RUNS_PURGED: &str = "hatchery_runs_purged_total";
 
 /// Most (tenant, workflow) series the queued gauge reports, the deepest queues first.
 pub const MAX_QUEUE_SERIES: i64 = 1_000;

@@ -443,6 +443,7 @@ async fn a_stale_lease_holder_cannot_complete(pool: PgPool) {
         node: Uuid::new_v4(),
         limit: 1,
         full_modules: &[],
+        skip_tenants: &[],
         lease: Duration::from_secs(30),
     };
     let stale = task_run_claim(&mut conn, &params)
@@ -470,6 +471,7 @@ async fn a_stale_lease_holder_cannot_complete(pool: PgPool) {
         lease_token: claim.lease_token,
         outcome: AttemptOutcome::Succeeded(output.into()),
         logs: vec![],
+        usage: None,
     };
     let late = task_runs_complete(&mut conn, &[completion(&stale, r#""stale""#)])
         .await

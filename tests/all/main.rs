@@ -13,4 +13,5 @@ mod sandbox;
 mod scale;
 mod schedule;
 mod support;
+mod tenancy;
 mod workflows;

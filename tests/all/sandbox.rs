@@ -18,7 +18,7 @@ async fn hostile() -> (Runtime, Arc<LoadedModule>) {
 }
 
 /// Runs `echo` to show the runtime still serves after a hostile attempt.
-async fn assert_still_serving(runtime: &Runtime, module: &LoadedModule) {
+async fn assert_still_serving(runtime: &Runtime, module: &Arc<LoadedModule>) {
     let report = run(
         runtime,
         module,

@@ -35,7 +35,7 @@ pub async fn load(runtime: &Runtime, path: &str) -> Arc<LoadedModule> {
 /// Runs the single-task workflow `name` of `module` with `input` and `limits`.
 pub async fn run(
     runtime: &Runtime,
-    module: &LoadedModule,
+    module: &Arc<LoadedModule>,
     name: &str,
     input: &str,
     limits: Limits,

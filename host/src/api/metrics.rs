@@ -59,12 +59,18 @@ pub async fn metrics(
         metrics::gauge!(RUNS_SCHEDULED, "tenant" => tenant.to_string()).set(count as f64);
     }
     if let Some(node) = &state.node {
+        // Each tenant has its own worker of a module: summed per module.
+        let mut slots: std::collections::BTreeMap<String, (u32, u32)> = Default::default();
         for worker in node.workers() {
             let module: String = worker.module.chars().take(12).collect();
+            let sum = slots.entry(module).or_default();
+            sum.0 += worker.slots;
+            sum.1 += worker.in_use;
+        }
+        for (module, (total, in_use)) in slots {
             metrics::gauge!(SLOTS, "module" => module.clone(), "state" => "total")
-                .set(f64::from(worker.slots));
-            metrics::gauge!(SLOTS, "module" => module, "state" => "in_use")
-                .set(f64::from(worker.in_use));
+                .set(f64::from(total));
+            metrics::gauge!(SLOTS, "module" => module, "state" => "in_use").set(f64::from(in_use));
         }
     }
     for (pool, handle) in [("durable", &state.db.pool), ("lossy", &state.db.lossy)] {

@@ -17,6 +17,7 @@ mod rate_limits;
 mod runs;
 mod secrets;
 mod tenants;
+mod usage;
 mod workers;
 mod workflows;
 
@@ -132,6 +133,13 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/api/v1/tenants", post(tenants::create_tenant))
         .route("/api/v1/tenants/{id}/tokens", post(tenants::create_token))
+        .route("/api/v1/tenants/{id}", get(tenants::get_tenant))
+        .route("/api/v1/tenants/{id}/weight", put(tenants::set_weight))
+        .route(
+            "/api/v1/tenants/{id}/retention",
+            put(tenants::set_retention),
+        )
+        .route("/api/v1/tenants/{id}/usage", get(usage::of_tenant))
         .route("/api/v1/tokens/{id}", delete(tenants::revoke_token))
         .route(
             "/api/v1/modules",
@@ -158,6 +166,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/runs/{id}/logs", get(runs::logs))
         .route("/api/v1/runs/{id}/children", get(runs::children))
         .route("/api/v1/workers", get(workers::list_workers))
+        .route("/api/v1/usage", get(usage::own))
         .route("/api/v1/workflows/{name}/crons", post(crons::create))
         .route(
             "/api/v1/workflows/{name}/event-filters",

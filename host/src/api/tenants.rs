@@ -1,5 +1,6 @@
 //! Admin endpoints: `POST /api/v1/tenants`, `POST /api/v1/tenants/{id}/tokens`,
-//! `DELETE /api/v1/tokens/{id}`. Tokens are returned once, here, and never again.
+//! `DELETE /api/v1/tokens/{id}`, `GET /api/v1/tenants/{id}`, `PUT /api/v1/tenants/{id}/weight`,
+//! `PUT /api/v1/tenants/{id}/retention`. Tokens are returned once, here, and never again.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -12,7 +13,9 @@ use super::AppState;
 use super::auth::{Admin, new_token};
 use super::error::ApiError;
 use super::extract::{self, Body};
-use crate::db::tenant::{tenant_create, tenant_get};
+use crate::db::tenant::{
+    tenant_admin_get, tenant_create, tenant_get, tenant_retention_set, tenant_weight_set,
+};
 use crate::db::token::{NewTokenParams, token_create, token_revoke};
 
 /// Longest tenant or token name.
@@ -24,6 +27,26 @@ const MAX_NAME_LEN: usize = 128;
 pub struct CreateTenant {
     name: String,
 }
+
+/// Body of `PUT /api/v1/tenants/{id}/weight`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetWeight {
+    weight: i64,
+}
+
+/// Body of `PUT /api/v1/tenants/{id}/retention`: `days` null returns to the default.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetRetention {
+    days: Option<i64>,
+}
+
+/// Longest retention, in days.
+const MAX_RETENTION_DAYS: i64 = 3_650;
+
+/// Highest tenant weight.
+const MAX_WEIGHT: i64 = 1_000;
 
 /// Body of `POST /api/v1/tenants/{id}/tokens` (optional).
 #[derive(Debug, Default, Deserialize)]
@@ -131,6 +154,84 @@ pub async fn create_token(
             "created_at": created_at,
         })),
     ))
+}
+
+/// Sets tenant `id`'s weight, its share of slots and guest CPU when nodes are saturated
+/// (1–1000, default 1): 200 `{id, weight}`. Nodes apply it to attempts that start after.
+pub async fn set_weight(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(tenant_id): Path<String>,
+    extract::Json(body): extract::Json<SetWeight>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant_id = extract::parse_id("tenant", &tenant_id)?;
+    let weight = i32::try_from(body.weight)
+        .ok()
+        .filter(|w| (1..=MAX_WEIGHT).contains(&i64::from(*w)))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_weight",
+                format!("a weight is a whole number from 1 to {MAX_WEIGHT}"),
+            )
+        })?;
+    let mut tx = state.db.pool.begin().await?;
+    if !tenant_weight_set(&mut tx, tenant_id, weight).await? {
+        return Err(ApiError::not_found(format!("no tenant `{tenant_id}`")));
+    }
+    tx.commit().await?;
+    Ok(Json(json!({ "id": tenant_id, "weight": weight })))
+}
+
+/// Tenant `id` and its settings: 200 `{id, name, created_at, weight, retention_days,
+/// egress_ceiling}` (`retention_days` null: the nodes' default).
+pub async fn get_tenant(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(tenant_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant_id = extract::parse_id("tenant", &tenant_id)?;
+    let mut conn = state.db.pool.acquire().await?;
+    let tenant = tenant_admin_get(&mut conn, tenant_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no tenant `{tenant_id}`")))?;
+    Ok(Json(json!({
+        "id": tenant.id,
+        "name": tenant.name,
+        "created_at": tenant.created_at,
+        "weight": tenant.weight,
+        "retention_days": tenant.retention_days,
+        "egress_ceiling": tenant.egress_ceiling,
+    })))
+}
+
+/// Sets how long tenant `id`'s finished runs and events are kept (1–3650 days, or null for
+/// the nodes' default): 200 `{id, retention_days}`.
+pub async fn set_retention(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(tenant_id): Path<String>,
+    extract::Json(body): extract::Json<SetRetention>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant_id = extract::parse_id("tenant", &tenant_id)?;
+    let days = match body.days {
+        None => None,
+        Some(days) => Some(
+            i32::try_from(days)
+                .ok()
+                .filter(|d| (1..=MAX_RETENTION_DAYS).contains(&i64::from(*d)))
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_retention",
+                        format!("a retention is a whole number of days from 1 to {MAX_RETENTION_DAYS}, or null for the default"),
+                    )
+                })?,
+        ),
+    };
+    let mut conn = state.db.pool.acquire().await?;
+    if !tenant_retention_set(&mut conn, tenant_id, days).await? {
+        return Err(ApiError::not_found(format!("no tenant `{tenant_id}`")));
+    }
+    Ok(Json(json!({ "id": tenant_id, "retention_days": days })))
 }
 
 /// Revokes token `id`: 204, or 404 if there is no such unrevoked token.

@@ -8,7 +8,6 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::auth::Tenant;
 use super::error::ApiError;
-use crate::db::module::module_digests;
 
 /// `{workers: [{node_id, module, slots, in_use}]}`.
 pub async fn list_workers(
@@ -18,14 +17,10 @@ pub async fn list_workers(
     let Some(node) = &state.node else {
         return Ok(Json(json!({"workers": []})));
     };
-    let digests = {
-        let mut conn = state.db.pool.acquire().await?;
-        module_digests(&mut conn, tenant).await?
-    };
     let mut workers: Vec<Value> = node
         .workers()
         .into_iter()
-        .filter(|w| digests.contains(&w.module))
+        .filter(|w| w.tenant_id == tenant)
         .map(|w| {
             json!({
                 "node_id": node.id(),

@@ -169,6 +169,12 @@ pub struct RunIdArgs {
 pub enum TenantsCommand {
     /// Create a tenant and its first token (admin).
     Create(TenantCreateArgs),
+    /// Show a tenant's settings: weight, retention (admin).
+    Show(super::tenancy::TenantShowArgs),
+    /// Set a tenant's weight, its share of slots and CPU when nodes are busy (admin).
+    Weight(super::tenancy::TenantWeightArgs),
+    /// Set how many days a tenant's finished runs are kept, or `default` (admin).
+    Retention(super::tenancy::TenantRetentionArgs),
 }
 
 /// Arguments of `hatchery tenants create`.
@@ -611,7 +617,7 @@ pub struct Client {
 }
 
 /// The body of a request.
-enum Body {
+pub(crate) enum Body {
     None,
     Json(Value),
     Wasm(Vec<u8>),
@@ -646,7 +652,7 @@ impl Client {
 
     /// A client for a tenant's commands: the URL and token from flags, the environment or the
     /// files `hatchery dev` writes.
-    fn tenant(args: &ClientArgs) -> anyhow::Result<Self> {
+    pub(crate) fn tenant(args: &ClientArgs) -> anyhow::Result<Self> {
         let mut client = Self::new(&resolve_url(args.url.as_deref()), None)?;
         client.credential = match args.token.as_deref().filter(|t| !t.is_empty()) {
             Some(token) => Some(Credential {
@@ -664,7 +670,7 @@ impl Client {
     }
 
     /// A client for the admin's commands.
-    fn admin(args: &AdminArgs) -> anyhow::Result<Self> {
+    pub(crate) fn admin(args: &AdminArgs) -> anyhow::Result<Self> {
         let dev_file = Path::new(DEV_DIR).join("admin-token");
         let token = match args.admin_token.clone().filter(|t| !t.is_empty()) {
             Some(token) => token,
@@ -761,7 +767,7 @@ impl Client {
         .await
     }
 
-    async fn get(
+    pub(crate) async fn get(
         &self,
         path: &str,
         query: &[(&str, Option<String>)],
@@ -782,13 +788,13 @@ impl Client {
         self.call(Method::POST, path, body).await
     }
 
-    async fn put(&self, path: &str, body: Body) -> Result<Value, ClientError> {
+    pub(crate) async fn put(&self, path: &str, body: Body) -> Result<Value, ClientError> {
         self.call(Method::PUT, path, body).await
     }
 }
 
 /// Percent-encodes one path segment or query value.
-fn encode(text: &str) -> String {
+pub(crate) fn encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
@@ -841,7 +847,7 @@ fn token_from_files() -> anyhow::Result<Option<Credential>> {
     Ok(None)
 }
 
-fn print_json(value: &Value) -> anyhow::Result<()> {
+pub(crate) fn print_json(value: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
@@ -1471,7 +1477,7 @@ pub async fn fuel(args: FuelArgs) -> anyhow::Result<()> {
 }
 
 /// Prints rows under headers, columns padded to their widest cell.
-fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+pub(crate) fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -1526,7 +1532,12 @@ fn duration(start: &Value, end: &Value) -> String {
 
 /// `hatchery tenants create <name>`.
 pub async fn tenants(command: TenantsCommand) -> anyhow::Result<()> {
-    let TenantsCommand::Create(args) = command;
+    let args = match command {
+        TenantsCommand::Create(args) => args,
+        TenantsCommand::Show(args) => return super::tenancy::show(args).await,
+        TenantsCommand::Weight(args) => return super::tenancy::weight(args).await,
+        TenantsCommand::Retention(args) => return super::tenancy::retention(args).await,
+    };
     let client = Client::admin(&args.admin)?;
     let tenant = client
         .post("/api/v1/tenants", Body::Json(json!({ "name": args.name })))

@@ -7,6 +7,7 @@ pub mod client;
 pub mod dev;
 mod exec;
 pub mod serve;
+mod tenancy;
 
 use std::path::PathBuf;
 
@@ -59,7 +60,9 @@ pub enum Command {
     Egress(client::EgressCommand),
     /// Set a task's fuel budget for new runs: `hatchery fuel py-etl load 50000000000` (or `default`).
     Fuel(client::FuelArgs),
-    /// Create tenants (admin).
+    /// Show usage per hour and workflow: runs, attempts, time, fuel, memory, HTTP requests.
+    Usage(tenancy::UsageArgs),
+    /// Create tenants and set their weight and retention (admin).
     #[command(subcommand)]
     Tenants(client::TenantsCommand),
     /// Create tokens of tenants (admin).
@@ -111,6 +114,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fuel(args) => client::fuel(args).await,
         Command::Egress(command) => client::egress(command).await,
         Command::Secrets(command) => client::secrets(command).await,
+        Command::Usage(args) => tenancy::usage(args).await,
         Command::Tenants(command) => client::tenants(command).await,
         Command::Tokens(command) => client::tokens(command).await,
     }

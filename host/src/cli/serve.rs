@@ -13,7 +13,7 @@ use crate::db::Db;
 use crate::runtime::{
     ArtifactKey, EgressLimits, EngineConfig, Limits, PoolShare, Runtime, RuntimeConfig,
 };
-use crate::scheduler::{Node, NodeConfig};
+use crate::scheduler::{Node, NodeConfig, RetentionConfig};
 use crate::secrets::SecretBox;
 
 /// Arguments of `hatchery serve`.
@@ -31,6 +31,14 @@ pub struct ServeArgs {
     /// Task runs this node executes at once, over all modules.
     #[arg(long, env = "HATCHERY_CAPACITY", default_value_t = 64)]
     pub capacity: u32,
+    /// Most of those one tenant may hold at once; default: all but an eighth of `--capacity`,
+    /// kept free for the other tenants.
+    #[arg(long, env = "HATCHERY_TENANT_SLOTS")]
+    pub tenant_slots: Option<u32>,
+    /// Threads that execute guests, apart from the API and the scheduler; default: one per
+    /// core. CPU time on them is shared between tenants by weight, in 5 ms slices.
+    #[arg(long, env = "HATCHERY_GUEST_THREADS")]
+    pub guest_threads: Option<usize>,
     /// Slots of a module that does not ask for a number.
     #[arg(long, env = "HATCHERY_SLOTS", default_value_t = 32)]
     pub slots: u32,
@@ -73,6 +81,10 @@ pub struct ServeArgs {
     /// Most HTTP requests one task attempt may make.
     #[arg(long, env = "HATCHERY_EGRESS_MAX_REQUESTS", default_value_t = 100)]
     pub egress_max_requests: u32,
+    /// Days finished runs, their logs and events are kept, for tenants without a retention
+    /// of their own; 0 keeps them forever (this node deletes nothing).
+    #[arg(long, env = "HATCHERY_RETENTION_DAYS", default_value_t = 7)]
+    pub retention_days: u32,
     /// Connections of the node's database pool.
     #[arg(long, env = "HATCHERY_DB_CONNECTIONS", default_value_t = 16)]
     pub db_connections: u32,
@@ -185,6 +197,10 @@ impl Server {
                 max_response_bytes: args.egress_max_response_mib.max(1) << 20,
                 max_requests: args.egress_max_requests,
             },
+            guest_threads: args
+                .guest_threads
+                .unwrap_or_else(crate::runtime::default_guest_threads)
+                .max(1),
             ..RuntimeConfig::default()
         })?;
         let node = Node::start(
@@ -192,6 +208,7 @@ impl Server {
             runtime.clone(),
             NodeConfig {
                 capacity: args.capacity.max(1),
+                tenant_slots: args.tenant_slots,
                 default_slots: args.slots.max(1),
                 limits: Limits {
                     memory_bytes: args.memory_mib << 20,
@@ -199,6 +216,12 @@ impl Server {
                     ..Limits::default()
                 },
                 secrets: secret.map(SecretBox::derive),
+                retention: (args.retention_days > 0).then(|| RetentionConfig {
+                    default_retention: std::time::Duration::from_secs(
+                        u64::from(args.retention_days.min(3_650)) * 86_400,
+                    ),
+                    ..RetentionConfig::default()
+                }),
                 ..NodeConfig::default()
             },
         )

@@ -275,7 +275,8 @@ pub async fn gated_walk(
                  SELECT t.id, t.workflow_run_id, t.gates, t.priority, t.available_at
                  FROM task_runs t
                  WHERE t.tenant_id = k.tenant_id AND t.gate = k.gate AND t.status = 'queued'
-                   AND t.available_at <= now() AND t.module_digest <> ALL($5)
+                   AND t.available_at <= now()
+                   AND t.tenant_id::text || ':' || t.module_digest <> ALL($5)
                  ORDER BY t.priority DESC, t.available_at, t.id
                  LIMIT (SELECT n FROM per_key)
              ) c ON true

@@ -35,6 +35,7 @@ pub mod task_fuel;
 pub mod task_run;
 pub mod tenant;
 pub mod token;
+pub mod usage;
 pub mod workflow_run;
 
 use chrono::{DateTime, Utc};
@@ -44,7 +45,8 @@ use uuid::Uuid;
 /// The tenant everything belongs to until tokens exist.
 pub const DEFAULT_TENANT: Uuid = Uuid::from_u128(1);
 
-/// Channel that wakes dispatchers: new work is queued.
+/// Channel that wakes dispatchers: new work is queued. Payload: the comma-separated ids of
+/// the tenants it belongs to, or empty when not known.
 pub const CHANNEL_WORK: &str = "hatchery_work";
 /// Channel naming task runs to interrupt: payload is comma-separated task run ids.
 pub const CHANNEL_CANCEL: &str = "hatchery_cancel";
@@ -57,8 +59,9 @@ pub const CHANNEL_GATED: &str = "hatchery_gated";
 pub const CHANNEL_SCHEDULED: &str = "hatchery_scheduled";
 /// Channel naming tenants whose secrets changed: payload is comma-separated tenant ids.
 pub const CHANNEL_SECRETS: &str = "hatchery_secrets";
-/// Channel naming tenants whose egress policy changed: payload is comma-separated tenant ids.
-pub const CHANNEL_EGRESS: &str = "hatchery_egress";
+/// Channel naming tenants whose settings (egress policy, weight) changed: payload is
+/// comma-separated tenant ids.
+pub const CHANNEL_TENANT: &str = "hatchery_tenant";
 /// Channel naming a module just deployed, so every node compiles it before its first run:
 /// payload `tenant_id:digest`.
 pub const CHANNEL_MODULE_DEPLOYED: &str = "hatchery_module_deployed";
@@ -168,12 +171,21 @@ pub fn parse_module_deployed(payload: &str) -> Option<(Uuid, String)> {
 }
 
 /// Wakes idle dispatchers (delivered at commit when inside a transaction).
-pub async fn notify_work(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(CHANNEL_WORK)
-        .execute(conn)
-        .await?;
-    Ok(())
+pub async fn notify_work(
+    conn: &mut sqlx::PgConnection,
+    tenants: &[Uuid],
+) -> Result<(), sqlx::Error> {
+    if tenants.is_empty() {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(CHANNEL_WORK)
+            .execute(conn)
+            .await?;
+        return Ok(());
+    }
+    let mut tenants = tenants.to_vec();
+    tenants.sort_unstable();
+    tenants.dedup();
+    notify_ids(conn, CHANNEL_WORK, &tenants).await
 }
 
 /// Parses a comma-separated id payload, skipping anything malformed.

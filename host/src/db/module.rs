@@ -255,17 +255,6 @@ pub async fn modules_list(
         .collect())
 }
 
-/// The digests of every module of the tenant.
-pub async fn module_digests(
-    conn: &mut PgConnection,
-    tenant_id: Uuid,
-) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT digest FROM modules WHERE tenant_id = $1")
-        .bind(tenant_id)
-        .fetch_all(conn)
-        .await
-}
-
 /// A page of the newest version of each of the tenant's workflows, most recently deployed
 /// first.
 pub async fn workflows_list(

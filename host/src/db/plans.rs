@@ -67,6 +67,38 @@ pub async fn idle_tenants_fill(conn: &mut PgConnection, count: i64) -> Result<u6
     Ok(added.rows_affected())
 }
 
+/// Task runs of `tenant` queued now.
+pub async fn queued_task_runs_of(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM task_runs WHERE tenant_id = $1 AND status = 'queued'")
+        .bind(tenant)
+        .fetch_one(conn)
+        .await
+}
+
+/// Cancels every queued single-task run of `tenant` at once (a benchmark's clean-up between
+/// phases; the API cancels run by run).
+pub async fn queued_task_runs_cancel(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+) -> Result<u64, sqlx::Error> {
+    let cancelled = sqlx::query(
+        "WITH t AS (
+             UPDATE task_runs SET status = 'cancelled', finished_at = now()
+             WHERE tenant_id = $1 AND status = 'queued'
+             RETURNING workflow_run_id
+         )
+         UPDATE workflow_runs SET status = 'cancelled', finished_at = now()
+         WHERE tenant_id = $1 AND id IN (SELECT workflow_run_id FROM t)",
+    )
+    .bind(tenant)
+    .execute(conn)
+    .await?;
+    Ok(cancelled.rows_affected())
+}
+
 /// Refreshes the planner's statistics of the hot tables.
 pub async fn backlog_analyze(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     sqlx::query("ANALYZE task_runs, workflow_runs")
@@ -151,7 +183,11 @@ pub async fn hot_statement_plans(
     let none: Vec<String> = Vec::new();
     let mut plans = vec![
         explain(&mut tx, "claim", task_run::CLAIM, |q| {
-            q.bind(node).bind(batch).bind(none.clone()).bind(lease_ms)
+            q.bind(node)
+                .bind(batch)
+                .bind(none.clone())
+                .bind(lease_ms)
+                .bind(Vec::<Uuid>::new())
         })
         .await?,
     ];
@@ -159,6 +195,7 @@ pub async fn hot_statement_plans(
         node,
         limit: batch,
         full_modules: &[],
+        skip_tenants: &[],
         lease: Duration::from_millis(lease_ms as u64),
     };
     let claimed = task_run::task_run_claim(&mut tx, &params).await?;

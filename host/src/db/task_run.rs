@@ -20,8 +20,11 @@ pub struct ClaimParams<'a> {
     pub node: Uuid,
     /// Most task runs to claim.
     pub limit: i64,
-    /// Modules whose workers on this node have no free slot.
+    /// Modules whose workers on this node have no free slot, as `tenant_id:digest` (each
+    /// tenant has its own slots of a module, even of one another tenant deployed too).
     pub full_modules: &'a [String],
+    /// Tenants passed over (their runs already wait on this node).
+    pub skip_tenants: &'a [Uuid],
     /// How long the lease lasts without a heartbeat.
     pub lease: Duration,
 }
@@ -77,6 +80,7 @@ pub async fn task_run_claim(
         .bind(params.limit)
         .bind(params.full_modules)
         .bind(millis(params.lease))
+        .bind(params.skip_tenants)
         .fetch_all(conn)
         .await
 }
@@ -114,6 +118,8 @@ pub struct Completion {
     pub outcome: AttemptOutcome,
     /// Its log lines.
     pub logs: Vec<LogLine>,
+    /// What it consumed; `None` when it did not execute (handed back before it started).
+    pub usage: Option<super::usage::AttemptUsage>,
 }
 
 /// What a batch of completions changed.
@@ -257,8 +263,16 @@ pub async fn task_runs_complete(
     effects.finished_runs = progress.finished_runs;
     effects.queued |= progress.queued;
     effects.gated |= progress.gated || finished.iter().any(|f| f.gated);
+    // Last: the usage rows are the ones every completer shares, so they are locked the
+    // shortest time. Stale results count too: their attempts did run.
+    let usage: Vec<(Uuid, &super::usage::AttemptUsage)> = completions
+        .iter()
+        .filter_map(|c| Some((c.tenant_id, c.usage.as_ref()?)))
+        .collect();
+    super::usage::usage_attempts_add(conn, &usage).await?;
     if effects.queued {
-        super::notify_work(conn).await?;
+        let tenants: Vec<Uuid> = completions.iter().map(|c| c.tenant_id).collect();
+        super::notify_work(conn, &tenants).await?;
     }
     if effects.gated {
         super::flow::notify_gated(conn).await?;
@@ -490,7 +504,8 @@ pub(crate) async fn task_runs_fail_queued(
     .await?;
     let progress = runs_progress(conn, &rows).await?;
     if progress.queued {
-        super::notify_work(conn).await?;
+        let tenants: Vec<Uuid> = rows.iter().map(|r| r.tenant_id).collect();
+        super::notify_work(conn, &tenants).await?;
     }
     super::notify_ids(conn, super::CHANNEL_RUN_FINISHED, &progress.finished_runs).await?;
     Ok(progress.finished_runs)
@@ -592,7 +607,7 @@ pub async fn task_runs_reap_lost(
     let failed: Vec<Finished> = lost.into_iter().filter(|l| l.status == "failed").collect();
     let progress = runs_progress(conn, &failed).await?;
     if reaped.requeued > 0 || progress.queued {
-        super::notify_work(conn).await?;
+        super::notify_work(conn, &[]).await?;
     }
     if gated || progress.gated {
         super::flow::notify_gated(conn).await?;
@@ -621,7 +636,7 @@ pub async fn task_runs_expire(
     };
     let progress = runs_progress(conn, &expired).await?;
     if progress.queued {
-        super::notify_work(conn).await?;
+        super::notify_work(conn, &[]).await?;
     }
     if progress.gated {
         super::flow::notify_gated(conn).await?;
@@ -668,13 +683,14 @@ pub(crate) const CLAIM: &str = concat!(
              SELECT r.tenant_id, r.id, r.priority, r.available_at,
                     row_number() OVER (PARTITION BY r.tenant_id
                                        ORDER BY r.priority DESC, r.available_at, r.id) AS turn
-             FROM ready tn
+             FROM (SELECT tenant_id FROM ready
+                   WHERE tenant_id IS NOT NULL AND tenant_id <> ALL($5::uuid[])) tn
              CROSS JOIN LATERAL (
                  SELECT tr.tenant_id, tr.id, tr.priority, tr.available_at
                  FROM task_runs tr
                  WHERE tr.tenant_id = tn.tenant_id AND tr.status = 'queued' AND tr.gate IS NULL
                    AND tr.available_at <= now()
-                   AND tr.module_digest <> ALL($3)
+                   AND tr.tenant_id::text || ':' || tr.module_digest <> ALL($3)
                  ORDER BY tr.priority DESC, tr.available_at, tr.id
                  LIMIT $2
                  FOR UPDATE SKIP LOCKED

@@ -146,6 +146,14 @@ pub async fn workflow_runs_create(
         super::flow::notify_gated(conn).await?;
     }
     tasks.insert(conn, tenant_id).await?;
+    let mut created: std::collections::BTreeMap<&str, i64> = Default::default();
+    for (run, id) in runs.iter().zip(&ids) {
+        if inserted.contains(id) {
+            *created.entry(run.workflow.name.as_str()).or_default() += 1;
+        }
+    }
+    let created: Vec<(&str, i64)> = created.into_iter().collect();
+    super::usage::usage_runs_add(conn, tenant_id, &created).await?;
     Ok(result)
 }
 
@@ -840,7 +848,7 @@ pub async fn workflow_run_replay(
     .bind(id)
     .execute(&mut *conn)
     .await?;
-    super::notify_work(conn).await?;
+    super::notify_work(conn, &[tenant_id]).await?;
     super::flow::notify_gated(conn).await?;
     Ok(true)
 }
@@ -943,7 +951,7 @@ pub async fn workflow_runs_promote_due(
     .fetch_one(&mut *conn)
     .await?;
     if runs > 0 {
-        super::notify_work(conn).await?;
+        super::notify_work(conn, &[]).await?;
     }
     if gated {
         super::flow::notify_gated(conn).await?;

@@ -105,6 +105,8 @@ pub(crate) struct TaskState {
     pub(crate) deadline: Instant,
     pub(crate) interruption: Option<Interruption>,
     pub(crate) spawns: u32,
+    /// Its place at the fair gate in front of the guest threads.
+    pub(crate) cpu: Arc<super::cpu::GuestCpu>,
 }
 
 impl TaskState {

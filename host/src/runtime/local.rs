@@ -254,6 +254,10 @@ impl LocalRunner {
             host: Arc::new(LocalHost(self.clone())),
             egress: self.egress.clone(),
             secrets: Arc::default(),
+            share: super::CpuShare {
+                workflow: Arc::from(workflow),
+                ..super::CpuShare::default()
+            },
         };
         self.worker
             .runtime()

@@ -6,6 +6,7 @@
 mod artifact;
 mod bindings;
 mod cache;
+mod cpu;
 mod engine;
 mod failure;
 mod imports;
@@ -32,6 +33,7 @@ pub use artifact::ArtifactKey;
 /// Implement `TaskHost` with this attribute.
 pub use async_trait::async_trait;
 pub use cache::Digest;
+pub use cpu::CpuShare;
 pub use engine::{EngineConfig, PoolShare};
 pub use failure::{TaskFailure, format_millis};
 pub use imports::{NoServer, RunInfo, SpawnRequest, TaskHost};
@@ -63,6 +65,14 @@ pub struct RuntimeConfig {
     pub artifact_key: Option<ArtifactKey>,
     /// Limits of each attempt's outgoing HTTP.
     pub egress_limits: EgressLimits,
+    /// Threads that execute guests, apart from the API, dispatcher and database work. One
+    /// per core by default: more only time-slices the same cores.
+    pub guest_threads: usize,
+}
+
+/// One guest thread per core.
+pub fn default_guest_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
 }
 
 impl Default for RuntimeConfig {
@@ -78,6 +88,7 @@ impl Default for RuntimeConfig {
             },
             artifact_key: None,
             egress_limits: EgressLimits::default(),
+            guest_threads: default_guest_threads(),
         }
     }
 }
@@ -91,6 +102,9 @@ pub enum RuntimeError {
     /// The epoch ticker thread did not start.
     #[error("cannot start the epoch ticker: {0}")]
     Ticker(#[from] std::io::Error),
+    /// The guest threads did not start.
+    #[error("cannot start the guest threads: {0}")]
+    GuestThreads(std::io::Error),
 }
 
 /// One attempt of one task, as handed to the runtime.
@@ -110,6 +124,8 @@ pub struct Attempt {
     pub egress: Arc<EgressPolicy>,
     /// The secrets its workflow may read: environment variables and header placeholders.
     pub secrets: Arc<TaskSecrets>,
+    /// Whose CPU time it is (tenant, weight, workflow), for the fair share of guest threads.
+    pub share: CpuShare,
 }
 
 impl Attempt {
@@ -129,6 +145,10 @@ impl Attempt {
             host: Arc::new(NoServer),
             egress: Arc::new(EgressPolicy::default()),
             secrets: Arc::new(TaskSecrets::default()),
+            share: CpuShare {
+                workflow: Arc::from(workflow),
+                ..CpuShare::default()
+            },
         }
     }
 }
@@ -144,6 +164,8 @@ pub struct AttemptReport {
     pub fuel_used: Option<u64>,
     /// Linear memory the instance held at its end (memories only grow: its peak), in bytes.
     pub memory_bytes: u64,
+    /// Outgoing HTTP requests it made (refused ones included).
+    pub egress_requests: u32,
     /// Wall-clock time from instantiation to the end.
     pub elapsed: Duration,
 }
@@ -153,6 +175,7 @@ pub struct AttemptReport {
 struct Usage {
     fuel: Option<u64>,
     memory_bytes: u64,
+    egress_requests: u32,
 }
 
 struct RuntimeInner {
@@ -162,6 +185,9 @@ struct RuntimeInner {
     /// Admission in front of the instance pool, which fails rather than waits when exhausted.
     pool: PoolAdmission,
     modules: Mutex<HashMap<Digest, Arc<LoadedModule>>>,
+    /// Where attempts execute, and the fair gate in front of those threads.
+    guests: cpu::GuestThreads,
+    cpu: Arc<cpu::CpuGate>,
     config: RuntimeConfig,
 }
 
@@ -189,12 +215,16 @@ impl Runtime {
         engine::start_epoch_ticker(&engine, config.engine.epoch_tick)?;
         let cache = cache::CompileCache::new(&engine, config.cache_dir.clone());
         let pool = PoolAdmission::new(&config.engine);
+        let guests =
+            cpu::GuestThreads::start(config.guest_threads).map_err(RuntimeError::GuestThreads)?;
         Ok(Self(Arc::new(RuntimeInner {
             engine,
             linker,
             cache,
             pool,
             modules: Mutex::new(HashMap::new()),
+            guests,
+            cpu: cpu::CpuGate::new(config.guest_threads),
             config,
         })))
     }
@@ -366,9 +396,31 @@ impl Runtime {
         Ok(module::manifest_from_wit(manifest))
     }
 
-    /// Runs one attempt in a fresh store and reports its outcome and logs. Never panics on
-    /// guest behaviour; waits for an instance slot if the pool is busy.
-    pub async fn execute(&self, module: &LoadedModule, attempt: Attempt) -> AttemptReport {
+    /// Runs one attempt in a fresh store, on the guest threads, and reports its outcome and
+    /// logs. Never panics on guest behaviour; waits for an instance slot if the pool is busy.
+    pub async fn execute(&self, module: &Arc<LoadedModule>, attempt: Attempt) -> AttemptReport {
+        let attempt = Attempt {
+            host: cpu::HostOnCallerRuntime::wrap(attempt.host),
+            ..attempt
+        };
+        let runtime = self.clone();
+        let module = module.clone();
+        let started = Instant::now();
+        let on_guest_thread = async move { runtime.execute_here(&module, attempt).await };
+        match self.0.guests.spawn(on_guest_thread).await {
+            Some(report) => report,
+            None => AttemptReport {
+                outcome: Err(TaskFailure::Host("the guest threads stopped".into())),
+                logs: vec![],
+                fuel_used: None,
+                memory_bytes: 0,
+                egress_requests: 0,
+                elapsed: started.elapsed(),
+            },
+        }
+    }
+
+    async fn execute_here(&self, module: &LoadedModule, attempt: Attempt) -> AttemptReport {
         let max_output = attempt.limits.max_output_bytes;
         let secrets = attempt.secrets.clone();
         let started = Instant::now();
@@ -406,6 +458,7 @@ impl Runtime {
             logs,
             fuel_used: usage.fuel,
             memory_bytes: usage.memory_bytes,
+            egress_requests: usage.egress_requests,
             elapsed: started.elapsed(),
         }
     }
@@ -435,6 +488,7 @@ impl Runtime {
             host,
             egress,
             secrets,
+            share,
         } = attempt;
         let log = AttemptLog::new(limits.max_log_bytes);
         let _permits = tokio::select! {
@@ -487,6 +541,7 @@ impl Runtime {
                 deadline,
                 interruption: None,
                 spawns: 0,
+                cpu: cpu::GuestCpu::new(self.0.cpu.clone(), share),
             },
             &limits,
         );
@@ -520,6 +575,7 @@ impl Runtime {
         let usage = Usage {
             fuel: fuel_used,
             memory_bytes: store.data().limiter.used() as u64,
+            egress_requests: store.data().http_hooks.requests(),
         };
         (outcome, log.finish(), usage)
     }
@@ -534,17 +590,41 @@ impl Runtime {
         }
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|mut context| {
-            Ok(match context.data_mut().check_interrupt() {
+            let state = context.data_mut();
+            Ok(match state.check_interrupt() {
                 Some(_) => UpdateDeadline::Interrupt,
-                // Yield at every tick so a busy guest never pins an executor thread, through
-                // tokio's `yield_now`: it wakes the task only after the runtime has polled its
-                // I/O driver. A plain wake-and-return keeps the busy task always ready, and
-                // tokio then polls I/O only every 61 task polls (≈ 300 ms of guest time), so
-                // every database round trip of the node waited that long behind a busy guest.
-                None => UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())),
+                // At every tick the guest gives its slice of the guest threads back and queues
+                // for the next, so the fair gate decides who runs next. It yields through
+                // tokio's `yield_now`, which wakes the task only after the runtime has polled
+                // its I/O driver: a plain wake-and-return keeps a busy task always ready, and
+                // tokio then polls I/O only every 61 task polls (≈ 300 ms of guest time).
+                None => UpdateDeadline::YieldCustom(1, Box::pin(state.cpu.next_slice())),
             })
         });
+        // Wasm executes only with a slice of the guest threads: given back on the way into
+        // the host (an import may wait for long), taken again on the way back.
+        store.call_hook_async(SliceOnCalls);
         store
+    }
+}
+
+/// Takes and gives back a guest's CPU slice as execution crosses between wasm and the host.
+struct SliceOnCalls;
+
+#[async_trait]
+impl wasmtime::CallHookHandler<TaskState> for SliceOnCalls {
+    async fn handle_call_event(
+        &self,
+        mut store: wasmtime::StoreContextMut<'_, TaskState>,
+        hook: wasmtime::CallHook,
+    ) -> wasmtime::Result<()> {
+        let cpu = &store.data_mut().cpu;
+        if hook.entering_host() {
+            cpu.release();
+        } else {
+            cpu.clone().acquire().await;
+        }
+        Ok(())
     }
 }
 

@@ -71,6 +71,13 @@ impl OutgoingHttp {
     }
 }
 
+impl OutgoingHttp {
+    /// Requests the attempt made so far (refused ones included).
+    pub(crate) fn requests(&self) -> u32 {
+        self.requests
+    }
+}
+
 type Result<T, E = Error> = std::result::Result<T, E>;
 type IoFuture = Box<dyn Future<Output = Result<()>> + Send>;
 type SendResult = Result<(http::Response<WasiBody>, IoFuture)>;

@@ -105,6 +105,7 @@ fn cancelled_before_start() -> AttemptReport {
         logs: vec![],
         fuel_used: None,
         memory_bytes: 0,
+        egress_requests: 0,
         elapsed: std::time::Duration::ZERO,
     }
 }

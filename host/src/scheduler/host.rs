@@ -11,15 +11,16 @@ use tokio::sync::OwnedSemaphorePermit;
 use uuid::Uuid;
 
 use super::node::NodeInner;
+use super::slots::Slot;
 use super::spawns::SpawnBuffer;
 use crate::runtime::{RunInfo, SpawnRequest, TaskHost, Worker};
 
 /// How often a waiting parent re-reads its child's state if no notification arrives.
 const WAIT_POLL: Duration = Duration::from_secs(1);
 
-/// The permits an attempt holds: node capacity and its worker's slot (held, never read).
+/// The permits an attempt holds: a node slot and its worker's slot (held, never read).
 struct Permits {
-    _capacity: OwnedSemaphorePermit,
+    _capacity: Slot,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -27,6 +28,8 @@ struct Permits {
 pub(crate) struct DurableHost {
     node: Arc<NodeInner>,
     tenant_id: Uuid,
+    /// The tenant's weight, to take a node slot again after a wait.
+    weight: u32,
     worker: Worker,
     permits: Mutex<Option<Permits>>,
     children: Arc<SpawnBuffer>,
@@ -37,8 +40,9 @@ impl DurableHost {
         node: Arc<NodeInner>,
         run: &RunInfo,
         tenant_id: Uuid,
+        weight: u32,
         worker: Worker,
-        capacity: OwnedSemaphorePermit,
+        capacity: Slot,
         slot: OwnedSemaphorePermit,
     ) -> Self {
         let parent = run.task_run_id.parse().unwrap_or_default();
@@ -46,6 +50,7 @@ impl DurableHost {
         Self {
             node,
             tenant_id,
+            weight,
             worker,
             permits: Mutex::new(Some(Permits {
                 _capacity: capacity,
@@ -126,13 +131,7 @@ impl TaskHost for DurableHost {
         self.node.forget_waiter(id);
         if let Some(headroom) = lent {
             // Take a slot again before the guest resumes.
-            let capacity = self
-                .node
-                .capacity
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|e| e.to_string())?;
+            let capacity = self.node.slots.acquire(self.tenant_id, self.weight).await;
             let slot = self.worker.acquire_slot().await;
             self.put_permits(Permits {
                 _capacity: capacity,

@@ -75,19 +75,51 @@ impl LeaseCounts {
 struct Leases {
     by_token: HashMap<i64, Lease>,
     counts: LeaseCounts,
+    /// Leases waiting for a slot, per tenant (no entry for none).
+    waiting_by_tenant: HashMap<Uuid, usize>,
+    /// Leases held in any phase, per tenant (no entry for none).
+    held_by_tenant: HashMap<Uuid, usize>,
+}
+
+/// Adds one to `tenant`'s count in `counts`, or takes one away (dropping a zero).
+fn count_in(counts: &mut HashMap<Uuid, usize>, tenant: Uuid, up: bool) {
+    let count = counts.entry(tenant).or_default();
+    if up {
+        *count += 1;
+    } else {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            counts.remove(&tenant);
+        }
+    }
 }
 
 impl Leases {
+    fn count(&mut self, tenant: Uuid, phase: Phase, up: bool) {
+        let count = self.counts.of(phase);
+        if up {
+            *count += 1;
+        } else {
+            *count -= 1;
+        }
+        if phase == Phase::Waiting {
+            count_in(&mut self.waiting_by_tenant, tenant, up);
+        }
+    }
+
     fn insert(&mut self, token: i64, lease: Lease) {
-        *self.counts.of(lease.phase) += 1;
+        self.count(lease.tenant_id, lease.phase, true);
+        count_in(&mut self.held_by_tenant, lease.tenant_id, true);
         if let Some(old) = self.by_token.insert(token, lease) {
-            *self.counts.of(old.phase) -= 1;
+            self.count(old.tenant_id, old.phase, false);
+            count_in(&mut self.held_by_tenant, old.tenant_id, false);
         }
     }
 
     fn remove(&mut self, token: i64) -> Option<Lease> {
         let lease = self.by_token.remove(&token)?;
-        *self.counts.of(lease.phase) -= 1;
+        self.count(lease.tenant_id, lease.phase, false);
+        count_in(&mut self.held_by_tenant, lease.tenant_id, false);
         Some(lease)
     }
 
@@ -95,9 +127,10 @@ impl Leases {
         let Some(lease) = self.by_token.get_mut(&token) else {
             return false;
         };
-        *self.counts.of(lease.phase) -= 1;
-        *self.counts.of(phase) += 1;
+        let (tenant, old) = (lease.tenant_id, lease.phase);
         lease.phase = phase;
+        self.count(tenant, old, false);
+        self.count(tenant, phase, true);
         true
     }
 
@@ -193,6 +226,35 @@ impl LeaseTable {
         self.lock().counts
     }
 
+    /// Tenants holding at least `at_least` leases here (waiting, executing or writing).
+    pub(crate) fn tenants_holding(&self, at_least: usize) -> Vec<Uuid> {
+        self.lock()
+            .held_by_tenant
+            .iter()
+            .filter(|(_, held)| **held >= at_least)
+            .map(|(tenant, _)| *tenant)
+            .collect()
+    }
+
+    /// Leases `tenant` holds here (waiting, executing or writing).
+    pub(crate) fn held_of(&self, tenant: Uuid) -> usize {
+        self.lock()
+            .held_by_tenant
+            .get(&tenant)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Task runs of `tenant` waiting here for a slot.
+    #[cfg(test)]
+    fn waiting_of(&self, tenant: Uuid) -> usize {
+        self.lock()
+            .waiting_by_tenant
+            .get(&tenant)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Waits until a lease starts executing or leaves the table.
     pub(crate) async fn changed(&self) {
         self.changed.notified().await;
@@ -259,6 +321,27 @@ mod tests {
             !table.finished(7),
             "a lease no longer held cannot be written"
         );
+    }
+
+    #[test]
+    fn leases_are_counted_per_tenant() {
+        let table = LeaseTable::default();
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        for token in 0..3 {
+            table.claimed(token, a, Uuid::from_u128(10 + token as u128));
+        }
+        table.claimed(3, b, Uuid::from_u128(20));
+        assert_eq!(table.tenants_holding(3), vec![a]);
+        table.executing(0);
+        table.finished(0);
+        assert_eq!(table.waiting_of(a), 2);
+        assert_eq!(table.held_of(a), 3, "a lease being written is still held");
+        table.give_up(3);
+        assert_eq!((table.waiting_of(b), table.held_of(b)), (0, 0));
+        table.written([0, 1, 2]);
+        assert_eq!((table.waiting_of(a), table.held_of(a)), (0, 0));
+        assert!(table.tenants_holding(1).is_empty());
+        assert_eq!(table.counts().held(), 0);
     }
 
     #[test]

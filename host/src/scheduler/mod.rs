@@ -9,13 +9,16 @@ pub mod events;
 mod host;
 mod leases;
 pub mod node;
+pub mod retention;
 pub mod runs;
 mod schedule;
+mod slots;
 mod spawns;
 mod vacuum;
 
 pub use deploy::{DeployError, Deployed, deploy_module};
 pub use node::{Node, NodeConfig, NodeHandle, WorkerStats};
+pub use retention::{RetentionConfig, purge_expired};
 pub use runs::{
     Rescheduled, RunError, RunRequest, RunView, cancel_run, get_run, replay_run, reschedule_run,
     start_run, start_runs, wait_for_run,

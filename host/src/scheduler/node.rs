@@ -18,13 +18,15 @@ use uuid::Uuid;
 
 use super::host::DurableHost;
 use super::leases::{LeaseSignals, LeaseTable};
+use super::slots::SlotLender;
 use crate::db::task_run::{
     AttemptOutcome, ClaimParams, ClaimedTask, Completion, task_run_claim, task_runs_complete,
     task_runs_expire, task_runs_heartbeat, task_runs_reap_lost,
 };
+use crate::db::usage::AttemptUsage;
 use crate::db::{self, Db, module};
 use crate::egress::EgressPolicy;
-use crate::runtime::{Attempt, Limits, RunInfo, Runtime, TaskFailure, Worker};
+use crate::runtime::{Attempt, CpuShare, Limits, RunInfo, Runtime, TaskFailure, Worker};
 use crate::secrets::{SecretBox, TaskSecrets};
 
 /// How a node schedules.
@@ -34,6 +36,9 @@ pub struct NodeConfig {
     pub node_id: Uuid,
     /// Task runs this node executes at once, over all modules.
     pub capacity: u32,
+    /// Most of those one tenant may hold; `None`: all but an eighth (so with 8 or more, some
+    /// stay free for the other tenants). See `scheduler::slots`.
+    pub tenant_slots: Option<u32>,
     /// Slots of a module whose manifest does not ask for a number.
     pub default_slots: u32,
     /// Lease length; a node silent this long loses its runs.
@@ -50,7 +55,7 @@ pub struct NodeConfig {
     /// Most completions written per transaction.
     pub completion_batch: usize,
     /// Most finished attempts whose results may wait for the database at once. The node
-    /// holds at most `claim_batch + capacity + max_unwritten` leases; past that it stops
+    /// holds at most `claim_batch + 2 × capacity + max_unwritten` leases; past that it stops
     /// claiming until results are written, so a slow database makes it claim less, never more.
     pub max_unwritten: usize,
     /// Most rows one maintenance statement (reaping, schedule timeouts) touches.
@@ -58,6 +63,8 @@ pub struct NodeConfig {
     /// How often the vacuum service checks the hot tables' dead weight (`None`: never; leave
     /// it to autovacuum). See `scheduler::vacuum`.
     pub vacuum_check: Option<Duration>,
+    /// How finished runs are deleted once past their tenant's retention (`None`: never).
+    pub retention: Option<super::RetentionConfig>,
     /// Losses of a lease after which a task fails instead of being requeued.
     pub max_lost_leases: i32,
     /// How long a graceful shutdown lets attempts finish before handing them back.
@@ -73,6 +80,7 @@ impl Default for NodeConfig {
         Self {
             node_id: Uuid::new_v4(),
             capacity: 64,
+            tenant_slots: None,
             default_slots: 32,
             lease: Duration::from_secs(30),
             heartbeat: Duration::from_secs(10),
@@ -82,7 +90,8 @@ impl Default for NodeConfig {
             completion_batch: 1_000,
             max_unwritten: 1_000,
             maintenance_batch: 5_000,
-            vacuum_check: Some(Duration::from_secs(5)),
+            vacuum_check: Some(Duration::from_secs(1)),
+            retention: Some(super::RetentionConfig::default()),
             max_lost_leases: 5,
             shutdown_grace: Duration::from_secs(30),
             limits: Limits::default(),
@@ -97,13 +106,48 @@ impl NodeConfig {
         self.claim_batch.max(self.capacity).max(1) as usize
     }
 
-    /// Most leases held at once: waiting for a slot, executing, or waiting to be written.
+    /// Claimed task runs waiting for a slot below which the dispatcher claims more. Refill at
+    /// half the batch: a claim of 100 takes a few milliseconds, in which a busy node runs far
+    /// more than `capacity` no-op tasks; waiting for the queue to drain idles it.
+    fn low_water(&self) -> usize {
+        (self.capacity as usize).max(self.claim_target() / 2).max(1)
+    }
+
+    /// Most slots one tenant may hold on this node.
+    pub fn tenant_slot_max(&self) -> usize {
+        let capacity = self.capacity.max(1);
+        let reserved = capacity / 8;
+        self.tenant_slots
+            .unwrap_or(capacity - reserved)
+            .clamp(1, capacity) as usize
+    }
+
+    /// Most leases held at once: waiting for a slot, executing, or waiting to be written;
+    /// the last `capacity` of them only by claims for quiet tenants (see `dispatch`).
     pub fn max_held(&self) -> usize {
-        self.claim_target() + self.capacity.max(1) as usize + self.max_unwritten.max(1)
+        self.claim_target() + 2 * self.capacity.max(1) as usize + self.max_unwritten.max(1)
     }
 }
 
 type WorkerCell = Arc<OnceCell<Result<Worker, String>>>;
+
+/// What a node keeps of a tenant's settings.
+#[derive(Debug)]
+struct TenantSettings {
+    /// Where its tasks may send HTTP requests.
+    egress: Arc<EgressPolicy>,
+    /// Its share of slots and guest CPU when the node is saturated (≥ 1).
+    weight: u32,
+}
+
+impl Default for TenantSettings {
+    fn default() -> Self {
+        Self {
+            egress: Arc::default(),
+            weight: 1,
+        }
+    }
+}
 
 /// A secret opened for a tenant's tasks.
 struct OpenedSecret {
@@ -117,18 +161,25 @@ pub(crate) struct NodeInner {
     pub(crate) db: Db,
     pub(crate) runtime: Runtime,
     pub(crate) config: NodeConfig,
-    /// Node-wide execution capacity.
-    pub(crate) capacity: Arc<Semaphore>,
+    /// Node-wide execution slots, lent fairly between tenants.
+    pub(crate) slots: Arc<SlotLender>,
     /// How many waiting parents may give their slot back (the instance pool's headroom).
     pub(crate) wait_releases: Arc<Semaphore>,
-    workers: Mutex<HashMap<String, WorkerCell>>,
+    /// Workers by tenant and module digest: two tenants that deploy the same component
+    /// share its compiled code but not its slots.
+    workers: Mutex<HashMap<(Uuid, String), WorkerCell>>,
     /// Each tenant's outbound HTTP policy, dropped when it changes (`CHANNEL_EGRESS`).
-    egress: Mutex<HashMap<Uuid, Arc<EgressPolicy>>>,
+    /// Each tenant's settings (egress policy, weight), dropped when they change
+    /// (`CHANNEL_TENANT`).
+    tenants: Mutex<HashMap<Uuid, Arc<TenantSettings>>>,
     /// Each tenant's opened secrets, dropped when they change (`CHANNEL_SECRETS`).
     secrets: Mutex<HashMap<Uuid, Arc<Vec<OpenedSecret>>>>,
     leases: Arc<LeaseTable>,
     waiters: Mutex<HashMap<Uuid, Arc<Notify>>>,
     pub(crate) work: Notify,
+    /// Wakes the quiet-tenant claimer: work was announced for a tenant with few leases here
+    /// (or for tenants unknown).
+    urgent: Notify,
     /// Set when admission may have something to do (a gated run waits, a place was freed).
     gated: AtomicBool,
     /// Wakes the schedule service: a run was scheduled or rescheduled.
@@ -158,6 +209,8 @@ pub struct Node {
 /// Slots of one worker on a node, for `GET /workers`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerStats {
+    /// The tenant whose runs it executes.
+    pub tenant_id: Uuid,
     /// Module digest.
     pub module: String,
     /// Slots in all.
@@ -173,17 +226,18 @@ impl Node {
         let leases = Arc::new(LeaseTable::default());
         let headroom = (runtime.free_instances() as u32).saturating_sub(config.capacity);
         let inner = Arc::new(NodeInner {
-            capacity: Arc::new(Semaphore::new(config.capacity.max(1) as usize)),
+            slots: SlotLender::new(config.capacity.max(1) as usize, config.tenant_slot_max()),
             wait_releases: Arc::new(Semaphore::new(headroom as usize)),
             db,
             runtime,
             config,
             workers: Mutex::new(HashMap::new()),
-            egress: Mutex::new(HashMap::new()),
+            tenants: Mutex::new(HashMap::new()),
             secrets: Mutex::new(HashMap::new()),
             leases: leases.clone(),
             waiters: Mutex::new(HashMap::new()),
             work: Notify::new(),
+            urgent: Notify::new(),
             // Look once at start: gated runs may be waiting already.
             gated: AtomicBool::new(true),
             scheduled: Arc::new(Notify::new()),
@@ -200,7 +254,7 @@ impl Node {
                 db::CHANNEL_GATED,
                 db::CHANNEL_SCHEDULED,
                 db::CHANNEL_MODULE_DEPLOYED,
-                db::CHANNEL_EGRESS,
+                db::CHANNEL_TENANT,
                 db::CHANNEL_SECRETS,
             ])
             .await?;
@@ -208,6 +262,7 @@ impl Node {
         let mut background = JoinSet::new();
         background.spawn(listen(inner.clone(), listener, stop_loops.clone()));
         background.spawn(dispatch(inner.clone()));
+        background.spawn(claim_for_quiet_tenants(inner.clone()));
         background.spawn(heartbeat(inner.clone(), stop_loops.clone()));
         background.spawn(reap(inner.clone(), stop_loops.clone()));
         background.spawn(super::schedule::run(
@@ -220,6 +275,13 @@ impl Node {
             background.spawn(super::vacuum::run(
                 inner.db.clone(),
                 interval,
+                stop_loops.clone(),
+            ));
+        }
+        if let Some(retention) = inner.config.retention {
+            background.spawn(super::retention::run(
+                inner.db.clone(),
+                retention,
                 stop_loops.clone(),
             ));
         }
@@ -377,8 +439,9 @@ impl NodeInner {
     fn worker_stats(&self) -> Vec<WorkerStats> {
         lock(&self.workers)
             .iter()
-            .filter_map(|(module, cell)| match cell.get() {
+            .filter_map(|((tenant_id, module), cell)| match cell.get() {
                 Some(Ok(worker)) => Some(WorkerStats {
+                    tenant_id: *tenant_id,
                     module: module.clone(),
                     slots: worker.total_slots(),
                     in_use: worker.slots_in_use(),
@@ -391,7 +454,7 @@ impl NodeInner {
     /// The worker of module `digest`, loading it from the database on first use.
     async fn worker(&self, tenant_id: Uuid, digest: &str) -> Result<Worker, String> {
         let cell = lock(&self.workers)
-            .entry(digest.to_owned())
+            .entry((tenant_id, digest.to_owned()))
             .or_default()
             .clone();
         cell.get_or_init(|| async {
@@ -419,30 +482,33 @@ impl NodeInner {
         .clone()
     }
 
-    /// Tenant `tenant`'s outbound HTTP policy, from the cache or the database. A policy that
-    /// cannot be read (or is malformed) allows nothing.
-    async fn egress_policy(&self, tenant: Uuid) -> Arc<EgressPolicy> {
-        if let Some(policy) = lock(&self.egress).get(&tenant) {
-            return policy.clone();
+    /// Tenant `tenant`'s settings, from the cache or the database. Settings that cannot be
+    /// read (or are malformed) allow no egress and weigh 1.
+    async fn tenant_settings(&self, tenant: Uuid) -> Arc<TenantSettings> {
+        if let Some(settings) = lock(&self.tenants).get(&tenant) {
+            return settings.clone();
         }
         let read = async {
             let mut conn = self.db.pool.acquire().await?;
-            crate::db::tenant::tenant_egress(&mut conn, tenant).await
+            crate::db::tenant::tenant_settings(&mut conn, tenant).await
         };
-        let policy = match read.await {
-            Ok(Some((allow, ceiling))) => EgressPolicy {
-                allow: serde_json::from_value(allow).unwrap_or_default(),
-                ceiling: serde_json::from_value(ceiling).unwrap_or_default(),
+        let settings = match read.await {
+            Ok(Some(row)) => TenantSettings {
+                egress: Arc::new(EgressPolicy {
+                    allow: serde_json::from_value(row.egress_allow).unwrap_or_default(),
+                    ceiling: serde_json::from_value(row.egress_ceiling).unwrap_or_default(),
+                }),
+                weight: u32::try_from(row.weight).unwrap_or(1).max(1),
             },
-            Ok(None) => EgressPolicy::default(),
+            Ok(None) => TenantSettings::default(),
             Err(e) => {
-                tracing::warn!(%tenant, "cannot read the egress policy, allowing nothing: {e}");
-                return Arc::new(EgressPolicy::default());
+                tracing::warn!(%tenant, "cannot read the tenant's settings, allowing no egress: {e}");
+                return Arc::new(TenantSettings::default());
             }
         };
-        let policy = Arc::new(policy);
-        lock(&self.egress).insert(tenant, policy.clone());
-        policy
+        let settings = Arc::new(settings);
+        lock(&self.tenants).insert(tenant, settings.clone());
+        settings
     }
 
     /// The secrets workflow `workflow` of `tenant` may read, opened. Without a key, or when
@@ -498,8 +564,9 @@ impl NodeInner {
         ))
     }
 
-    /// Modules this node should not claim runs of now: those whose slots are all taken, and
-    /// those still loading (compiling), whose runs another node that has them can start sooner.
+    /// Modules this node should not claim runs of now, as `tenant_id:digest`: those whose
+    /// slots are all taken, and those still loading (compiling), whose runs another node that
+    /// has them can start sooner.
     fn unclaimable_modules(&self) -> Vec<String> {
         lock(&self.workers)
             .iter()
@@ -508,7 +575,7 @@ impl NodeInner {
                 Some(Err(_)) => false,
                 None => true,
             })
-            .map(|(digest, _)| digest.clone())
+            .map(|((tenant, digest), _)| format!("{tenant}:{digest}"))
             .collect()
     }
 
@@ -550,7 +617,20 @@ async fn listen(inner: Arc<NodeInner>, mut listener: PgListener, stop: Cancellat
         };
         match notification {
             Ok(notification) => match notification.channel() {
-                db::CHANNEL_WORK => inner.work.notify_one(),
+                db::CHANNEL_WORK => {
+                    let tenants = db::parse_ids(notification.payload());
+                    let low_water = inner.config.low_water();
+                    // Work of a tenant with little waiting here is claimed now, not when the
+                    // local queue (perhaps all another tenant's) drains to its low-water mark.
+                    if tenants.is_empty()
+                        || tenants
+                            .iter()
+                            .any(|tenant| inner.leases.held_of(*tenant) < low_water)
+                    {
+                        inner.urgent.notify_one();
+                    }
+                    inner.work.notify_one();
+                }
                 db::CHANNEL_SCHEDULED => inner.scheduled.notify_one(),
                 db::CHANNEL_GATED => {
                     inner.gated.store(true, Ordering::Release);
@@ -564,10 +644,10 @@ async fn listen(inner: Arc<NodeInner>, mut listener: PgListener, stop: Cancellat
                         tokio::spawn(warm(inner.clone(), tenant, digest));
                     }
                 }
-                db::CHANNEL_EGRESS => {
-                    let mut egress = lock(&inner.egress);
+                db::CHANNEL_TENANT => {
+                    let mut tenants = lock(&inner.tenants);
                     for tenant in db::parse_ids(notification.payload()) {
-                        egress.remove(&tenant);
+                        tenants.remove(&tenant);
                     }
                 }
                 db::CHANNEL_SECRETS => {
@@ -594,7 +674,7 @@ async fn listen(inner: Arc<NodeInner>, mut listener: PgListener, stop: Cancellat
                 // PgListener reconnects on the next recv; notifications sent meanwhile are
                 // lost, so poll once to catch up, and forget what they may have changed.
                 tracing::warn!("listener error, reconnecting: {e}");
-                lock(&inner.egress).clear();
+                lock(&inner.tenants).clear();
                 lock(&inner.secrets).clear();
                 inner.gated.store(true, Ordering::Release);
                 inner.work.notify_one();
@@ -614,9 +694,7 @@ async fn listen(inner: Arc<NodeInner>, mut listener: PgListener, stop: Cancellat
 /// then stop until results are committed.
 async fn dispatch(inner: Arc<NodeInner>) {
     let target = inner.config.claim_target();
-    // Refill at half the batch: a claim of 100 takes a few milliseconds, in which a busy node
-    // runs far more than `capacity` no-op tasks; waiting for the queue to drain idles it.
-    let low_water = (inner.config.capacity as usize).max(target / 2).max(1);
+    let low_water = inner.config.low_water();
     let max_held = inner.config.max_held();
     let mut cursor = super::admission::Cursor::default();
     // When admission looks again without being woken: soon while a rate limit window is the
@@ -627,7 +705,8 @@ async fn dispatch(inner: Arc<NodeInner>) {
             return;
         }
         let counts = inner.leases.counts();
-        let room = max_held.saturating_sub(counts.held());
+        let reserve = inner.config.capacity.max(1) as usize;
+        let room = max_held.saturating_sub(reserve + counts.held());
         let wanted = target.saturating_sub(counts.waiting).min(room);
         // Tiny claims on a backed-up node would cost a statement each for a few rows.
         if counts.waiting >= low_water || wanted * 4 < target {
@@ -641,6 +720,7 @@ async fn dispatch(inner: Arc<NodeInner>) {
             node: inner.config.node_id,
             limit: wanted as i64,
             full_modules: &full,
+            skip_tenants: &[],
             lease: inner.config.lease,
         };
         let mut admitted = Vec::new();
@@ -671,20 +751,7 @@ async fn dispatch(inner: Arc<NodeInner>) {
         let claimed = if params.limit <= 0 {
             Ok(Vec::new())
         } else {
-            match inner.db.lossy.acquire().await {
-                Ok(mut conn) => {
-                    let started = std::time::Instant::now();
-                    let claimed = task_run_claim(&mut conn, &params).await;
-                    if let Ok(claimed) = &claimed {
-                        metrics::histogram!(crate::metrics::CLAIM_SECONDS)
-                            .record(started.elapsed().as_secs_f64());
-                        metrics::histogram!(crate::metrics::CLAIM_BATCH)
-                            .record(claimed.len() as f64);
-                    }
-                    claimed
-                }
-                Err(e) => Err(e),
-            }
+            claim(&inner, &params).await
         };
         let claimed = match claimed {
             Ok(claimed) => claimed,
@@ -698,20 +765,87 @@ async fn dispatch(inner: Arc<NodeInner>) {
         };
         let got = (claimed.len() + admitted.len()) as i64;
         let limit = params.limit + admitted.len() as i64;
-        for task in admitted.into_iter().chain(claimed) {
-            let signals = inner
-                .leases
-                .claimed(task.lease_token, task.tenant_id, task.id);
-            inner
-                .attempts
-                .spawn(run_attempt(inner.clone(), task, signals));
-        }
+        start_attempts(&inner, admitted.into_iter().chain(claimed));
         if got < limit && !inner.gated.load(Ordering::Acquire) {
             tokio::select! {
                 () = inner.work.notified() => {}
                 () = tokio::time::sleep(wait) => {}
                 () = inner.stopping.cancelled() => return,
             }
+        }
+    }
+}
+
+/// Claims task runs as `params` says, recording the claim's size and time.
+async fn claim(
+    inner: &NodeInner,
+    params: &ClaimParams<'_>,
+) -> Result<Vec<ClaimedTask>, sqlx::Error> {
+    let mut conn = inner.db.lossy.acquire().await?;
+    let started = std::time::Instant::now();
+    let claimed = task_run_claim(&mut conn, params).await?;
+    metrics::histogram!(crate::metrics::CLAIM_SECONDS).record(started.elapsed().as_secs_f64());
+    metrics::histogram!(crate::metrics::CLAIM_BATCH).record(claimed.len() as f64);
+    Ok(claimed)
+}
+
+/// Records the leases of claimed task runs and starts their attempts.
+fn start_attempts(inner: &Arc<NodeInner>, tasks: impl IntoIterator<Item = ClaimedTask>) {
+    for task in tasks {
+        let signals = inner
+            .leases
+            .claimed(task.lease_token, task.tenant_id, task.id);
+        inner
+            .attempts
+            .spawn(run_attempt(inner.clone(), task, signals));
+    }
+}
+
+/// Claims, beside the dispatcher, the work announced for tenants that hold few leases here,
+/// passing over the tenants that hold many: the dispatcher refills the local queue only when
+/// it runs low, so without this a quiet tenant's run would wait in the database while another
+/// tenant's backlog fills the node (waiting for slots, or for its results to be written).
+/// These claims are small (at most `capacity` runs) and may use the last `capacity` leases of
+/// `max_held`, which the dispatcher leaves free: backpressure holds the flooding tenants back,
+/// not the quiet ones.
+async fn claim_for_quiet_tenants(inner: Arc<NodeInner>) {
+    let max_held = inner.config.max_held();
+    let low_water = inner.config.low_water();
+    let most = inner.config.capacity.max(1) as usize;
+    loop {
+        tokio::select! {
+            () = inner.urgent.notified() => {}
+            () = inner.stopping.cancelled() => return,
+        }
+        let room = max_held
+            .saturating_sub(inner.leases.counts().held())
+            .min(most);
+        if room == 0 {
+            continue;
+        }
+        // Passed over: tenants holding many leases here already, and those holding every slot
+        // they may (their runs could only wait here).
+        let mut skipped = inner.leases.tenants_holding(low_water);
+        skipped.extend(inner.slots.tenants_at_max());
+        skipped.sort_unstable();
+        skipped.dedup();
+        let full = inner.unclaimable_modules();
+        let params = ClaimParams {
+            node: inner.config.node_id,
+            limit: room as i64,
+            full_modules: &full,
+            skip_tenants: &skipped,
+            lease: inner.config.lease,
+        };
+        match claim(&inner, &params).await {
+            Ok(claimed) => {
+                if claimed.len() == room {
+                    // More may be waiting: look again.
+                    inner.urgent.notify_one();
+                }
+                start_attempts(&inner, claimed);
+            }
+            Err(e) => tracing::warn!("claim for quiet tenants failed: {e}"),
         }
     }
 }
@@ -724,16 +858,18 @@ async fn run_attempt(inner: Arc<NodeInner>, task: ClaimedTask, signals: LeaseSig
         handed_back,
     } = signals;
     let token = task.lease_token;
-    let completion = |outcome, logs| Completion {
+    let completion = |outcome, logs, usage| Completion {
         tenant_id: task.tenant_id,
         task_run_id: task.id,
         attempt: task.attempt,
         lease_token: token,
         outcome,
         logs,
+        usage,
     };
+    let settings = inner.tenant_settings(task.tenant_id).await;
     let capacity = tokio::select! {
-        permit = inner.capacity.clone().acquire_owned() => permit.ok(),
+        slot = inner.slots.acquire(task.tenant_id, settings.weight) => Some(slot),
         () = inner.stopping.cancelled() => None,
         () = cancel.cancelled() => None,
     };
@@ -742,7 +878,7 @@ async fn run_attempt(inner: Arc<NodeInner>, task: ClaimedTask, signals: LeaseSig
         if inner.stopping.is_cancelled() && !cancel.is_cancelled() {
             if inner.leases.finished(token) {
                 inner
-                    .send(completion(AttemptOutcome::Released, vec![]))
+                    .send(completion(AttemptOutcome::Released, vec![], None))
                     .await;
             }
         } else {
@@ -763,7 +899,7 @@ async fn run_attempt(inner: Arc<NodeInner>, task: ClaimedTask, signals: LeaseSig
                     code: "host".into(),
                     retryable: true,
                 };
-                inner.send(completion(outcome, vec![])).await;
+                inner.send(completion(outcome, vec![], None)).await;
             }
             return;
         }
@@ -788,6 +924,7 @@ async fn run_attempt(inner: Arc<NodeInner>, task: ClaimedTask, signals: LeaseSig
         inner.clone(),
         &run,
         task.tenant_id,
+        settings.weight,
         worker.clone(),
         capacity,
         slot,
@@ -805,8 +942,13 @@ async fn run_attempt(inner: Arc<NodeInner>, task: ClaimedTask, signals: LeaseSig
         },
         cancel,
         host: host.clone(),
-        egress: inner.egress_policy(task.tenant_id).await,
+        egress: settings.egress.clone(),
         secrets: inner.task_secrets(task.tenant_id, &task.workflow).await,
+        share: CpuShare {
+            tenant: task.tenant_id,
+            weight: settings.weight,
+            workflow: Arc::from(task.workflow.as_str()),
+        },
     };
     let report = worker.runtime().execute(worker.module(), attempt).await;
     crate::metrics::attempt_finished(
@@ -845,7 +987,18 @@ async fn run_attempt(inner: Arc<NodeInner>, task: ClaimedTask, signals: LeaseSig
             retryable: failure.is_retryable(),
         },
     };
-    inner.send(completion(outcome, report.logs)).await;
+    let usage = AttemptUsage {
+        workflow: task.workflow.clone(),
+        wall_ms: i64::try_from(report.elapsed.as_millis()).unwrap_or(i64::MAX),
+        fuel: report
+            .fuel_used
+            .map_or(0, |fuel| i64::try_from(fuel).unwrap_or(i64::MAX)),
+        memory_bytes: i64::try_from(report.memory_bytes).unwrap_or(i64::MAX),
+        egress_requests: i64::from(report.egress_requests),
+    };
+    inner
+        .send(completion(outcome, report.logs, Some(usage)))
+        .await;
 }
 
 impl NodeInner {
@@ -856,8 +1009,69 @@ impl NodeInner {
     }
 }
 
+/// Tenants with at most this many results waiting go in the express lane.
+const EXPRESS_TENANT_MAX: usize = 16;
+/// Most results in one express batch.
+const EXPRESS_BATCH: usize = 64;
+
+/// Results waiting for the completer, per tenant, taken round robin.
+#[derive(Default)]
+struct PendingResults {
+    by_tenant: HashMap<Uuid, std::collections::VecDeque<Completion>>,
+    /// Tenants with results waiting, in the order they are served.
+    turn: std::collections::VecDeque<Uuid>,
+    len: usize,
+}
+
+impl PendingResults {
+    fn push(&mut self, completion: Completion) {
+        let queue = self.by_tenant.entry(completion.tenant_id).or_default();
+        if queue.is_empty() {
+            self.turn.push_back(completion.tenant_id);
+        }
+        queue.push_back(completion);
+        self.len += 1;
+    }
+
+    /// Up to `max` results, one tenant at a time round robin, of the tenants `eligible`
+    /// accepts (given how many results each has waiting).
+    fn take(&mut self, max: usize, eligible: impl Fn(usize) -> bool) -> Vec<Completion> {
+        let mut batch = Vec::new();
+        let mut passes = self.turn.len();
+        while batch.len() < max && passes > 0 {
+            let Some(tenant) = self.turn.pop_front() else {
+                break;
+            };
+            let Some(queue) = self.by_tenant.get_mut(&tenant) else {
+                continue;
+            };
+            if !eligible(queue.len()) {
+                self.turn.push_back(tenant);
+                passes -= 1;
+                continue;
+            }
+            passes = self.turn.len() + 1;
+            if let Some(completion) = queue.pop_front() {
+                batch.push(completion);
+                self.len -= 1;
+            }
+            if queue.is_empty() {
+                self.by_tenant.remove(&tenant);
+            } else {
+                self.turn.push_back(tenant);
+            }
+        }
+        batch
+    }
+}
+
+type Lane = std::pin::Pin<Box<dyn Future<Output = db::task_run::CompletionEffects> + Send>>;
+
 /// Writes completions in batches: whatever arrived while the previous commit was in flight
-/// goes into the next one, so commits per task fall as load rises. A lease leaves the table
+/// goes into the next one, so commits per task fall as load rises. Two lanes write at once:
+/// the main lane takes up to `max` results, round robin between tenants; the express lane
+/// takes the results of tenants with only a few waiting, in small batches, so a quiet
+/// tenant's result never waits behind another tenant's flood of them. A lease leaves the table
 /// only once its result is committed, so it is renewed while the result waits. On `stop` it
 /// writes what is left in the channel and ends.
 async fn complete(
@@ -869,29 +1083,83 @@ async fn complete(
     stop: CancellationToken,
 ) {
     let max = max.max(1);
+    let mut pending = PendingResults::default();
+    let mut main: Option<Lane> = None;
+    let mut express: Option<Lane> = None;
+    let lane = |batch: Vec<Completion>| -> Lane {
+        let (db, leases, node) = (db.clone(), leases.clone(), node.clone());
+        Box::pin(async move {
+            let tokens: Vec<i64> = batch.iter().map(|c| c.lease_token).collect();
+            let effects = write_batch(&db, batch).await;
+            leases.written(tokens);
+            if effects.queued
+                && let Some(inner) = node.upgrade()
+            {
+                inner.work.notify_one();
+            }
+            effects
+        })
+    };
+    let mut closed = false;
     loop {
-        let first = tokio::select! {
-            first = receiver.recv() => first,
-            () = stop.cancelled() => receiver.try_recv().ok(),
-        };
-        let Some(first) = first else { return };
-        let mut batch = vec![first];
-        while batch.len() < max {
-            match receiver.try_recv() {
-                Ok(completion) => batch.push(completion),
-                Err(_) => break,
+        while let Ok(completion) = receiver.try_recv() {
+            pending.push(completion);
+        }
+        if express.is_none() {
+            let batch = pending.take(EXPRESS_BATCH, |waiting| waiting <= EXPRESS_TENANT_MAX);
+            if !batch.is_empty() {
+                express = Some(lane(batch));
             }
         }
-        let tokens: Vec<i64> = batch.iter().map(|c| c.lease_token).collect();
-        let effects = write_batch(&db, batch).await;
-        leases.written(tokens);
-        if effects.queued
-            && let Some(inner) = node.upgrade()
-        {
-            inner.work.notify_one();
+        if main.is_none() {
+            let batch = pending.take(max, |_| true);
+            if !batch.is_empty() {
+                main = Some(lane(batch));
+            }
+        }
+        let idle = main.is_none() && express.is_none();
+        // Stopping: every attempt has sent its result (the node stops them first), so once
+        // the channel is empty and nothing is in flight, everything is written.
+        if idle && (stop.is_cancelled() || closed) {
+            return;
+        }
+        let event = tokio::select! {
+            completion = receiver.recv(), if !closed => match completion {
+                Some(completion) => CompleterEvent::Received(completion),
+                None => CompleterEvent::Closed,
+            },
+            () = lane_done(&mut main) => CompleterEvent::MainWritten,
+            () = lane_done(&mut express) => CompleterEvent::ExpressWritten,
+            () = stop.cancelled(), if idle => CompleterEvent::Stopped,
+        };
+        match event {
+            CompleterEvent::Received(completion) => pending.push(completion),
+            CompleterEvent::Closed => closed = true,
+            CompleterEvent::MainWritten => main = None,
+            CompleterEvent::ExpressWritten => express = None,
+            CompleterEvent::Stopped => {}
         }
     }
 }
+
+enum CompleterEvent {
+    Received(Completion),
+    Closed,
+    MainWritten,
+    ExpressWritten,
+    Stopped,
+}
+
+/// Resolves when `lane`'s write is done; never if there is none.
+async fn lane_done(lane: &mut Option<Lane>) {
+    match lane {
+        Some(write) => {
+            write.await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Whether the database refused the data itself (SQLSTATE class 22: e.g. a `\u0000` that
 /// `jsonb` cannot hold), so retrying the same write can never succeed.
 fn is_data_error(error: &sqlx::Error) -> bool {

@@ -200,7 +200,7 @@ pub(crate) async fn start_runs_in(
         })
         .collect();
     let ids = workflow_runs_create(&mut *tx, tenant_id, &runs).await?;
-    db::notify_work(&mut *tx).await?;
+    db::notify_work(&mut *tx, &[tenant_id]).await?;
     Ok(ids)
 }
 
@@ -457,7 +457,7 @@ async fn commit_batch(db: &Db, batch: Vec<PendingStart>) {
     tenants.dedup();
     let mut ids: std::collections::HashMap<usize, Uuid> = Default::default();
     let mut result: Result<(), sqlx::Error> = Ok(());
-    for tenant_id in tenants {
+    for &tenant_id in &tenants {
         let members: Vec<usize> = (0..valid.len())
             .filter(|&i| valid[i].0.tenant_id == tenant_id)
             .collect();
@@ -491,7 +491,7 @@ async fn commit_batch(db: &Db, batch: Vec<PendingStart>) {
         }
     }
     let committed = match result {
-        Ok(()) => match db::notify_work(&mut tx).await {
+        Ok(()) => match db::notify_work(&mut tx, &tenants).await {
             Ok(()) => tx.commit().await,
             Err(e) => Err(e),
         },

@@ -245,7 +245,7 @@ impl SpawnBuffer {
         let written = async {
             let mut tx = self.db.pool.begin().await?;
             let ids = workflow_runs_create(&mut tx, self.tenant_id, &runs).await?;
-            db::notify_work(&mut tx).await?;
+            db::notify_work(&mut tx, &[self.tenant_id]).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(ids)
         };

@@ -1,0 +1,211 @@
+//! Tenancy commands: `hatchery usage` (a tenant's own, or any tenant's as the admin) and the
+//! admin's `hatchery tenants show|weight|retention`.
+
+use serde_json::{Value, json};
+
+use super::client::{AdminArgs, Body, Client, ClientArgs, encode, print_json, print_table};
+
+/// Arguments of `hatchery usage`.
+#[derive(Debug, clap::Args)]
+pub struct UsageArgs {
+    /// Hours back from now to show.
+    #[arg(long, default_value_t = 24)]
+    pub hours: u32,
+    /// Only this workflow.
+    #[arg(long)]
+    pub workflow: Option<String>,
+    /// Another tenant's usage, as the admin (with `--admin-token` or HATCHERY_ADMIN_TOKEN).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// The admin token, with `--tenant`.
+    #[arg(long, env = "HATCHERY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Connection and output options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `hatchery usage`: runs, attempts, wall time, fuel, peak memory and HTTP requests per hour
+/// and workflow.
+pub async fn usage(args: UsageArgs) -> anyhow::Result<()> {
+    let from = chrono::Utc::now() - chrono::TimeDelta::hours(i64::from(args.hours.max(1)));
+    let query = [
+        (
+            "from",
+            Some(from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        ),
+        ("workflow", args.workflow.clone()),
+    ];
+    let usage = match &args.tenant {
+        Some(tenant) => {
+            let admin = AdminArgs {
+                url: args.client.url.clone(),
+                admin_token: args.admin_token.clone(),
+                json: args.client.json,
+            };
+            Client::admin(&admin)?
+                .get(&format!("/api/v1/tenants/{}/usage", encode(tenant)), &query)
+                .await?
+        }
+        None => {
+            Client::tenant(&args.client)?
+                .get("/api/v1/usage", &query)
+                .await?
+        }
+    };
+    if args.client.json {
+        return print_json(&usage);
+    }
+    let number = |v: &Value| v.as_i64().unwrap_or(0);
+    let rows: Vec<Vec<String>> = usage["hours"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|row| {
+            vec![
+                row["hour"].as_str().unwrap_or("").to_owned(),
+                row["workflow"].as_str().unwrap_or("").to_owned(),
+                number(&row["runs"]).to_string(),
+                number(&row["attempts"]).to_string(),
+                format!("{:.1}", number(&row["wall_ms"]) as f64 / 1e3),
+                number(&row["fuel"]).to_string(),
+                mib(number(&row["peak_memory_bytes"])),
+                number(&row["egress_requests"]).to_string(),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        println!("no usage in the last {} hours", args.hours.max(1));
+        return Ok(());
+    }
+    let totals = &usage["totals"];
+    let mut rows = rows;
+    rows.push(vec![
+        "total".into(),
+        String::new(),
+        number(&totals["runs"]).to_string(),
+        number(&totals["attempts"]).to_string(),
+        format!("{:.1}", number(&totals["wall_ms"]) as f64 / 1e3),
+        number(&totals["fuel"]).to_string(),
+        mib(number(&totals["peak_memory_bytes"])),
+        number(&totals["egress_requests"]).to_string(),
+    ]);
+    print_table(
+        &[
+            "HOUR",
+            "WORKFLOW",
+            "RUNS",
+            "ATTEMPTS",
+            "WALL (s)",
+            "FUEL",
+            "PEAK MEMORY",
+            "HTTP REQUESTS",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+fn mib(bytes: i64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+}
+
+/// Arguments of `hatchery tenants show`.
+#[derive(Debug, clap::Args)]
+pub struct TenantShowArgs {
+    /// The tenant's id.
+    pub tenant_id: String,
+    /// Connection and output options.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// Arguments of `hatchery tenants weight`.
+#[derive(Debug, clap::Args)]
+pub struct TenantWeightArgs {
+    /// The tenant's id.
+    pub tenant_id: String,
+    /// Its share of slots and guest CPU when nodes are saturated (1–1000; default 1).
+    pub weight: u32,
+    /// Connection and output options.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// Arguments of `hatchery tenants retention`.
+#[derive(Debug, clap::Args)]
+pub struct TenantRetentionArgs {
+    /// The tenant's id.
+    pub tenant_id: String,
+    /// Days its finished runs and events are kept, or `default` for the nodes' default.
+    pub days: String,
+    /// Connection and output options.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// `hatchery tenants show <id>`.
+pub async fn show(args: TenantShowArgs) -> anyhow::Result<()> {
+    let client = Client::admin(&args.admin)?;
+    let tenant = client
+        .get(&format!("/api/v1/tenants/{}", encode(&args.tenant_id)), &[])
+        .await?;
+    if args.admin.json {
+        return print_json(&tenant);
+    }
+    print_settings(&tenant);
+    Ok(())
+}
+
+fn print_settings(tenant: &Value) {
+    if let Some(name) = tenant["name"].as_str() {
+        println!(
+            "tenant:    {name} ({})",
+            tenant["id"].as_str().unwrap_or("")
+        );
+    }
+    if let Some(weight) = tenant["weight"].as_i64() {
+        println!("weight:    {weight}");
+    }
+    if tenant.get("retention_days").is_some() {
+        match tenant["retention_days"].as_i64() {
+            Some(days) => println!("retention: {days} days"),
+            None => println!("retention: the nodes' default (--retention-days)"),
+        }
+    }
+}
+
+/// `hatchery tenants weight <id> <weight>`.
+pub async fn weight(args: TenantWeightArgs) -> anyhow::Result<()> {
+    let client = Client::admin(&args.admin)?;
+    let path = format!("/api/v1/tenants/{}/weight", encode(&args.tenant_id));
+    let tenant = client
+        .put(&path, Body::Json(json!({ "weight": args.weight })))
+        .await?;
+    if args.admin.json {
+        return print_json(&tenant);
+    }
+    print_settings(&tenant);
+    Ok(())
+}
+
+/// `hatchery tenants retention <id> <days|default>`.
+pub async fn retention(args: TenantRetentionArgs) -> anyhow::Result<()> {
+    let days: Value = match args.days.as_str() {
+        "default" => Value::Null,
+        days => json!(
+            days.parse::<u32>()
+                .map_err(|_| anyhow::anyhow!("give a number of days or `default`"))?
+        ),
+    };
+    let client = Client::admin(&args.admin)?;
+    let path = format!("/api/v1/tenants/{}/retention", encode(&args.tenant_id));
+    let tenant = client
+        .put(&path, Body::Json(json!({ "days": days })))
+        .await?;
+    if args.admin.json {
+        return print_json(&tenant);
+    }
+    print_settings(&tenant);
+    Ok(())
+}

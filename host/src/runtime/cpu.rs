@@ -1,0 +1,595 @@
+//! Guest CPU: the threads guests execute on, apart from the API, dispatcher and database work,
+//! and the fair gate that shares them between tenants (by weight) and between the workflows
+//! of a tenant, one slice at a time.
+//!
+//! The gate holds one permit per guest thread. A guest holds a permit while it executes wasm;
+//! it gives it back whenever it enters the host (an import, a log line, a wait) and at every
+//! epoch tick, and queues for it again. A free permit goes to the waiting tenant that has had
+//! the least CPU time per unit of weight, and within that tenant to the workflow that has had
+//! the least — start-time fair queuing over virtual times. A tenant that becomes active starts
+//! at the smallest virtual time of the tenants already active, so idleness banks no credit.
+//! A quiet tenant's short task therefore waits at most about one slice for a permit, however
+//! many long tasks another tenant runs.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::imports::{RunInfo, SpawnRequest, TaskHost};
+
+/// Whose CPU time an attempt is: its tenant, that tenant's weight, and its workflow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuShare {
+    /// The tenant charged.
+    pub tenant: Uuid,
+    /// The tenant's weight (≥ 1): its share of the guest threads when every tenant is busy.
+    pub weight: u32,
+    /// The workflow charged within the tenant.
+    pub workflow: Arc<str>,
+}
+
+impl Default for CpuShare {
+    fn default() -> Self {
+        Self {
+            tenant: Uuid::nil(),
+            weight: 1,
+            workflow: Arc::from(""),
+        }
+    }
+}
+
+/// The nice value of guest threads (0 is the process's own; 19 the lowest priority).
+const GUEST_NICE: i32 = 10;
+
+/// The threads guests execute on. Dropping it stops them without waiting.
+pub(crate) struct GuestThreads {
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl GuestThreads {
+    /// `threads` worker threads named `hatchery-guest`, each at a lower scheduling priority
+    /// (nice 10) than the rest of the process: when guests keep every core busy, the
+    /// operating system still runs the API, the dispatcher and the completer first, so they
+    /// answer in a moment instead of waiting for a guest's time slice to end.
+    pub(crate) fn start(threads: usize) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name("hatchery-guest")
+            .on_thread_start(|| {
+                // Linux keeps a nice value per thread; elsewhere this may not apply, and a
+                // guest thread at the normal priority is still correct, only less polite.
+                let _ = rustix::process::setpriority_process(
+                    Some(rustix::thread::gettid()),
+                    GUEST_NICE,
+                );
+            })
+            .enable_all()
+            .build()?;
+        Ok(Self {
+            runtime: Some(runtime),
+        })
+    }
+
+    /// Runs `future` on a guest thread. Dropping the returned future aborts it.
+    pub(crate) fn spawn<F>(&self, future: F) -> impl Future<Output = Option<F::Output>> + use<F>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let handle = self.runtime.as_ref().map(|runtime| runtime.spawn(future));
+        async move {
+            let handle = AbortOnDrop(handle?);
+            (&mut { handle }.0).await.ok()
+        }
+    }
+}
+
+/// A `TaskHost` whose calls run on the runtime that started the attempt rather than on the
+/// guest threads: its database connections and timers then belong to the node's runtime, and
+/// a connection opened for a guest's `spawn` never depends on a guest thread to be polled.
+pub(crate) struct HostOnCallerRuntime {
+    host: Arc<dyn TaskHost>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl HostOnCallerRuntime {
+    /// Wraps `host` to run on the current runtime (call it there).
+    pub(crate) fn wrap(host: Arc<dyn TaskHost>) -> Arc<dyn TaskHost> {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => Arc::new(Self { host, runtime }),
+            Err(_) => host,
+        }
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        call: impl Future<Output = Result<T, String>> + Send + 'static,
+    ) -> Result<T, String> {
+        let handle = AbortOnDrop(self.runtime.spawn(call));
+        (&mut { handle }.0)
+            .await
+            .unwrap_or_else(|e| Err(format!("the host call failed: {e}")))
+    }
+}
+
+#[async_trait::async_trait]
+impl TaskHost for HostOnCallerRuntime {
+    async fn spawn(&self, parent: &RunInfo, request: SpawnRequest) -> Result<String, String> {
+        let (host, parent) = (self.host.clone(), parent.clone());
+        self.run(async move { host.spawn(&parent, request).await })
+            .await
+    }
+
+    async fn wait(&self, parent: &RunInfo, run_id: &str) -> Result<String, String> {
+        let (host, parent, run_id) = (self.host.clone(), parent.clone(), run_id.to_owned());
+        self.run(async move { host.wait(&parent, &run_id).await })
+            .await
+    }
+
+    async fn push_event(&self, parent: &RunInfo, key: &str, payload: &str) -> Result<(), String> {
+        let (host, parent) = (self.host.clone(), parent.clone());
+        let (key, payload) = (key.to_owned(), payload.to_owned());
+        self.run(async move { host.push_event(&parent, &key, &payload).await })
+            .await
+    }
+}
+
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Drop for GuestThreads {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which panics inside another runtime (and the last
+        // reference may well go on a guest thread itself).
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// The fair gate in front of the guest threads.
+pub(crate) struct CpuGate {
+    state: Mutex<GateState>,
+}
+
+#[derive(Default)]
+struct GateState {
+    free: usize,
+    /// Waiters over all tenants.
+    waiting: usize,
+    tenants: HashMap<Uuid, TenantQueue>,
+}
+
+/// Virtual times are nanoseconds of CPU; a tenant's is divided by its weight.
+struct TenantQueue {
+    vtime: u64,
+    weight: u32,
+    holders: usize,
+    waiting: usize,
+    workflows: HashMap<Arc<str>, WorkflowQueue>,
+}
+
+struct WorkflowQueue {
+    vtime: u64,
+    holders: usize,
+    waiters: VecDeque<oneshot::Sender<()>>,
+}
+
+impl GateState {
+    /// The queue of `share`'s tenant and workflow, made on first use at the smallest virtual
+    /// time among the active ones (no credit for having been idle).
+    fn queues(&mut self, share: &CpuShare) -> (&mut TenantQueue, Arc<str>) {
+        let floor = self.tenants.values().map(|t| t.vtime).min().unwrap_or(0);
+        let tenant = self
+            .tenants
+            .entry(share.tenant)
+            .or_insert_with(|| TenantQueue {
+                vtime: floor,
+                weight: share.weight.max(1),
+                holders: 0,
+                waiting: 0,
+                workflows: HashMap::new(),
+            });
+        tenant.weight = share.weight.max(1);
+        let floor = tenant
+            .workflows
+            .values()
+            .map(|w| w.vtime)
+            .min()
+            .unwrap_or(0);
+        tenant
+            .workflows
+            .entry(share.workflow.clone())
+            .or_insert_with(|| WorkflowQueue {
+                vtime: floor,
+                holders: 0,
+                waiters: VecDeque::new(),
+            });
+        (tenant, share.workflow.clone())
+    }
+
+    /// Charges `share` a permit held `held_ns` that is given back.
+    fn charge(&mut self, share: &CpuShare, held_ns: u64) {
+        if let Some(tenant) = self.tenants.get_mut(&share.tenant) {
+            tenant.holders = tenant.holders.saturating_sub(1);
+            tenant.vtime = tenant
+                .vtime
+                .saturating_add(held_ns / u64::from(tenant.weight.max(1)));
+            if let Some(workflow) = tenant.workflows.get_mut(&share.workflow) {
+                workflow.holders = workflow.holders.saturating_sub(1);
+                workflow.vtime = workflow.vtime.saturating_add(held_ns);
+            }
+        }
+    }
+
+    /// Hands free permits to waiters, fairest first.
+    fn grant(&mut self) {
+        while self.free > 0 && self.waiting > 0 {
+            let Some((&tenant_id, _)) = self
+                .tenants
+                .iter()
+                .filter(|(_, t)| t.waiting > 0)
+                .min_by_key(|(_, t)| t.vtime)
+            else {
+                return;
+            };
+            let Some(tenant) = self.tenants.get_mut(&tenant_id) else {
+                return;
+            };
+            let Some(workflow) = tenant
+                .workflows
+                .values_mut()
+                .filter(|w| !w.waiters.is_empty())
+                .min_by_key(|w| w.vtime)
+            else {
+                return;
+            };
+            let Some(waiter) = workflow.waiters.pop_front() else {
+                return;
+            };
+            tenant.waiting -= 1;
+            self.waiting -= 1;
+            // A waiter that gave up (its attempt ended) is skipped.
+            if waiter.send(()).is_ok() {
+                workflow.holders += 1;
+                tenant.holders += 1;
+                self.free -= 1;
+            }
+        }
+        self.forget_idle();
+    }
+
+    fn forget_idle(&mut self) {
+        self.tenants.retain(|_, tenant| {
+            tenant
+                .workflows
+                .retain(|_, w| w.holders > 0 || !w.waiters.is_empty());
+            !tenant.workflows.is_empty()
+        });
+    }
+}
+
+impl CpuGate {
+    /// A gate with one permit per guest thread.
+    pub(crate) fn new(threads: usize) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(GateState {
+                free: threads.max(1),
+                ..GateState::default()
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Gives a permit back, charging `share` the time it was held.
+    fn release(&self, share: &CpuShare, held_ns: u64) {
+        let mut state = self.lock();
+        state.free += 1;
+        state.charge(share, held_ns);
+        state.grant();
+    }
+
+    /// Takes a permit at once if one is free and nobody waits; else queues for one.
+    fn try_take(&self, share: &CpuShare) -> Result<(), oneshot::Receiver<()>> {
+        self.take_or_queue(share, None)
+    }
+
+    /// Gives back a permit held `held_ns` and queues for one in the same step, so the permit
+    /// goes to whoever is fairest with this holder among the candidates — perhaps itself.
+    /// (Giving back first and queueing after would hand every such permit to another waiter
+    /// while this one is between the two, whatever its share.)
+    fn requeue(&self, share: &CpuShare, held_ns: u64) -> Result<(), oneshot::Receiver<()>> {
+        self.take_or_queue(share, Some(held_ns))
+    }
+
+    fn take_or_queue(
+        &self,
+        share: &CpuShare,
+        given_back: Option<u64>,
+    ) -> Result<(), oneshot::Receiver<()>> {
+        let mut state = self.lock();
+        if let Some(held_ns) = given_back {
+            state.free += 1;
+            state.charge(share, held_ns);
+        }
+        let immediate = state.free > 0 && state.waiting == 0;
+        let (tenant, workflow) = state.queues(share);
+        let workflow = tenant
+            .workflows
+            .get_mut(&workflow)
+            .expect("queues() made this workflow's queue");
+        if immediate {
+            workflow.holders += 1;
+            tenant.holders += 1;
+            state.free -= 1;
+            return Ok(());
+        }
+        let (sender, receiver) = oneshot::channel();
+        workflow.waiters.push_back(sender);
+        tenant.waiting += 1;
+        state.waiting += 1;
+        // Permits may be free with others waiting (a waiter that gave up): hand them out.
+        state.grant();
+        Err(receiver)
+    }
+
+    /// Permits free now (for tests and metrics).
+    #[cfg(test)]
+    fn free(&self) -> usize {
+        self.lock().free
+    }
+}
+
+/// One attempt's place at the gate: whether it holds a permit, and since when.
+pub(crate) struct GuestCpu {
+    gate: Arc<CpuGate>,
+    share: CpuShare,
+    held_since: Mutex<Option<Instant>>,
+}
+
+impl GuestCpu {
+    pub(crate) fn new(gate: Arc<CpuGate>, share: CpuShare) -> Arc<Self> {
+        Arc::new(Self {
+            gate,
+            share,
+            held_since: Mutex::new(None),
+        })
+    }
+
+    fn held(&self) -> MutexGuard<'_, Option<Instant>> {
+        self.held_since.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Gives the permit back, if held.
+    pub(crate) fn release(&self) {
+        let since = self.held().take();
+        if let Some(since) = since {
+            let held = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.gate.release(&self.share, held);
+        }
+    }
+
+    /// Waits for a permit, unless one is held already.
+    pub(crate) async fn acquire(self: Arc<Self>) {
+        if self.held().is_some() {
+            return;
+        }
+        let ticket = self.gate.try_take(&self.share);
+        self.hold(ticket).await;
+    }
+
+    /// At the end of a slice: gives the permit back and queues for the next in one step,
+    /// then lets the executor run its other work (`yield_now` wakes the task only after the
+    /// runtime polled its I/O driver) before waiting for the permit.
+    pub(crate) fn next_slice(self: &Arc<Self>) -> impl Future<Output = ()> + Send + 'static {
+        let since = self.held().take();
+        let ticket = match since {
+            Some(since) => {
+                let held = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                self.gate.requeue(&self.share, held)
+            }
+            None => self.gate.try_take(&self.share),
+        };
+        let this = self.clone();
+        async move {
+            tokio::task::yield_now().await;
+            this.hold(ticket).await;
+        }
+    }
+
+    /// Holds the permit `ticket` gives: at once, or once the gate grants it.
+    async fn hold(&self, ticket: Result<(), oneshot::Receiver<()>>) {
+        if let Err(receiver) = ticket {
+            let mut pending = PendingPermit {
+                gate: &self.gate,
+                share: &self.share,
+                receiver: Some(receiver),
+            };
+            let granted = match pending.receiver.as_mut() {
+                Some(receiver) => receiver.await.is_ok(),
+                None => false,
+            };
+            pending.receiver = None;
+            if !granted {
+                // The gate never drops a live waiter; nothing to hold.
+                return;
+            }
+        }
+        *self.held() = Some(Instant::now());
+    }
+}
+
+impl Drop for GuestCpu {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// A queued request for a permit; dropped before it is received (the attempt stopped while
+/// waiting), a permit granted meanwhile goes back to the gate.
+struct PendingPermit<'a> {
+    gate: &'a CpuGate,
+    share: &'a CpuShare,
+    receiver: Option<oneshot::Receiver<()>>,
+}
+
+impl Drop for PendingPermit<'_> {
+    fn drop(&mut self) {
+        if let Some(mut receiver) = self.receiver.take() {
+            receiver.close();
+            if receiver.try_recv().is_ok() {
+                self.gate.release(self.share, 0);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn share(tenant: u128, weight: u32, workflow: &str) -> CpuShare {
+        CpuShare {
+            tenant: Uuid::from_u128(tenant),
+            weight,
+            workflow: Arc::from(workflow),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_free_permit_is_taken_at_once_and_given_back() {
+        let gate = CpuGate::new(2);
+        let a = GuestCpu::new(gate.clone(), share(1, 1, "w"));
+        a.clone().acquire().await;
+        assert_eq!(gate.free(), 1);
+        a.clone().acquire().await; // held already: no second permit
+        assert_eq!(gate.free(), 1);
+        a.release();
+        assert_eq!(gate.free(), 2);
+        drop(a);
+        assert_eq!(gate.free(), 2);
+        assert!(gate.lock().tenants.is_empty(), "idle tenants are forgotten");
+    }
+
+    #[test]
+    fn the_tenant_with_less_cpu_time_goes_first() {
+        let gate = CpuGate::new(1);
+        let busy = share(1, 1, "w");
+        let quiet = share(2, 1, "w");
+        assert!(gate.try_take(&busy).is_ok());
+        let mut busy_next = gate.try_take(&busy).expect_err("the permit is held");
+        let mut quiet_next = gate.try_take(&quiet).expect_err("the permit is held");
+        // The busy tenant gives its permit back after 1 ms of CPU; the quiet one, which
+        // queued after it, had none and goes first.
+        gate.release(&busy, 1_000_000);
+        assert!(quiet_next.try_recv().is_ok());
+        assert!(busy_next.try_recv().is_err());
+        gate.release(&quiet, 10);
+        assert!(busy_next.try_recv().is_ok());
+    }
+
+    #[test]
+    fn weight_divides_the_charge() {
+        let gate = CpuGate::new(1);
+        let heavy = share(1, 4, "w");
+        let light = share(2, 1, "w");
+        assert!(gate.try_take(&heavy).is_ok());
+        let mut light_next = gate.try_take(&light).expect_err("the permits are taken");
+        let _heavy_next = gate.try_take(&heavy).expect_err("the permits are taken");
+        gate.release(&heavy, 4_000);
+        assert!(light_next.try_recv().is_ok());
+        let _light_again = gate.try_take(&light).expect_err("the permits are taken");
+        gate.release(&light, 1_000);
+        let state = gate.lock();
+        // Four times the CPU costs a tenant of weight 4 what once costs a tenant of weight 1.
+        assert_eq!(state.tenants[&heavy.tenant].vtime, 1_000);
+        assert_eq!(state.tenants[&light.tenant].vtime, 1_000);
+    }
+
+    #[test]
+    fn a_newly_active_tenant_starts_at_the_active_minimum() {
+        let gate = CpuGate::new(1);
+        let a = share(1, 1, "w");
+        assert!(gate.try_take(&a).is_ok());
+        let _a_next = gate.try_take(&a).expect_err("the permits are taken");
+        gate.release(&a, 5_000);
+        // `a` holds again (its queued request was granted) with 5,000 on its clock.
+        let b = share(2, 1, "w");
+        let _b_next = gate.try_take(&b).expect_err("the permits are taken");
+        assert_eq!(gate.lock().tenants[&b.tenant].vtime, 5_000);
+    }
+
+    #[test]
+    fn workflows_of_one_tenant_share_its_time() {
+        let gate = CpuGate::new(1);
+        let long = share(1, 1, "long");
+        let short = share(1, 1, "short");
+        assert!(gate.try_take(&long).is_ok());
+        let mut long_next = gate.try_take(&long).expect_err("the permits are taken");
+        let mut short_next = gate.try_take(&short).expect_err("the permits are taken");
+        gate.release(&long, 1_000_000);
+        assert!(short_next.try_recv().is_ok());
+        assert!(long_next.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_holder_that_requeues_competes_with_the_waiters_at_once() {
+        // Two permits: one held by the busy tenant, one by the quiet one; another of the busy
+        // tenant's guests waits.
+        let gate = CpuGate::new(2);
+        let busy = share(1, 1, "w");
+        let quiet = share(2, 1, "w");
+        assert!(gate.try_take(&busy).is_ok());
+        assert!(gate.try_take(&quiet).is_ok());
+        let mut busy_waiter = gate.try_take(&busy).expect_err("the permits are taken");
+        // The busy holder's slice ends after 20 ms: its waiting guest gets the permit, and
+        // the holder queues behind it.
+        let mut busy_holder = gate
+            .requeue(&busy, 20_000_000)
+            .expect_err("the permits are taken");
+        assert!(busy_waiter.try_recv().is_ok());
+        // The quiet holder's slice ends after 5 ms. Having had less CPU, it keeps its permit
+        // (given back and queued in one step, it competes at once). Given back first and
+        // queued after, the permit would go to the busy tenant's waiting guest.
+        let mut quiet_holder = gate
+            .requeue(&quiet, 5_000_000)
+            .expect_err("the permits are taken");
+        assert!(
+            quiet_holder.try_recv().is_ok(),
+            "the quiet tenant keeps its turn"
+        );
+        assert!(busy_holder.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_gives_up_returns_a_granted_permit() {
+        let gate = CpuGate::new(1);
+        let holder = GuestCpu::new(gate.clone(), share(1, 1, "w"));
+        holder.clone().acquire().await;
+        let waiter = GuestCpu::new(gate.clone(), share(2, 1, "w"));
+        let waiting = tokio::spawn(waiter.clone().acquire());
+        tokio::task::yield_now().await;
+        waiting.abort();
+        let _ = waiting.await;
+        holder.release();
+        assert_eq!(gate.free(), 1, "no permit lost to the waiter that left");
+        let again = GuestCpu::new(gate.clone(), share(3, 1, "w"));
+        tokio::time::timeout(Duration::from_secs(5), again.clone().acquire())
+            .await
+            .expect("the permit is free again");
+    }
+}
