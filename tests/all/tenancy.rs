@@ -427,3 +427,22 @@ async fn usage_counts_exactly_the_runs_and_attempts_that_ran(pool: PgPool) {
         .expect("usage");
     assert!(flaky.iter().map(|r| r.attempts).sum::<i64>() > 2);
 }
+
+#[tokio::test]
+async fn guests_may_run_on_the_callers_threads() {
+    use hatchery::runtime::{EngineConfig, Limits, RuntimeConfig};
+
+    // `--guest-threads 0`: no guest threads; attempts execute where they are awaited.
+    let runtime = Runtime::new(RuntimeConfig {
+        engine: EngineConfig {
+            max_instances: 16,
+            ..EngineConfig::default()
+        },
+        guest_threads: 0,
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime starts");
+    let module = crate::support::load(&runtime, hatchery_guests::DURABLE).await;
+    let report = crate::support::run(&runtime, &module, "noop", "{}", Limits::default()).await;
+    assert_eq!(report.outcome.expect("succeeds"), "{}");
+}

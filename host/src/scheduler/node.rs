@@ -1034,8 +1034,8 @@ impl PendingResults {
     }
 
     /// Up to `max` results, one tenant at a time round robin, of the tenants `eligible`
-    /// accepts (given how many results each has waiting).
-    fn take(&mut self, max: usize, eligible: impl Fn(usize) -> bool) -> Vec<Completion> {
+    /// accepts (given the tenant and how many results it has waiting).
+    fn take(&mut self, max: usize, eligible: impl Fn(&Uuid, usize) -> bool) -> Vec<Completion> {
         let mut batch = Vec::new();
         let mut passes = self.turn.len();
         while batch.len() < max && passes > 0 {
@@ -1045,7 +1045,7 @@ impl PendingResults {
             let Some(queue) = self.by_tenant.get_mut(&tenant) else {
                 continue;
             };
-            if !eligible(queue.len()) {
+            if !eligible(&tenant, queue.len()) {
                 self.turn.push_back(tenant);
                 passes -= 1;
                 continue;
@@ -1085,6 +1085,9 @@ async fn complete(
     let max = max.max(1);
     let mut pending = PendingResults::default();
     let mut main: Option<Lane> = None;
+    // The tenants of the main lane's batch in flight: their next results wait for the next
+    // main batch (a flooding tenant keeps its large batches), the others' go express.
+    let mut in_main: std::collections::HashSet<Uuid> = Default::default();
     let mut express: Option<Lane> = None;
     let lane = |batch: Vec<Completion>| -> Lane {
         let (db, leases, node) = (db.clone(), leases.clone(), node.clone());
@@ -1106,13 +1109,16 @@ async fn complete(
             pending.push(completion);
         }
         if express.is_none() {
-            let batch = pending.take(EXPRESS_BATCH, |waiting| waiting <= EXPRESS_TENANT_MAX);
+            let batch = pending.take(EXPRESS_BATCH, |tenant, waiting| {
+                waiting <= EXPRESS_TENANT_MAX && !in_main.contains(tenant)
+            });
             if !batch.is_empty() {
                 express = Some(lane(batch));
             }
         }
         if main.is_none() {
-            let batch = pending.take(max, |_| true);
+            let batch = pending.take(max, |_, _| true);
+            in_main = batch.iter().map(|c| c.tenant_id).collect();
             if !batch.is_empty() {
                 main = Some(lane(batch));
             }
