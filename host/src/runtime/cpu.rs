@@ -42,6 +42,12 @@ impl Default for CpuShare {
     }
 }
 
+/// The slice a permit is charged in advance when it is granted (the epoch tick), refunded
+/// as used when it is given back: while guests hold permits their tenants already count the
+/// slices they are using, so a guest back from a short host call competes against the time
+/// others are spending now, not against what they had spent when they last gave one back.
+const SLICE_NS: u64 = 5_000_000;
+
 /// The nice value of guest threads (0 is the process's own; 19 the lowest priority).
 const GUEST_NICE: i32 = 10;
 
@@ -186,9 +192,18 @@ struct WorkflowQueue {
 
 impl GateState {
     /// The queue of `share`'s tenant and workflow, made on first use at the smallest virtual
-    /// time among the active ones (no credit for having been idle).
+    /// time among the active ones, their slices in progress not counted (no credit for
+    /// having been idle, no debt for what the others are running now).
     fn queues(&mut self, share: &CpuShare) -> (&mut TenantQueue, Arc<str>) {
-        let floor = self.tenants.values().map(|t| t.vtime).min().unwrap_or(0);
+        let floor = self
+            .tenants
+            .values()
+            .map(|t| {
+                let prepaid = t.holders as u64 * (SLICE_NS / u64::from(t.weight.max(1)));
+                t.vtime.saturating_sub(prepaid)
+            })
+            .min()
+            .unwrap_or(0);
         let tenant = self
             .tenants
             .entry(share.tenant)
@@ -203,7 +218,7 @@ impl GateState {
         let floor = tenant
             .workflows
             .values()
-            .map(|w| w.vtime)
+            .map(|w| w.vtime.saturating_sub(w.holders as u64 * SLICE_NS))
             .min()
             .unwrap_or(0);
         tenant
@@ -217,16 +232,22 @@ impl GateState {
         (tenant, share.workflow.clone())
     }
 
-    /// Charges `share` a permit held `held_ns` that is given back.
+    /// Charges `share` a permit held `held_ns` that is given back: what it used, less the
+    /// slice it was charged in advance when it got the permit.
     fn charge(&mut self, share: &CpuShare, held_ns: u64) {
         if let Some(tenant) = self.tenants.get_mut(&share.tenant) {
+            let weight = u64::from(tenant.weight.max(1));
             tenant.holders = tenant.holders.saturating_sub(1);
             tenant.vtime = tenant
                 .vtime
-                .saturating_add(held_ns / u64::from(tenant.weight.max(1)));
+                .saturating_add(held_ns / weight)
+                .saturating_sub(SLICE_NS / weight);
             if let Some(workflow) = tenant.workflows.get_mut(&share.workflow) {
                 workflow.holders = workflow.holders.saturating_sub(1);
-                workflow.vtime = workflow.vtime.saturating_add(held_ns);
+                workflow.vtime = workflow
+                    .vtime
+                    .saturating_add(held_ns)
+                    .saturating_sub(SLICE_NS);
             }
         }
     }
@@ -238,7 +259,7 @@ impl GateState {
                 .tenants
                 .iter()
                 .filter(|(_, t)| t.waiting > 0)
-                .min_by_key(|(_, t)| t.vtime)
+                .min_by_key(|(_, t)| (t.vtime, t.holders))
             else {
                 return;
             };
@@ -249,7 +270,7 @@ impl GateState {
                 .workflows
                 .values_mut()
                 .filter(|w| !w.waiters.is_empty())
-                .min_by_key(|w| w.vtime)
+                .min_by_key(|w| (w.vtime, w.holders))
             else {
                 return;
             };
@@ -261,7 +282,11 @@ impl GateState {
             // A waiter that gave up (its attempt ended) is skipped.
             if waiter.send(()).is_ok() {
                 workflow.holders += 1;
+                workflow.vtime = workflow.vtime.saturating_add(SLICE_NS);
                 tenant.holders += 1;
+                tenant.vtime = tenant
+                    .vtime
+                    .saturating_add(SLICE_NS / u64::from(tenant.weight.max(1)));
                 self.free -= 1;
             }
         }
@@ -332,7 +357,11 @@ impl CpuGate {
             .expect("queues() made this workflow's queue");
         if immediate {
             workflow.holders += 1;
+            workflow.vtime = workflow.vtime.saturating_add(SLICE_NS);
             tenant.holders += 1;
+            tenant.vtime = tenant
+                .vtime
+                .saturating_add(SLICE_NS / u64::from(tenant.weight.max(1)));
             state.free -= 1;
             return Ok(());
         }
@@ -504,20 +533,19 @@ mod tests {
 
     #[test]
     fn weight_divides_the_charge() {
-        let gate = CpuGate::new(1);
+        let gate = CpuGate::new(2);
         let heavy = share(1, 4, "w");
         let light = share(2, 1, "w");
+        let vtime = |s: &CpuShare| gate.lock().tenants[&s.tenant].vtime;
+        // Both start at 0 (the second at the first's clock, its slice in progress not counted).
         assert!(gate.try_take(&heavy).is_ok());
-        let mut light_next = gate.try_take(&light).expect_err("the permits are taken");
-        let _heavy_next = gate.try_take(&heavy).expect_err("the permits are taken");
-        gate.release(&heavy, 4_000);
-        assert!(light_next.try_recv().is_ok());
-        let _light_again = gate.try_take(&light).expect_err("the permits are taken");
-        gate.release(&light, 1_000);
-        let state = gate.lock();
+        assert!(gate.try_take(&light).is_ok());
+        // Four slices of CPU for the heavy tenant, one for the light one.
+        gate.lock().charge(&heavy, 4 * SLICE_NS);
+        gate.lock().charge(&light, SLICE_NS);
         // Four times the CPU costs a tenant of weight 4 what once costs a tenant of weight 1.
-        assert_eq!(state.tenants[&heavy.tenant].vtime, 1_000);
-        assert_eq!(state.tenants[&light.tenant].vtime, 1_000);
+        assert_eq!(vtime(&heavy), SLICE_NS);
+        assert_eq!(vtime(&light), SLICE_NS);
     }
 
     #[test]
@@ -527,10 +555,33 @@ mod tests {
         assert!(gate.try_take(&a).is_ok());
         let _a_next = gate.try_take(&a).expect_err("the permits are taken");
         gate.release(&a, 5_000);
-        // `a` holds again (its queued request was granted) with 5,000 on its clock.
+        // `a` holds again (its queued request was granted) with 5,000 used, and a slice paid
+        // in advance that a newcomer is not charged for.
         let b = share(2, 1, "w");
         let _b_next = gate.try_take(&b).expect_err("the permits are taken");
         assert_eq!(gate.lock().tenants[&b.tenant].vtime, 5_000);
+    }
+
+    #[test]
+    fn at_equal_clocks_the_tenant_holding_fewer_permits_goes_first() {
+        let gate = CpuGate::new(2);
+        let busy = share(1, 1, "w");
+        let quiet = share(2, 1, "w");
+        assert!(gate.try_take(&busy).is_ok());
+        assert!(gate.try_take(&busy).is_ok());
+        let mut busy_next = gate.try_take(&busy).expect_err("the permits are taken");
+        let mut quiet_next = gate.try_take(&quiet).expect_err("the permits are taken");
+        // Make the clocks equal once a busy permit is given back unused; the quiet tenant then
+        // holds nothing, the busy one still a permit.
+        {
+            let mut state = gate.lock();
+            let clock = state.tenants[&busy.tenant].vtime - SLICE_NS;
+            state.tenants.get_mut(&quiet.tenant).expect("active").vtime = clock;
+        }
+        // One permit is given back after no time at all (a host call).
+        gate.release(&busy, 0);
+        assert!(quiet_next.try_recv().is_ok());
+        assert!(busy_next.try_recv().is_err());
     }
 
     #[test]

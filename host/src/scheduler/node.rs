@@ -1085,9 +1085,12 @@ async fn complete(
     let max = max.max(1);
     let mut pending = PendingResults::default();
     let mut main: Option<Lane> = None;
-    // The tenants of the main lane's batch in flight: their next results wait for the next
-    // main batch (a flooding tenant keeps its large batches), the others' go express.
+    // The tenants of each lane's batch in flight. A tenant's results are never in both lanes
+    // at once: two transactions completing sibling tasks of one run at the same time would
+    // each see the other's task unfinished, and neither would finish the run. And a flooding
+    // tenant in the main lane keeps its large batches there.
     let mut in_main: std::collections::HashSet<Uuid> = Default::default();
+    let mut in_express: std::collections::HashSet<Uuid> = Default::default();
     let mut express: Option<Lane> = None;
     let lane = |batch: Vec<Completion>| -> Lane {
         let (db, leases, node) = (db.clone(), leases.clone(), node.clone());
@@ -1112,12 +1115,13 @@ async fn complete(
             let batch = pending.take(EXPRESS_BATCH, |tenant, waiting| {
                 waiting <= EXPRESS_TENANT_MAX && !in_main.contains(tenant)
             });
+            in_express = batch.iter().map(|c| c.tenant_id).collect();
             if !batch.is_empty() {
                 express = Some(lane(batch));
             }
         }
         if main.is_none() {
-            let batch = pending.take(max, |_, _| true);
+            let batch = pending.take(max, |tenant, _| !in_express.contains(tenant));
             in_main = batch.iter().map(|c| c.tenant_id).collect();
             if !batch.is_empty() {
                 main = Some(lane(batch));
@@ -1141,8 +1145,14 @@ async fn complete(
         match event {
             CompleterEvent::Received(completion) => pending.push(completion),
             CompleterEvent::Closed => closed = true,
-            CompleterEvent::MainWritten => main = None,
-            CompleterEvent::ExpressWritten => express = None,
+            CompleterEvent::MainWritten => {
+                main = None;
+                in_main.clear();
+            }
+            CompleterEvent::ExpressWritten => {
+                express = None;
+                in_express.clear();
+            }
             CompleterEvent::Stopped => {}
         }
     }
