@@ -1087,8 +1087,10 @@ async fn complete(
     let mut main: Option<Lane> = None;
     // The tenants of each lane's batch in flight. A tenant's results are never in both lanes
     // at once: two transactions completing sibling tasks of one run at the same time would
-    // each see the other's task unfinished, and neither would finish the run. And a flooding
-    // tenant in the main lane keeps its large batches there.
+    // each see the other's task unfinished, and neither would finish the run. (Two nodes can
+    // still do that: `FINISH_RUNS` reads the run's tasks without locking the run first. Not
+    // fixed yet: locking the run there reverses the lock order `cancel` relies on.) And a
+    // flooding tenant in the main lane keeps its large batches there.
     let mut in_main: std::collections::HashSet<Uuid> = Default::default();
     let mut in_express: std::collections::HashSet<Uuid> = Default::default();
     let mut express: Option<Lane> = None;
