@@ -190,6 +190,41 @@ struct WorkflowQueue {
     waiters: VecDeque<oneshot::Sender<()>>,
 }
 
+impl TenantQueue {
+    /// A permit granted: one more holder, a slice (by weight) charged in advance.
+    fn start_slice(&mut self) {
+        self.holders += 1;
+        self.vtime = self.vtime.saturating_add(SLICE_NS / self.weight());
+    }
+
+    /// A permit given back after `held_ns`: the advance replaced by what was used.
+    fn end_slice(&mut self, held_ns: u64) {
+        self.holders = self.holders.saturating_sub(1);
+        self.vtime = self
+            .vtime
+            .saturating_add(held_ns / self.weight())
+            .saturating_sub(SLICE_NS / self.weight());
+    }
+
+    fn weight(&self) -> u64 {
+        u64::from(self.weight.max(1))
+    }
+}
+
+impl WorkflowQueue {
+    /// As `TenantQueue::start_slice`, unweighted (workflows of a tenant share it equally).
+    fn start_slice(&mut self) {
+        self.holders += 1;
+        self.vtime = self.vtime.saturating_add(SLICE_NS);
+    }
+
+    /// As `TenantQueue::end_slice`, unweighted.
+    fn end_slice(&mut self, held_ns: u64) {
+        self.holders = self.holders.saturating_sub(1);
+        self.vtime = self.vtime.saturating_add(held_ns).saturating_sub(SLICE_NS);
+    }
+}
+
 impl GateState {
     /// The queue of `share`'s tenant and workflow, made on first use at the smallest virtual
     /// time among the active ones, their slices in progress not counted (no credit for
@@ -236,18 +271,9 @@ impl GateState {
     /// slice it was charged in advance when it got the permit.
     fn charge(&mut self, share: &CpuShare, held_ns: u64) {
         if let Some(tenant) = self.tenants.get_mut(&share.tenant) {
-            let weight = u64::from(tenant.weight.max(1));
-            tenant.holders = tenant.holders.saturating_sub(1);
-            tenant.vtime = tenant
-                .vtime
-                .saturating_add(held_ns / weight)
-                .saturating_sub(SLICE_NS / weight);
+            tenant.end_slice(held_ns);
             if let Some(workflow) = tenant.workflows.get_mut(&share.workflow) {
-                workflow.holders = workflow.holders.saturating_sub(1);
-                workflow.vtime = workflow
-                    .vtime
-                    .saturating_add(held_ns)
-                    .saturating_sub(SLICE_NS);
+                workflow.end_slice(held_ns);
             }
         }
     }
@@ -281,12 +307,8 @@ impl GateState {
             self.waiting -= 1;
             // A waiter that gave up (its attempt ended) is skipped.
             if waiter.send(()).is_ok() {
-                workflow.holders += 1;
-                workflow.vtime = workflow.vtime.saturating_add(SLICE_NS);
-                tenant.holders += 1;
-                tenant.vtime = tenant
-                    .vtime
-                    .saturating_add(SLICE_NS / u64::from(tenant.weight.max(1)));
+                workflow.start_slice();
+                tenant.start_slice();
                 self.free -= 1;
             }
         }
@@ -356,12 +378,8 @@ impl CpuGate {
             .get_mut(&workflow)
             .expect("queues() made this workflow's queue");
         if immediate {
-            workflow.holders += 1;
-            workflow.vtime = workflow.vtime.saturating_add(SLICE_NS);
-            tenant.holders += 1;
-            tenant.vtime = tenant
-                .vtime
-                .saturating_add(SLICE_NS / u64::from(tenant.weight.max(1)));
+            workflow.start_slice();
+            tenant.start_slice();
             state.free -= 1;
             return Ok(());
         }
