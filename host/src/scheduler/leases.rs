@@ -75,8 +75,6 @@ impl LeaseCounts {
 struct Leases {
     by_token: HashMap<i64, Lease>,
     counts: LeaseCounts,
-    /// Leases waiting for a slot, per tenant (no entry for none).
-    waiting_by_tenant: HashMap<Uuid, usize>,
     /// Leases held in any phase, per tenant (no entry for none).
     held_by_tenant: HashMap<Uuid, usize>,
 }
@@ -95,30 +93,27 @@ fn count_in(counts: &mut HashMap<Uuid, usize>, tenant: Uuid, up: bool) {
 }
 
 impl Leases {
-    fn count(&mut self, tenant: Uuid, phase: Phase, up: bool) {
+    fn count(&mut self, phase: Phase, up: bool) {
         let count = self.counts.of(phase);
         if up {
             *count += 1;
         } else {
             *count -= 1;
         }
-        if phase == Phase::Waiting {
-            count_in(&mut self.waiting_by_tenant, tenant, up);
-        }
     }
 
     fn insert(&mut self, token: i64, lease: Lease) {
-        self.count(lease.tenant_id, lease.phase, true);
+        self.count(lease.phase, true);
         count_in(&mut self.held_by_tenant, lease.tenant_id, true);
         if let Some(old) = self.by_token.insert(token, lease) {
-            self.count(old.tenant_id, old.phase, false);
+            self.count(old.phase, false);
             count_in(&mut self.held_by_tenant, old.tenant_id, false);
         }
     }
 
     fn remove(&mut self, token: i64) -> Option<Lease> {
         let lease = self.by_token.remove(&token)?;
-        self.count(lease.tenant_id, lease.phase, false);
+        self.count(lease.phase, false);
         count_in(&mut self.held_by_tenant, lease.tenant_id, false);
         Some(lease)
     }
@@ -127,10 +122,10 @@ impl Leases {
         let Some(lease) = self.by_token.get_mut(&token) else {
             return false;
         };
-        let (tenant, old) = (lease.tenant_id, lease.phase);
+        let old = lease.phase;
         lease.phase = phase;
-        self.count(tenant, old, false);
-        self.count(tenant, phase, true);
+        self.count(old, false);
+        self.count(phase, true);
         true
     }
 
@@ -245,16 +240,6 @@ impl LeaseTable {
             .unwrap_or(0)
     }
 
-    /// Task runs of `tenant` waiting here for a slot.
-    #[cfg(test)]
-    fn waiting_of(&self, tenant: Uuid) -> usize {
-        self.lock()
-            .waiting_by_tenant
-            .get(&tenant)
-            .copied()
-            .unwrap_or(0)
-    }
-
     /// Waits until a lease starts executing or leaves the table.
     pub(crate) async fn changed(&self) {
         self.changed.notified().await;
@@ -334,12 +319,12 @@ mod tests {
         assert_eq!(table.tenants_holding(3), vec![a]);
         table.executing(0);
         table.finished(0);
-        assert_eq!(table.waiting_of(a), 2);
+        assert_eq!(table.counts().waiting, 3);
         assert_eq!(table.held_of(a), 3, "a lease being written is still held");
         table.give_up(3);
-        assert_eq!((table.waiting_of(b), table.held_of(b)), (0, 0));
+        assert_eq!((table.counts().waiting, table.held_of(b)), (2, 0));
         table.written([0, 1, 2]);
-        assert_eq!((table.waiting_of(a), table.held_of(a)), (0, 0));
+        assert_eq!((table.counts().waiting, table.held_of(a)), (0, 0));
         assert!(table.tenants_holding(1).is_empty());
         assert_eq!(table.counts().held(), 0);
     }
