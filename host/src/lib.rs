@@ -10,6 +10,7 @@ pub mod egress;
 pub mod flow;
 pub mod manifest;
 pub mod metrics;
+pub mod quota;
 pub mod runtime;
 pub mod scheduler;
 pub mod secrets;

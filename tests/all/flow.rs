@@ -49,7 +49,7 @@ async fn all_finished(db: &Db, ids: &[Uuid]) -> Vec<RunView> {
 }
 
 /// The most intervals (half-open) that overlap at any instant.
-fn max_overlap(intervals: &[(i64, i64)]) -> usize {
+pub(crate) fn max_overlap(intervals: &[(i64, i64)]) -> usize {
     let mut events: Vec<(i64, i32)> = Vec::new();
     for (start, end) in intervals {
         events.push((*start, 1));
@@ -70,7 +70,7 @@ fn millis(time: Option<DateTime<Utc>>) -> i64 {
 }
 
 /// The guest's own [start, end) of task `task`, in ms.
-fn guest_interval(view: &RunView, task: &str) -> (i64, i64) {
+pub(crate) fn guest_interval(view: &RunView, task: &str) -> (i64, i64) {
     let output = view
         .task(task)
         .and_then(|t| t.output.clone())

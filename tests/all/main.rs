@@ -9,6 +9,7 @@ mod egress;
 mod flow;
 mod languages;
 mod loading;
+mod quotas;
 mod sandbox;
 mod scale;
 mod schedule;

@@ -109,17 +109,20 @@ impl FromRequestParts<AppState> for Tenant {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts)?;
         let hash = hash_token(token);
-        if let Some(tenant) = state.tokens.get(&hash, state.config.token_cache_ttl) {
-            return Ok(Self(tenant));
-        }
-        let mut conn = state.db.pool.acquire().await?;
-        match token_tenant(&mut conn, &hash).await? {
-            Some(tenant) => {
+        let tenant = match state.tokens.get(&hash, state.config.token_cache_ttl) {
+            Some(tenant) => tenant,
+            None => {
+                let mut conn = state.db.pool.acquire().await?;
+                let tenant = token_tenant(&mut conn, &hash)
+                    .await?
+                    .ok_or_else(|| ApiError::unauthorized("invalid or revoked token"))?;
                 state.tokens.put(hash, tenant);
-                Ok(Self(tenant))
+                tenant
             }
-            None => Err(ApiError::unauthorized("invalid or revoked token")),
-        }
+        };
+        // Every request of a tenant counts against its API rate.
+        state.pace_request(tenant).await?;
+        Ok(Self(tenant))
     }
 }
 

@@ -8,6 +8,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use crate::quota::QuotaExceeded;
 use crate::scheduler::{DeployError, RunError};
 
 /// An error response.
@@ -19,6 +20,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// What went wrong and what to do about it.
     pub message: String,
+    /// When to ask again, sent as `Retry-After` (whole seconds, rounded up).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -28,6 +31,22 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// A refusal by one of the tenant's quotas: 429 `quota_exceeded` with `Retry-After` when
+    /// waiting helps, else 403 `quota_exceeded` (room must be made, or the quota raised).
+    pub fn quota(exceeded: &QuotaExceeded) -> Self {
+        let retry_after = exceeded.retry_after();
+        let status = if retry_after.is_some() {
+            StatusCode::TOO_MANY_REQUESTS
+        } else {
+            StatusCode::FORBIDDEN
+        };
+        Self {
+            retry_after,
+            ..Self::new(status, "quota_exceeded", exceeded.to_string())
         }
     }
 
@@ -73,7 +92,15 @@ impl std::error::Error for ApiError {}
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(wait) = self.retry_after {
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(seconds.max(1)),
+            );
+        }
+        response
     }
 }
 
@@ -105,6 +132,7 @@ impl From<RunError> for ApiError {
             RunError::Key(_) => Self::bad_request("invalid_key", e.to_string()),
             RunError::InvalidEvent(_) => Self::bad_request("invalid_event", e.to_string()),
             RunError::PastRunAt(_) => Self::bad_request("invalid_run_at", e.to_string()),
+            RunError::Quota(exceeded) => Self::quota(&exceeded),
             RunError::Db(e) => e.into(),
         }
     }
@@ -114,6 +142,7 @@ impl From<DeployError> for ApiError {
     fn from(e: DeployError) -> Self {
         match e {
             DeployError::Invalid(e) => Self::bad_request("invalid_module", e.to_string()),
+            DeployError::Quota(exceeded) => Self::quota(&exceeded),
             DeployError::Db(e) => e.into(),
         }
     }

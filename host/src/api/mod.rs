@@ -13,6 +13,7 @@ mod health;
 mod metrics;
 mod modules;
 mod page;
+mod quotas;
 mod rate_limits;
 mod runs;
 mod secrets;
@@ -103,6 +104,9 @@ pub struct AppState {
     /// Starts single runs with shared commits.
     pub starter: RunStarter,
     tokens: Arc<auth::TokenCache>,
+    quota_cache: Arc<quotas::QuotaCache>,
+    request_buckets: Arc<crate::quota::Buckets>,
+    upload_buckets: Arc<crate::quota::Buckets>,
 }
 
 impl AppState {
@@ -115,6 +119,9 @@ impl AppState {
             node,
             config: Arc::new(config),
             tokens: Arc::default(),
+            quota_cache: Arc::default(),
+            request_buckets: Arc::default(),
+            upload_buckets: Arc::default(),
         }
     }
 }
@@ -135,6 +142,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/tenants/{id}/tokens", post(tenants::create_token))
         .route("/api/v1/tenants/{id}", get(tenants::get_tenant))
         .route("/api/v1/tenants/{id}/weight", put(tenants::set_weight))
+        .route(
+            "/api/v1/tenants/{id}/quotas",
+            get(quotas::get_quotas).put(quotas::set_quotas),
+        )
+        .route("/api/v1/quotas", get(quotas::own_quotas))
         .route(
             "/api/v1/tenants/{id}/retention",
             put(tenants::set_retention),

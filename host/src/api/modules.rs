@@ -29,6 +29,7 @@ pub async fn deploy(
             "the body is empty: send the component's bytes (Content-Type: application/wasm)",
         ));
     }
+    state.pace_upload(tenant).await?;
     let deployed = deploy_module(&state.db, &state.runtime, tenant, &bytes).await?;
     tracing::info!(
         %tenant,

@@ -175,6 +175,8 @@ pub enum TenantsCommand {
     Weight(super::tenancy::TenantWeightArgs),
     /// Set how many days a tenant's finished runs are kept, or `default` (admin).
     Retention(super::tenancy::TenantRetentionArgs),
+    /// Show a tenant's quotas and what it uses; with flags, change those quotas (admin).
+    Quotas(super::tenancy::TenantQuotasArgs),
 }
 
 /// Arguments of `hatchery tenants create`.
@@ -1537,6 +1539,7 @@ pub async fn tenants(command: TenantsCommand) -> anyhow::Result<()> {
         TenantsCommand::Show(args) => return super::tenancy::show(args).await,
         TenantsCommand::Weight(args) => return super::tenancy::weight(args).await,
         TenantsCommand::Retention(args) => return super::tenancy::retention(args).await,
+        TenantsCommand::Quotas(args) => return super::tenancy::quotas(args).await,
     };
     let client = Client::admin(&args.admin)?;
     let tenant = client

@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use super::CacheArgs;
 use crate::api::{self, ApiConfig, AppState};
 use crate::db::Db;
+use crate::quota::Quotas;
 use crate::runtime::{
     ArtifactKey, EgressLimits, EngineConfig, Limits, PoolShare, Runtime, RuntimeConfig,
 };
@@ -87,6 +88,30 @@ pub struct ServeArgs {
     /// of their own; 0 keeps them forever (this node deletes nothing).
     #[arg(long, env = "HATCHERY_RETENTION_DAYS", default_value_t = 7)]
     pub retention_days: u32,
+    /// Most unfinished (queued or running) runs a tenant may have, for tenants without a quota
+    /// of their own; beyond it, starts answer 429. Unset: no limit.
+    #[arg(long, env = "HATCHERY_MAX_QUEUED_RUNS")]
+    pub max_queued_runs: Option<u64>,
+    /// Most task runs of one tenant executing at once across the fleet, for tenants without a
+    /// quota of their own. Unset: no limit (a node's `--tenant-slots` still applies).
+    #[arg(long, env = "HATCHERY_MAX_EXECUTING")]
+    pub max_executing: Option<u32>,
+    /// Most MiB of modules a tenant may store, for tenants without a quota of their own.
+    /// Unset: no limit.
+    #[arg(long, env = "HATCHERY_MAX_MODULE_STORAGE_MIB")]
+    pub max_module_storage_mib: Option<u64>,
+    /// API requests a second one tenant may make of this node (a burst of one second's worth),
+    /// for tenants without a quota of their own; beyond it, 429. Unset: no limit.
+    #[arg(long, env = "HATCHERY_API_REQUESTS_PER_SECOND")]
+    pub api_requests_per_second: Option<u32>,
+    /// Module uploads an hour one tenant may make of this node (a burst of a tenth of that),
+    /// for tenants without a quota of their own; beyond it, 429.
+    #[arg(long, env = "HATCHERY_UPLOADS_PER_HOUR", default_value_t = 120)]
+    pub uploads_per_hour: u32,
+    /// Modules this node compiles at once (at the lowest CPU priority); default: half the
+    /// cores, at least one.
+    #[arg(long, env = "HATCHERY_COMPILE_CONCURRENCY")]
+    pub compile_concurrency: Option<usize>,
     /// Connections of the node's database pool.
     #[arg(long, env = "HATCHERY_DB_CONNECTIONS", default_value_t = 16)]
     pub db_connections: u32,
@@ -96,6 +121,19 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// The quotas of tenants without their own.
+    pub fn quotas(&self) -> Quotas {
+        Quotas {
+            max_queued_runs: self.max_queued_runs,
+            max_executing: self.max_executing,
+            max_module_bytes: self
+                .max_module_storage_mib
+                .map(|mib| mib.saturating_mul(1 << 20)),
+            api_requests_per_second: self.api_requests_per_second.filter(|rate| *rate > 0),
+            uploads_per_hour: Some(self.uploads_per_hour),
+        }
+    }
+
     /// The engine for this node: room for every slot plus parents waiting on their children,
     /// and a pool whose totals hold that many interpreter-sized instances.
     pub fn engine_config(&self) -> EngineConfig {
@@ -163,7 +201,8 @@ impl Server {
     pub async fn start(args: &ServeArgs) -> anyhow::Result<Self> {
         let db = Db::connect(&args.database_url, args.db_connections.max(2))
             .await
-            .context("cannot connect to the database")?;
+            .context("cannot connect to the database")?
+            .with_quotas(args.quotas());
         db.migrate()
             .await
             .context("applying the migrations failed")?;
@@ -202,6 +241,9 @@ impl Server {
             guest_threads: args
                 .guest_threads
                 .unwrap_or_else(crate::runtime::default_guest_threads),
+            compile_concurrency: args
+                .compile_concurrency
+                .unwrap_or_else(crate::runtime::default_compile_concurrency),
             ..RuntimeConfig::default()
         })?;
         let node = Node::start(

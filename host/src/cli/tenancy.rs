@@ -1,5 +1,5 @@
 //! Tenancy commands: `hatchery usage` (a tenant's own, or any tenant's as the admin) and the
-//! admin's `hatchery tenants show|weight|retention`.
+//! admin's `hatchery tenants show|weight|retention|quotas`.
 
 use serde_json::{Value, json};
 
@@ -207,5 +207,97 @@ pub async fn retention(args: TenantRetentionArgs) -> anyhow::Result<()> {
         return print_json(&tenant);
     }
     print_settings(&tenant);
+    Ok(())
+}
+
+/// Arguments of `hatchery tenants quotas`: each flag a whole number, or `default` for the
+/// nodes' default; quotas without a flag keep their value.
+#[derive(Debug, clap::Args)]
+pub struct TenantQuotasArgs {
+    /// The tenant's id.
+    pub tenant_id: String,
+    /// Most unfinished (queued or running) runs; starts beyond it answer 429.
+    #[arg(long)]
+    pub max_queued_runs: Option<String>,
+    /// Most task runs executing at once across the fleet.
+    #[arg(long)]
+    pub max_executing: Option<String>,
+    /// Most bytes of stored modules.
+    #[arg(long)]
+    pub max_module_bytes: Option<String>,
+    /// API requests a second, per node.
+    #[arg(long)]
+    pub api_requests_per_second: Option<String>,
+    /// Module uploads an hour, per node.
+    #[arg(long)]
+    pub uploads_per_hour: Option<String>,
+    /// Connection and output options.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// The five quotas, in the order they are shown.
+const QUOTAS: [&str; 5] = [
+    "max_queued_runs",
+    "max_executing",
+    "max_module_bytes",
+    "api_requests_per_second",
+    "uploads_per_hour",
+];
+
+/// `hatchery tenants quotas <id> [--<quota> N|default …]`.
+pub async fn quotas(args: TenantQuotasArgs) -> anyhow::Result<()> {
+    let client = Client::admin(&args.admin)?;
+    let path = format!("/api/v1/tenants/{}/quotas", encode(&args.tenant_id));
+    let mut shown = client.get(&path, &[]).await?;
+    let changes = [
+        &args.max_queued_runs,
+        &args.max_executing,
+        &args.max_module_bytes,
+        &args.api_requests_per_second,
+        &args.uploads_per_hour,
+    ];
+    if changes.iter().any(|c| c.is_some()) {
+        let mut own = shown["own"].clone();
+        for (name, change) in QUOTAS.iter().zip(changes) {
+            let Some(change) = change else { continue };
+            own[*name] = match change.as_str() {
+                "default" => Value::Null,
+                value => json!(value.parse::<i64>().map_err(|_| anyhow::anyhow!(
+                    "--{}: give a whole number or `default`",
+                    name.replace('_', "-")
+                ))?),
+            };
+        }
+        shown = client.put(&path, Body::Json(own)).await?;
+    }
+    if args.admin.json {
+        return print_json(&shown);
+    }
+    let used = &shown["used"];
+    let in_use = |name: &str| match name {
+        "max_queued_runs" => used["unfinished_runs"].to_string(),
+        "max_executing" => used["executing"].to_string(),
+        "max_module_bytes" => used["module_bytes"].to_string(),
+        _ => String::new(),
+    };
+    let rows: Vec<Vec<String>> = QUOTAS
+        .iter()
+        .map(|name| {
+            let own = &shown["own"][*name];
+            let effective = match &shown["effective"][*name] {
+                Value::Null => "no limit".to_owned(),
+                value => value.to_string(),
+            };
+            let source = if own.is_null() { "default" } else { "own" };
+            vec![
+                (*name).to_owned(),
+                effective,
+                source.to_owned(),
+                in_use(name),
+            ]
+        })
+        .collect();
+    print_table(&["QUOTA", "LIMIT", "FROM", "IN USE"], &rows);
     Ok(())
 }

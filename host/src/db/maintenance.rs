@@ -17,17 +17,33 @@ pub enum HotTable {
     TaskRuns,
     /// `workflow_runs`: two versions per run.
     WorkflowRuns,
+    /// `tenant_unfinished_runs`: small, but rewritten every second by its compaction.
+    TenantUnfinishedRuns,
 }
 
 impl HotTable {
     /// Every hot table.
-    pub const ALL: [HotTable; 2] = [HotTable::TaskRuns, HotTable::WorkflowRuns];
+    pub const ALL: [HotTable; 3] = [
+        HotTable::TaskRuns,
+        HotTable::WorkflowRuns,
+        HotTable::TenantUnfinishedRuns,
+    ];
+
+    /// Dead versions the table may carry whatever its size: few for a table read on every
+    /// start of a capped tenant.
+    pub fn dead_min(self) -> i64 {
+        match self {
+            HotTable::TaskRuns | HotTable::WorkflowRuns => 20_000,
+            HotTable::TenantUnfinishedRuns => 2_000,
+        }
+    }
 
     /// The table's name.
     pub fn name(self) -> &'static str {
         match self {
             HotTable::TaskRuns => "task_runs",
             HotTable::WorkflowRuns => "workflow_runs",
+            HotTable::TenantUnfinishedRuns => "tenant_unfinished_runs",
         }
     }
 }
@@ -94,6 +110,7 @@ pub async fn table_vacuum(conn: &mut PgConnection, table: HotTable) -> Result<()
     let statement = match table {
         HotTable::TaskRuns => "VACUUM (ANALYZE) task_runs",
         HotTable::WorkflowRuns => "VACUUM (ANALYZE) workflow_runs",
+        HotTable::TenantUnfinishedRuns => "VACUUM (ANALYZE) tenant_unfinished_runs",
     };
     sqlx::query(statement).execute(conn).await?;
     Ok(())
@@ -105,6 +122,7 @@ pub async fn table_analyze(conn: &mut PgConnection, table: HotTable) -> Result<(
     let statement = match table {
         HotTable::TaskRuns => "ANALYZE task_runs",
         HotTable::WorkflowRuns => "ANALYZE workflow_runs",
+        HotTable::TenantUnfinishedRuns => "ANALYZE tenant_unfinished_runs",
     };
     sqlx::query(statement).execute(conn).await?;
     Ok(())

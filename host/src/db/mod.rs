@@ -30,6 +30,7 @@ pub mod flow;
 pub mod maintenance;
 pub mod module;
 pub mod plans;
+pub mod quota;
 pub mod secret;
 pub mod task_fuel;
 pub mod task_run;
@@ -86,6 +87,9 @@ pub struct Db {
     pub pool: PgPool,
     /// `synchronous_commit = off`: claims and heartbeats, whose loss only re-runs a task.
     pub lossy: PgPool,
+    /// The quotas of tenants without their own (`serve` flags): every path that writes what a
+    /// quota limits reads them here.
+    pub quotas: crate::quota::Quotas,
 }
 
 impl Db {
@@ -95,7 +99,18 @@ impl Db {
         let lossy = PgPoolOptions::new()
             .max_connections(4)
             .connect_lazy_with(options.options([("synchronous_commit", "off"), ("jit", "off")]));
-        Self { pool, lossy }
+        Self {
+            pool,
+            lossy,
+            quotas: crate::quota::Quotas::default(),
+        }
+    }
+
+    /// These handles, applying `quotas` to tenants without their own.
+    #[must_use]
+    pub fn with_quotas(mut self, quotas: crate::quota::Quotas) -> Self {
+        self.quotas = quotas;
+        self
     }
 
     /// Connects to `url`. Sessions run without JIT: every statement here is short, and a JIT

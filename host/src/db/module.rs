@@ -72,6 +72,19 @@ pub async fn module_insert(
     Ok(inserted.rows_affected() == 1)
 }
 
+/// Whether tenant `tenant_id` stores module `digest`.
+pub async fn module_exists(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    digest: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM modules WHERE tenant_id = $1 AND digest = $2)")
+        .bind(tenant_id)
+        .bind(digest)
+        .fetch_one(conn)
+        .await
+}
+
 /// The bytes of a module.
 pub async fn module_bytes(
     conn: &mut PgConnection,

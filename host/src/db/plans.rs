@@ -188,6 +188,7 @@ pub async fn hot_statement_plans(
                 .bind(none.clone())
                 .bind(lease_ms)
                 .bind(Vec::<Uuid>::new())
+                .bind(Uuid::nil())
         })
         .await?,
     ];
@@ -196,6 +197,7 @@ pub async fn hot_statement_plans(
         limit: batch,
         full_modules: &[],
         skip_tenants: &[],
+        after_tenant: Uuid::nil(),
         lease: Duration::from_millis(lease_ms as u64),
     };
     let claimed = task_run::task_run_claim(&mut tx, &params).await?;

@@ -25,6 +25,10 @@ pub struct ClaimParams<'a> {
     pub full_modules: &'a [String],
     /// Tenants passed over (their runs already wait on this node).
     pub skip_tenants: &'a [Uuid],
+    /// Where the claim starts among the tenants with work (it visits them in id order from
+    /// the one after this, round again from the first): the largest tenant id of the
+    /// previous claim (`next_cursor`), so successive claims take turns over many tenants.
+    pub after_tenant: Uuid,
     /// How long the lease lasts without a heartbeat.
     pub lease: Duration,
 }
@@ -81,6 +85,44 @@ pub async fn task_run_claim(
         .bind(params.full_modules)
         .bind(millis(params.lease))
         .bind(params.skip_tenants)
+        .bind(params.after_tenant)
+        .fetch_all(conn)
+        .await
+}
+
+/// Where the claim after one that took `claimed`, which started after `cursor`, starts: its
+/// last tenant in the order it visited them (those after the cursor, then those from the
+/// first on).
+pub fn next_cursor(cursor: Uuid, claimed: &[ClaimedTask]) -> Uuid {
+    let wrapped = claimed
+        .iter()
+        .map(|t| t.tenant_id)
+        .filter(|t| *t <= cursor)
+        .max();
+    let after = claimed
+        .iter()
+        .map(|t| t.tenant_id)
+        .filter(|t| *t > cursor)
+        .max();
+    wrapped.or(after).unwrap_or(cursor)
+}
+
+/// Claims for the tenants `capped` (with their caps), which `quota::capped_tenants_lock`
+/// locked in this transaction, as `params` says (`CLAIM_CAPPED`).
+pub async fn task_run_claim_capped(
+    conn: &mut PgConnection,
+    params: &ClaimParams<'_>,
+    capped: &[(Uuid, i32)],
+) -> Result<Vec<ClaimedTask>, sqlx::Error> {
+    let (tenants, caps): (Vec<Uuid>, Vec<i32>) = capped.iter().copied().unzip();
+    sqlx::query_as(CLAIM_CAPPED)
+        .bind(params.node)
+        .bind(params.limit)
+        .bind(params.full_modules)
+        .bind(millis(params.lease))
+        .bind(params.skip_tenants)
+        .bind(tenants)
+        .bind(caps)
         .fetch_all(conn)
         .await
 }
@@ -665,26 +707,68 @@ pub async fn task_runs_reap(
 
 /// The claim (see `task_run_claim`).
 pub(crate) const CLAIM: &str = concat!(
-    "WITH RECURSIVE ready (tenant_id) AS (
-             -- The tenants with queued work, one index probe each (a loose index scan of
-             -- `task_runs_ready`): a claim costs what the active tenants cost, not what every
-             -- tenant in the table would.
-             (SELECT tenant_id FROM task_runs
-              WHERE status = 'queued' AND gate IS NULL
-              ORDER BY tenant_id LIMIT 1)
+    "WITH RECURSIVE after_cursor (tenant_id, available_at) AS (
+             -- The tenants with queued work after the node's cursor (`$6`), each with its
+             -- first run in claim order, one index probe each (a loose index scan of
+             -- `task_runs_ready`): a claim costs what the active tenants it visits cost, not
+             -- what every tenant in the table would.
+             (SELECT tenant_id, available_at FROM task_runs
+              WHERE status = 'queued' AND gate IS NULL AND tenant_id > $6
+              ORDER BY tenant_id, priority DESC, available_at, id LIMIT 1)
              UNION ALL
-             SELECT (SELECT tr.tenant_id FROM task_runs tr
-                     WHERE tr.status = 'queued' AND tr.gate IS NULL
-                       AND tr.tenant_id > ready.tenant_id
-                     ORDER BY tr.tenant_id LIMIT 1)
-             FROM ready WHERE ready.tenant_id IS NOT NULL
+             SELECT next.tenant_id, next.available_at
+             FROM after_cursor a
+             CROSS JOIN LATERAL (
+                 SELECT tr.tenant_id, tr.available_at FROM task_runs tr
+                 WHERE tr.status = 'queued' AND tr.gate IS NULL AND tr.tenant_id > a.tenant_id
+                 ORDER BY tr.tenant_id, tr.priority DESC, tr.available_at, tr.id LIMIT 1
+             ) next
+         ),
+         from_start (tenant_id, available_at) AS (
+             -- Then round again from the first, up to the cursor.
+             (SELECT tenant_id, available_at FROM task_runs
+              WHERE status = 'queued' AND gate IS NULL
+              ORDER BY tenant_id, priority DESC, available_at, id LIMIT 1)
+             UNION ALL
+             SELECT next.tenant_id, next.available_at
+             FROM from_start f
+             CROSS JOIN LATERAL (
+                 SELECT tr.tenant_id, tr.available_at FROM task_runs tr
+                 WHERE tr.status = 'queued' AND tr.gate IS NULL AND tr.tenant_id > f.tenant_id
+                 ORDER BY tr.tenant_id, tr.priority DESC, tr.available_at, tr.id LIMIT 1
+             ) next
+             WHERE f.tenant_id < $6
+         ),
+         visited AS (
+             -- At most one tenant per run asked for, each with work available now (its first
+             -- run, or failing that one of any priority, is not waiting for a retry's
+             -- backoff): with many tenants ready, a claim visits the next `$2` of them in
+             -- turn (the scans above stop when these are found).
+             SELECT tenant_id FROM (
+                 (SELECT tenant_id, available_at FROM after_cursor)
+                 UNION ALL
+                 (SELECT tenant_id, available_at FROM from_start WHERE tenant_id <= $6)
+             ) v
+             WHERE tenant_id <> ALL($5::uuid[])
+               AND (available_at <= now()
+                    OR EXISTS (SELECT 1 FROM task_runs tr
+                               WHERE tr.tenant_id = v.tenant_id AND tr.status = 'queued'
+                                 AND tr.gate IS NULL AND tr.priority IN (1, 2, 3)
+                                 AND tr.available_at <= now()))
+             LIMIT $2
+         ),
+         share AS (
+             -- Each visited tenant's share of the claim: its rows are locked as they are read
+             -- (`SKIP LOCKED`, so nodes claiming at once take different rows), and locking a
+             -- full claim's worth of every tenant's rows to keep `$2` of them would lock
+             -- thousands of rows per claim with hundreds of tenants.
+             SELECT ceil($2::float8 / greatest(count(*), 1))::bigint AS rows FROM visited
          ),
          candidates AS (
              SELECT r.tenant_id, r.id, r.priority, r.available_at,
                     row_number() OVER (PARTITION BY r.tenant_id
                                        ORDER BY r.priority DESC, r.available_at, r.id) AS turn
-             FROM (SELECT tenant_id FROM ready
-                   WHERE tenant_id IS NOT NULL AND tenant_id <> ALL($5::uuid[])) tn
+             FROM visited tn
              CROSS JOIN LATERAL (
                  SELECT tr.tenant_id, tr.id, tr.priority, tr.available_at
                  FROM task_runs tr
@@ -692,7 +776,63 @@ pub(crate) const CLAIM: &str = concat!(
                    AND tr.available_at <= now()
                    AND tr.tenant_id::text || ':' || tr.module_digest <> ALL($3)
                  ORDER BY tr.priority DESC, tr.available_at, tr.id
-                 LIMIT $2
+                 LIMIT (SELECT rows FROM share)
+                 FOR UPDATE SKIP LOCKED
+             ) r
+         ),
+         picked AS (
+             SELECT tenant_id, id FROM candidates
+             ORDER BY turn, priority DESC, available_at, id
+             LIMIT $2
+         ),
+         claimed AS (
+             UPDATE task_runs t SET
+                 status = 'running', attempt = t.attempt + 1, lease_owner = $1,
+                 lease_token = nextval('lease_tokens'),
+                 lease_expires_at = now() + $4 * interval '1 millisecond',
+                 started_at = coalesce(t.started_at, now())
+             FROM picked p
+             WHERE t.tenant_id = p.tenant_id AND t.id = p.id
+             RETURNING t.tenant_id, t.id, t.workflow_run_id, t.workflow, t.task, t.module_digest,
+                       t.attempt, t.lease_token, t.execution_timeout_ms, t.fuel, t.input, t.parents
+         )
+         ",
+    claimed_tasks!()
+);
+
+/// The claim for tenants capped on executing task runs (`quota::Quotas::max_executing`),
+/// after `quota::capped_tenants_lock` locked them in the same transaction: each gets at most
+/// its cap less its task runs leased now, anywhere in the fleet. `$6`/`$7`: the locked tenants
+/// and their caps. Running rows are counted through `task_runs_leases`, which holds only
+/// them (a fleet's worth of leases, not a table's worth of history).
+pub(crate) const CLAIM_CAPPED: &str = concat!(
+    "WITH caps AS (
+             SELECT * FROM unnest($6::uuid[], $7::int[]) AS c(tenant_id, cap)
+         ),
+         executing AS (
+             SELECT tenant_id, count(*)::int AS n FROM task_runs
+             WHERE status = 'running' AND lease_expires_at >= '-infinity'
+               AND tenant_id = ANY($6)
+             GROUP BY tenant_id
+         ),
+         room AS (
+             SELECT c.tenant_id, c.cap - coalesce(e.n, 0) AS room
+             FROM caps c LEFT JOIN executing e ON e.tenant_id = c.tenant_id
+             WHERE c.tenant_id <> ALL($5::uuid[])
+         ),
+         candidates AS (
+             SELECT r.tenant_id, r.id, r.priority, r.available_at,
+                    row_number() OVER (PARTITION BY r.tenant_id
+                                       ORDER BY r.priority DESC, r.available_at, r.id) AS turn
+             FROM room tn
+             CROSS JOIN LATERAL (
+                 SELECT tr.tenant_id, tr.id, tr.priority, tr.available_at
+                 FROM task_runs tr
+                 WHERE tr.tenant_id = tn.tenant_id AND tr.status = 'queued' AND tr.gate IS NULL
+                   AND tr.available_at <= now()
+                   AND tr.tenant_id::text || ':' || tr.module_digest <> ALL($3)
+                 ORDER BY tr.priority DESC, tr.available_at, tr.id
+                 LIMIT greatest(0, least($2, tn.room))
                  FOR UPDATE SKIP LOCKED
              ) r
          ),

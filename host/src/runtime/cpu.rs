@@ -51,6 +51,44 @@ const SLICE_NS: u64 = 5_000_000;
 /// The nice value of guest threads (0 is the process's own; 19 the lowest priority).
 const GUEST_NICE: i32 = 10;
 
+/// The nice value of compiles: the lowest priority, so a compile takes only the CPU that
+/// guests and the node leave idle.
+const COMPILE_NICE: i32 = 19;
+
+/// Sets the calling thread's nice value (Linux keeps one per thread). Where that does not
+/// apply the thread keeps the normal priority: still correct, only less polite.
+fn lower_this_thread(nice: i32) {
+    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice);
+}
+
+/// Builds the process's rayon pool, on which wasmtime compiles a module's functions in
+/// parallel, with its threads at the compile priority (once; a pool already built is kept).
+pub(crate) fn lower_compile_priority() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("hatchery-compile-{i}"))
+            .start_handler(|_| lower_this_thread(COMPILE_NICE))
+            .build_global();
+    });
+}
+
+/// Runs `compile` on a thread of its own at the compile priority and awaits its result.
+pub(crate) async fn run_compile<T: Send + 'static>(
+    compile: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<T> {
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("hatchery-compile".into())
+        .spawn(move || {
+            lower_this_thread(COMPILE_NICE);
+            let _ = sender.send(compile());
+        })?;
+    receiver
+        .await
+        .map_err(|_| std::io::Error::other("the compile thread panicked"))
+}
+
 /// The threads guests execute on. Dropping it stops them without waiting.
 pub(crate) struct GuestThreads {
     runtime: Option<tokio::runtime::Runtime>,
@@ -65,14 +103,7 @@ impl GuestThreads {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
             .thread_name("hatchery-guest")
-            .on_thread_start(|| {
-                // Linux keeps a nice value per thread; elsewhere this may not apply, and a
-                // guest thread at the normal priority is still correct, only less polite.
-                let _ = rustix::process::setpriority_process(
-                    Some(rustix::thread::gettid()),
-                    GUEST_NICE,
-                );
-            })
+            .on_thread_start(|| lower_this_thread(GUEST_NICE))
             .enable_all()
             .build()?;
         Ok(Self {
@@ -399,11 +430,26 @@ impl CpuGate {
     }
 }
 
+/// How long a guest in a host call keeps its permit: most host calls (a log line, the clock,
+/// reading its input) take microseconds, and giving the permit back at each would make the
+/// guest queue for it again behind every other tenant's slice. A call that lasts longer (an
+/// HTTP request, a wait for a child, a sleep) gives it back after this.
+const PARK_GRACE: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// One attempt's place at the gate: whether it holds a permit, and since when.
 pub(crate) struct GuestCpu {
     gate: Arc<CpuGate>,
     share: CpuShare,
-    held_since: Mutex<Option<Instant>>,
+    held: Mutex<Held>,
+}
+
+#[derive(Default)]
+struct Held {
+    /// When the permit held now was granted.
+    since: Option<Instant>,
+    /// In a host call with the permit, since the call numbered `calls`.
+    parked: bool,
+    calls: u64,
 }
 
 impl GuestCpu {
@@ -411,27 +457,66 @@ impl GuestCpu {
         Arc::new(Self {
             gate,
             share,
-            held_since: Mutex::new(None),
+            held: Mutex::new(Held::default()),
         })
     }
 
-    fn held(&self) -> MutexGuard<'_, Option<Instant>> {
-        self.held_since.lock().unwrap_or_else(|p| p.into_inner())
+    fn held(&self) -> MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Gives the permit back, if held.
     pub(crate) fn release(&self) {
-        let since = self.held().take();
+        let since = {
+            let mut held = self.held();
+            held.parked = false;
+            held.since.take()
+        };
         if let Some(since) = since {
             let held = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
             self.gate.release(&self.share, held);
         }
     }
 
-    /// Waits for a permit, unless one is held already.
+    /// The guest calls into the host: it keeps its permit for `PARK_GRACE`, then gives it back
+    /// if the call has not returned. Without a tokio runtime to time that, at once.
+    pub(crate) fn park(self: &Arc<Self>) {
+        let call = {
+            let mut held = self.held();
+            if held.since.is_none() {
+                return;
+            }
+            held.calls += 1;
+            held.parked = true;
+            held.calls
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return self.release();
+        };
+        // Weak: an attempt that ends meanwhile gives its permit back as it drops.
+        let this = Arc::downgrade(self);
+        runtime.spawn(async move {
+            tokio::time::sleep(PARK_GRACE).await;
+            if let Some(this) = this.upgrade() {
+                let still_parked = {
+                    let held = this.held();
+                    held.parked && held.calls == call
+                };
+                if still_parked {
+                    this.release();
+                }
+            }
+        });
+    }
+
+    /// Waits for a permit, unless one is held already (as after a short host call).
     pub(crate) async fn acquire(self: Arc<Self>) {
-        if self.held().is_some() {
-            return;
+        {
+            let mut held = self.held();
+            held.parked = false;
+            if held.since.is_some() {
+                return;
+            }
         }
         let ticket = self.gate.try_take(&self.share);
         self.hold(ticket).await;
@@ -441,7 +526,11 @@ impl GuestCpu {
     /// then lets the executor run its other work (`yield_now` wakes the task only after the
     /// runtime polled its I/O driver) before waiting for the permit.
     pub(crate) fn next_slice(self: &Arc<Self>) -> impl Future<Output = ()> + Send + 'static {
-        let since = self.held().take();
+        let since = {
+            let mut held = self.held();
+            held.parked = false;
+            held.since.take()
+        };
         let ticket = match since {
             Some(since) => {
                 let held = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -474,7 +563,7 @@ impl GuestCpu {
                 return;
             }
         }
-        *self.held() = Some(Instant::now());
+        self.held().since = Some(Instant::now());
     }
 }
 
@@ -642,6 +731,34 @@ mod tests {
             "the quiet tenant keeps its turn"
         );
         assert!(busy_holder.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_short_host_call_keeps_the_permit_and_a_long_one_gives_it_back() {
+        let gate = CpuGate::new(1);
+        let guest = GuestCpu::new(gate.clone(), share(1, 1, "w"));
+        guest.clone().acquire().await;
+        // In and out of the host at once: the permit never left.
+        guest.park();
+        guest.clone().acquire().await;
+        assert_eq!(gate.free(), 0);
+        // A waiter, and a call that lasts: the permit goes to the waiter after the grace.
+        let other = GuestCpu::new(gate.clone(), share(2, 1, "w"));
+        let waiting = tokio::spawn(other.clone().acquire());
+        guest.park();
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the parked permit is given to the waiter")
+            .expect("joined");
+        // Back from the host, the guest queues for a permit like anyone.
+        let back = tokio::spawn(guest.clone().acquire());
+        tokio::task::yield_now().await;
+        assert!(!back.is_finished(), "the other guest holds the only permit");
+        other.release();
+        tokio::time::timeout(Duration::from_secs(5), back)
+            .await
+            .expect("granted once given back")
+            .expect("joined");
     }
 
     #[tokio::test]

@@ -70,6 +70,15 @@ pub struct RuntimeConfig {
     /// caller's threads (about 10 % more no-op tasks per second on two cores, measured, and
     /// no isolation of the API from busy guests).
     pub guest_threads: usize,
+    /// Modules compiled at once (uploads, and modules a node loads to run). A compile takes
+    /// seconds of CPU for an interpreter; it runs at the lowest priority and this many at a
+    /// time, so uploads in a loop never starve the tasks.
+    pub compile_concurrency: usize,
+}
+
+/// Half the cores, at least one: the default of `RuntimeConfig::compile_concurrency`.
+pub fn default_compile_concurrency() -> usize {
+    (default_guest_threads() / 2).max(1)
 }
 
 /// One guest thread per core.
@@ -91,6 +100,7 @@ impl Default for RuntimeConfig {
             artifact_key: None,
             egress_limits: EgressLimits::default(),
             guest_threads: default_guest_threads(),
+            compile_concurrency: default_compile_concurrency(),
         }
     }
 }
@@ -191,6 +201,8 @@ struct RuntimeInner {
     /// of those threads.
     guests: Option<cpu::GuestThreads>,
     cpu: Arc<cpu::CpuGate>,
+    /// Compiles in progress, at most `config.compile_concurrency`.
+    compiles: Semaphore,
     config: RuntimeConfig,
 }
 
@@ -216,6 +228,7 @@ impl Runtime {
             .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         let linker = build_linker(&engine).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         engine::start_epoch_ticker(&engine, config.engine.epoch_tick)?;
+        cpu::lower_compile_priority();
         let cache = cache::CompileCache::new(&engine, config.cache_dir.clone());
         let pool = PoolAdmission::new(&config.engine);
         let guests = match config.guest_threads {
@@ -235,6 +248,7 @@ impl Runtime {
             modules: Mutex::new(HashMap::new()),
             guests,
             cpu: cpu::CpuGate::new(permits),
+            compiles: Semaphore::new(config.compile_concurrency.max(1)),
             config,
         })))
     }
@@ -281,10 +295,17 @@ impl Runtime {
         }
         self.check_fits_pool(shape.footprint)?;
         let component = {
+            let _compiling = self
+                .0
+                .compiles
+                .acquire()
+                .await
+                .map_err(|e| LoadError::Invalid(format!("compiler closed: {e}")))?;
             let runtime = self.clone();
             let bytes = bytes.to_vec();
-            // Compilation is CPU-bound for hundreds of ms: keep it off the async workers.
-            tokio::task::spawn_blocking(move || {
+            // Compilation is CPU-bound for up to seconds: off the async workers, on a thread
+            // at the lowest priority.
+            cpu::run_compile(move || {
                 let key = runtime.0.config.artifact_key.as_ref();
                 let shared = key.zip(sealed.as_deref());
                 runtime
@@ -618,8 +639,9 @@ impl Runtime {
                 None => UpdateDeadline::YieldCustom(1, Box::pin(state.cpu.next_slice())),
             })
         });
-        // Wasm executes only with a slice of the guest threads: given back on the way into
-        // the host (an import may wait for long), taken again on the way back.
+        // Wasm executes only with a slice of the guest threads: kept through a short call into
+        // the host, given back when the call lasts (an import may wait for long), and taken
+        // again on the way back.
         store.call_hook_async(SliceOnCalls);
         store
     }
@@ -637,7 +659,7 @@ impl wasmtime::CallHookHandler<TaskState> for SliceOnCalls {
     ) -> wasmtime::Result<()> {
         let cpu = &store.data_mut().cpu;
         if hook.entering_host() {
-            cpu.release();
+            cpu.park();
         } else {
             cpu.clone().acquire().await;
         }

@@ -7,6 +7,7 @@ use crate::db::cron::{NewCron, crons_replace_manifest};
 use crate::db::module::{self, WorkflowVersion};
 use crate::db::{Db, flow};
 use crate::manifest::{Manifest, RateLimitKey};
+use crate::quota::QuotaExceeded;
 use crate::runtime::{LoadError, Runtime};
 
 /// Why a deploy failed.
@@ -15,6 +16,9 @@ pub enum DeployError {
     /// The module was rejected.
     #[error(transparent)]
     Invalid(#[from] LoadError),
+    /// A quota of the tenant refuses it.
+    #[error(transparent)]
+    Quota(#[from] QuotaExceeded),
     /// The database failed.
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
@@ -31,14 +35,55 @@ pub struct Deployed {
     pub workflows: Vec<WorkflowVersion>,
 }
 
+/// The tenant's `max_module_bytes` (its own, else the default), if it has one.
+async fn module_bytes_quota(
+    conn: &mut sqlx::PgConnection,
+    db: &Db,
+    tenant_id: Uuid,
+) -> Result<Option<u64>, sqlx::Error> {
+    let own = crate::db::quota::tenant_quotas(conn, tenant_id)
+        .await?
+        .unwrap_or_default();
+    Ok(db.quotas.over(&own).max_module_bytes)
+}
+
+/// Refuses a module that would take the tenant's stored modules past `max` bytes.
+async fn check_module_bytes(
+    conn: &mut sqlx::PgConnection,
+    tenant_id: Uuid,
+    max: u64,
+    size: usize,
+) -> Result<(), DeployError> {
+    let stored = crate::db::quota::tenant_module_bytes(conn, tenant_id).await?;
+    let stored = u64::try_from(stored).unwrap_or(0);
+    let size = size as u64;
+    if stored + size > max {
+        return Err(QuotaExceeded::ModuleBytes { max, stored, size }.into());
+    }
+    Ok(())
+}
+
 /// Validates `bytes` (compile, world, manifest), stores the module and makes a new version of
-/// every workflow it declares. Deploying the same bytes again changes nothing.
+/// every workflow it declares. Deploying the same bytes again changes nothing. A module that
+/// would take the tenant past its `max_module_bytes` is refused, before its compile when
+/// that is already clear.
 pub async fn deploy_module(
     db: &Db,
     runtime: &Runtime,
     tenant_id: Uuid,
     bytes: &[u8],
 ) -> Result<Deployed, DeployError> {
+    let digest = crate::runtime::Digest::of(bytes).to_string();
+    let max_bytes = {
+        let mut conn = db.pool.acquire().await?;
+        let max = module_bytes_quota(&mut conn, db, tenant_id).await?;
+        if let Some(max) = max
+            && !module::module_exists(&mut conn, tenant_id, &digest).await?
+        {
+            check_module_bytes(&mut conn, tenant_id, max, bytes.len()).await?;
+        }
+        max
+    };
     let loaded = runtime.load(bytes).await?;
     let digest = loaded.digest.to_string();
     // Sealed for the other nodes, which then load it without compiling (none without a key).
@@ -50,6 +95,13 @@ pub async fn deploy_module(
             .flatten()
     };
     let mut tx = db.pool.begin().await?;
+    if let Some(max) = max_bytes {
+        // Again under the tenant's quota lock: two uploads never both take the last room.
+        crate::db::quota::tenant_quota_lock(&mut tx, tenant_id).await?;
+        if !module::module_exists(&mut tx, tenant_id, &digest).await? {
+            check_module_bytes(&mut tx, tenant_id, max, bytes.len()).await?;
+        }
+    }
     let new = module::module_insert(&mut tx, tenant_id, &digest, bytes, &loaded.manifest).await?;
     if let Some(sealed) = &sealed {
         let engine = runtime.engine_fingerprint();

@@ -158,7 +158,14 @@ pub async fn push_events(
         let run_ids = if requests.is_empty() {
             Vec::new()
         } else {
-            start_runs_in(&mut tx, tenant_id, &requests, Some(("event", id))).await?
+            start_runs_in(
+                &mut tx,
+                &db.quotas,
+                tenant_id,
+                &requests,
+                Some(("event", id)),
+            )
+            .await?
         };
         event_set_runs(&mut tx, tenant_id, id, &run_ids).await?;
         pushed.push(PushedEvent {

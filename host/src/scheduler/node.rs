@@ -174,6 +174,9 @@ pub(crate) struct NodeInner {
     tenants: Mutex<HashMap<Uuid, Arc<TenantSettings>>>,
     /// Each tenant's opened secrets, dropped when they change (`CHANNEL_SECRETS`).
     secrets: Mutex<HashMap<Uuid, Arc<Vec<OpenedSecret>>>>,
+    /// The tenants with their own cap on executing task runs, claimed apart
+    /// (`claim_capped`); `None` until read, and again when a tenant's settings change.
+    capped: Mutex<Option<Arc<Vec<Uuid>>>>,
     leases: Arc<LeaseTable>,
     waiters: Mutex<HashMap<Uuid, Arc<Notify>>>,
     pub(crate) work: Notify,
@@ -234,6 +237,7 @@ impl Node {
             workers: Mutex::new(HashMap::new()),
             tenants: Mutex::new(HashMap::new()),
             secrets: Mutex::new(HashMap::new()),
+            capped: Mutex::new(None),
             leases: leases.clone(),
             waiters: Mutex::new(HashMap::new()),
             work: Notify::new(),
@@ -482,6 +486,37 @@ impl NodeInner {
         .clone()
     }
 
+    /// The tenants with their own cap on executing task runs, from the cache or the database.
+    async fn capped_tenants(&self) -> Result<Arc<Vec<Uuid>>, sqlx::Error> {
+        if let Some(capped) = lock(&self.capped).clone() {
+            return Ok(capped);
+        }
+        let mut conn = self.db.lossy.acquire().await?;
+        let capped = Arc::new(db::quota::tenants_capped(&mut conn).await?);
+        *lock(&self.capped) = Some(capped.clone());
+        Ok(capped)
+    }
+
+    /// Those of `tenants` capped on executing task runs, as far as this node knows (all of
+    /// them under a default cap).
+    fn capped_among(&self, tenants: &[Uuid]) -> Vec<Uuid> {
+        let mut capped: Vec<Uuid> = if self.db.quotas.max_executing.is_some() {
+            tenants.to_vec()
+        } else {
+            match lock(&self.capped).as_ref() {
+                Some(own) if !own.is_empty() => tenants
+                    .iter()
+                    .copied()
+                    .filter(|t| own.binary_search(t).is_ok())
+                    .collect(),
+                _ => return Vec::new(),
+            }
+        };
+        capped.sort_unstable();
+        capped.dedup();
+        capped
+    }
+
     /// Tenant `tenant`'s settings, from the cache or the database. Settings that cannot be
     /// read (or are malformed) allow no egress and weigh 1.
     async fn tenant_settings(&self, tenant: Uuid) -> Arc<TenantSettings> {
@@ -649,6 +684,9 @@ async fn listen(inner: Arc<NodeInner>, mut listener: PgListener, stop: Cancellat
                     for tenant in db::parse_ids(notification.payload()) {
                         tenants.remove(&tenant);
                     }
+                    *lock(&inner.capped) = None;
+                    // A cap raised or lifted may let waiting runs start.
+                    inner.work.notify_one();
                 }
                 db::CHANNEL_SECRETS => {
                     let mut secrets = lock(&inner.secrets);
@@ -676,6 +714,7 @@ async fn listen(inner: Arc<NodeInner>, mut listener: PgListener, stop: Cancellat
                 tracing::warn!("listener error, reconnecting: {e}");
                 lock(&inner.tenants).clear();
                 lock(&inner.secrets).clear();
+                *lock(&inner.capped) = None;
                 inner.gated.store(true, Ordering::Release);
                 inner.work.notify_one();
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -697,6 +736,8 @@ async fn dispatch(inner: Arc<NodeInner>) {
     let low_water = inner.config.low_water();
     let max_held = inner.config.max_held();
     let mut cursor = super::admission::Cursor::default();
+    // Where the next claim starts among the tenants with work: successive claims take turns.
+    let mut after_tenant = Uuid::nil();
     // When admission looks again without being woken: soon while a rate limit window is the
     // only thing in the way, else at the poll interval (the fallback to notifications).
     let mut admission_due = tokio::time::Instant::now();
@@ -721,6 +762,7 @@ async fn dispatch(inner: Arc<NodeInner>) {
             limit: wanted as i64,
             full_modules: &full,
             skip_tenants: &[],
+            after_tenant,
             lease: inner.config.lease,
         };
         let mut admitted = Vec::new();
@@ -763,6 +805,7 @@ async fn dispatch(inner: Arc<NodeInner>) {
                 }
             }
         };
+        after_tenant = db::task_run::next_cursor(after_tenant, &claimed);
         let got = (claimed.len() + admitted.len()) as i64;
         let limit = params.limit + admitted.len() as i64;
         start_attempts(&inner, admitted.into_iter().chain(claimed));
@@ -776,17 +819,67 @@ async fn dispatch(inner: Arc<NodeInner>) {
     }
 }
 
-/// Claims task runs as `params` says, recording the claim's size and time.
+/// Claims task runs as `params` says, recording the claim's size and time. Tenants capped on
+/// executing task runs (by their own quota, or all of them by the node's default) are claimed
+/// apart (`claim_capped`); the others by the one-statement claim, which passes over them.
 async fn claim(
     inner: &NodeInner,
     params: &ClaimParams<'_>,
 ) -> Result<Vec<ClaimedTask>, sqlx::Error> {
-    let mut conn = inner.db.lossy.acquire().await?;
     let started = std::time::Instant::now();
-    let claimed = task_run_claim(&mut conn, params).await?;
+    let default_cap = inner.db.quotas.max_executing;
+    let capped = inner.capped_tenants().await?;
+    let mut claimed = Vec::new();
+    if default_cap.is_some() || !capped.is_empty() {
+        claimed = claim_capped(inner, params, default_cap, &capped).await?;
+    }
+    let left = params.limit - claimed.len() as i64;
+    if default_cap.is_none() && left > 0 {
+        let mut skip = params.skip_tenants.to_vec();
+        skip.extend(capped.iter().copied());
+        let mut conn = inner.db.lossy.acquire().await?;
+        let params = ClaimParams {
+            limit: left,
+            skip_tenants: &skip,
+            ..*params
+        };
+        claimed.extend(task_run_claim(&mut conn, &params).await?);
+    }
     metrics::histogram!(crate::metrics::CLAIM_SECONDS).record(started.elapsed().as_secs_f64());
     metrics::histogram!(crate::metrics::CLAIM_BATCH).record(claimed.len() as f64);
     Ok(claimed)
+}
+
+/// Claims for tenants capped on executing task runs: one transaction locks those with queued
+/// work (passing over any another node is claiming for), then, in a statement of its own that
+/// sees every claim committed before the locks, gives each at most its cap less its task runs
+/// leased anywhere in the fleet.
+async fn claim_capped(
+    inner: &NodeInner,
+    params: &ClaimParams<'_>,
+    default_cap: Option<u32>,
+    capped: &[Uuid],
+) -> Result<Vec<ClaimedTask>, sqlx::Error> {
+    let mut tx = inner.db.lossy.begin().await?;
+    let scope = db::quota::CappedScope {
+        default_cap: default_cap.map(|cap| i32::try_from(cap).unwrap_or(i32::MAX)),
+        only: default_cap.is_none().then_some(capped),
+        skip: params.skip_tenants,
+    };
+    let locked = db::quota::capped_tenants_lock(&mut tx, scope).await?;
+    if locked.is_empty() {
+        tx.commit().await?;
+        return Ok(Vec::new());
+    }
+    let claimed = db::task_run::task_run_claim_capped(&mut tx, params, &locked).await?;
+    tx.commit().await?;
+    Ok(claimed)
+}
+
+/// Wakes every node's dispatcher for `tenants`, whose places under their caps were freed.
+async fn notify_freed(db: &Db, tenants: &[Uuid]) -> Result<(), sqlx::Error> {
+    let mut conn = db.lossy.acquire().await?;
+    db::notify_work(&mut conn, tenants).await
 }
 
 /// Records the leases of claimed task runs and starts their attempts.
@@ -835,6 +928,7 @@ async fn claim_for_quiet_tenants(inner: Arc<NodeInner>) {
             limit: room as i64,
             full_modules: &full,
             skip_tenants: &skipped,
+            after_tenant: Uuid::nil(),
             lease: inner.config.lease,
         };
         match claim(&inner, &params).await {
@@ -1098,12 +1192,21 @@ async fn complete(
         let (db, leases, node) = (db.clone(), leases.clone(), node.clone());
         Box::pin(async move {
             let tokens: Vec<i64> = batch.iter().map(|c| c.lease_token).collect();
+            let tenants: Vec<Uuid> = batch.iter().map(|c| c.tenant_id).collect();
             let effects = write_batch(&db, batch).await;
             leases.written(tokens);
-            if effects.queued
-                && let Some(inner) = node.upgrade()
-            {
-                inner.work.notify_one();
+            if let Some(inner) = node.upgrade() {
+                // A capped tenant's finished attempts free places under its cap, on every
+                // node: say so, or its next runs would wait for a node's poll.
+                let freed = inner.capped_among(&tenants);
+                if effects.queued || !freed.is_empty() {
+                    inner.work.notify_one();
+                }
+                if !freed.is_empty()
+                    && let Err(e) = notify_freed(&inner.db, &freed).await
+                {
+                    tracing::warn!("cannot announce freed places of capped tenants: {e}");
+                }
             }
             effects
         })

@@ -14,6 +14,7 @@ use crate::db::workflow_run::{
 };
 use crate::db::{self, Db};
 use crate::flow::{KeyError, RunGates, WaitingFor, run_gates};
+use crate::quota::{QuotaExceeded, Quotas};
 
 /// Why a run could not be started or changed.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,9 @@ pub enum RunError {
     /// Input or metadata holding a NUL character, which PostgreSQL's `jsonb` cannot store.
     #[error("the {0} contains a NUL character (\\u0000), which cannot be stored")]
     NulCharacter(&'static str),
+    /// A quota of the tenant refuses it.
+    #[error(transparent)]
+    Quota(#[from] QuotaExceeded),
     /// The database failed.
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
@@ -157,15 +161,67 @@ pub async fn start_runs(
     requests: &[RunRequest],
 ) -> Result<Vec<Uuid>, RunError> {
     let mut tx = db.pool.begin().await?;
-    let ids = start_runs_in(&mut tx, tenant_id, requests, None).await?;
+    let ids = start_runs_in(&mut tx, &db.quotas, tenant_id, requests, None).await?;
     tx.commit().await?;
     Ok(ids)
 }
 
+/// How many runs the tenant may still start now (`None`: no limit), under `defaults` unless it
+/// has its own quota. With `lock`, holds the tenant's quota lock until the transaction ends, so
+/// no other start can take the same room; without, the figure may be overtaken (for callers
+/// that write several tenants in an order of their own, where the lock could deadlock).
+pub(crate) async fn queued_room(
+    tx: &mut sqlx::PgConnection,
+    defaults: &Quotas,
+    tenant_id: Uuid,
+    lock: bool,
+) -> Result<Option<(u64, u64)>, RunError> {
+    let own = db::quota::tenant_quotas(&mut *tx, tenant_id)
+        .await?
+        .unwrap_or_default();
+    let Some(max) = defaults.over(&own).max_queued_runs else {
+        return Ok(None);
+    };
+    if lock {
+        db::quota::tenant_quota_lock(&mut *tx, tenant_id).await?;
+    }
+    let unfinished = db::quota::tenant_unfinished_runs(&mut *tx, tenant_id).await?;
+    Ok(Some((max, u64::try_from(unfinished).unwrap_or(0))))
+}
+
+/// Refuses `requests` unless every one of them fits the tenant's `max_queued_runs` (runs for
+/// later count once due, so they are not counted here).
+async fn check_queued_quota(
+    tx: &mut sqlx::PgConnection,
+    defaults: &Quotas,
+    tenant_id: Uuid,
+    requests: &[RunRequest],
+    lock: bool,
+) -> Result<(), RunError> {
+    let asked = requests.iter().filter(|r| r.run_at.is_none()).count() as u64;
+    if asked == 0 {
+        return Ok(());
+    }
+    if let Some((max, unfinished)) = queued_room(tx, defaults, tenant_id, lock).await?
+        && unfinished + asked > max
+    {
+        return Err(QuotaExceeded::QueuedRuns {
+            max,
+            unfinished,
+            asked,
+        }
+        .into());
+    }
+    Ok(())
+}
+
 /// Starts the runs inside the caller's transaction, started by `trigger` (a cron or an event,
-/// with its id) when given; wakes the dispatchers at commit.
+/// with its id) when given; wakes the dispatchers at commit. The tenant's `max_queued_runs`
+/// (its own, else `quotas`) refuses them all or none; a cron's runs are checked without the
+/// tenant's quota lock (the cron service writes tenants in its own order).
 pub(crate) async fn start_runs_in(
     tx: &mut sqlx::PgConnection,
+    quotas: &Quotas,
     tenant_id: Uuid,
     requests: &[RunRequest],
     trigger: Option<(&'static str, Uuid)>,
@@ -183,6 +239,8 @@ pub(crate) async fn start_runs_in(
         .iter()
         .map(|request| prepare(request, &versions[request.workflow.as_str()]))
         .collect::<Result<Vec<_>, _>>()?;
+    let lock = !matches!(trigger, Some(("cron", _)));
+    check_queued_quota(&mut *tx, quotas, tenant_id, requests, lock).await?;
     let runs: Vec<NewWorkflowRun<'_>> = requests
         .iter()
         .zip(&prepared)
@@ -457,10 +515,46 @@ async fn commit_batch(db: &Db, batch: Vec<PendingStart>) {
     tenants.dedup();
     let mut ids: std::collections::HashMap<usize, Uuid> = Default::default();
     let mut result: Result<(), sqlx::Error> = Ok(());
+    // Requests past their tenant's `max_queued_runs`, each refused alone.
+    let mut refused: std::collections::HashMap<usize, QuotaExceeded> = Default::default();
+    // Tenants in order: two batches lock their quota locks in one order, never crosswise.
     for &tenant_id in &tenants {
-        let members: Vec<usize> = (0..valid.len())
+        let mut members: Vec<usize> = (0..valid.len())
             .filter(|&i| valid[i].0.tenant_id == tenant_id)
             .collect();
+        match queued_room(&mut tx, &db.quotas, tenant_id, true).await {
+            Ok(None) => {}
+            Ok(Some((max, unfinished))) => {
+                let mut left = max.saturating_sub(unfinished);
+                members.retain(|&i| {
+                    if valid[i].0.request.run_at.is_some() {
+                        true
+                    } else if left > 0 {
+                        left -= 1;
+                        true
+                    } else {
+                        let exceeded = QuotaExceeded::QueuedRuns {
+                            max,
+                            unfinished,
+                            asked: 1,
+                        };
+                        refused.insert(i, exceeded);
+                        false
+                    }
+                });
+            }
+            Err(RunError::Db(e)) => {
+                result = Err(e);
+                break;
+            }
+            Err(other) => {
+                result = Err(sqlx::Error::Protocol(other.to_string()));
+                break;
+            }
+        }
+        if members.is_empty() {
+            continue;
+        }
         let runs: Vec<NewWorkflowRun<'_>> = members
             .iter()
             .map(|&i| {
@@ -500,11 +594,14 @@ async fn commit_batch(db: &Db, batch: Vec<PendingStart>) {
     match committed {
         Ok(()) => {
             for (i, (pending, ..)) in valid.into_iter().enumerate() {
-                let _ = pending.reply.send(
-                    ids.get(&i)
+                let answer = match refused.remove(&i) {
+                    Some(exceeded) => Err(exceeded.into()),
+                    None => ids
+                        .get(&i)
                         .copied()
                         .ok_or(RunError::Db(sqlx::Error::RowNotFound)),
-                );
+                };
+                let _ = pending.reply.send(answer);
             }
         }
         Err(e) => fail_all(valid.into_iter().map(|v| v.0).collect(), &e),

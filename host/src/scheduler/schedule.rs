@@ -66,7 +66,7 @@ async fn pass(db: &Db) -> Result<Option<Duration>, sqlx::Error> {
         let now = transaction_now(&mut tx).await?;
         let due = crons_due(&mut tx, now, BATCH).await?;
         for cron in &due {
-            fire(&mut tx, cron, now).await?;
+            fire(&mut tx, &db.quotas, cron, now).await?;
         }
         tx.commit().await?;
         if due.len() < BATCH as usize {
@@ -120,6 +120,7 @@ pub(crate) fn due_ticks(
 /// Fires the due ticks of one locked cron and moves it to its next tick.
 async fn fire(
     tx: &mut sqlx::PgConnection,
+    quotas: &crate::quota::Quotas,
     cron: &CronRow,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
@@ -142,7 +143,15 @@ async fn fire(
             additional_metadata: cron.additional_metadata.clone(),
             ..RunRequest::new(cron.workflow.clone(), cron.input.clone())
         };
-        match start_runs_in(tx, cron.tenant_id, &[request], Some(("cron", cron.id))).await {
+        match start_runs_in(
+            tx,
+            quotas,
+            cron.tenant_id,
+            &[request],
+            Some(("cron", cron.id)),
+        )
+        .await
+        {
             Ok(ids) => cron_tick_run(tx, cron.tenant_id, cron.id, tick, ids[0]).await?,
             Err(super::RunError::Db(e)) => return Err(e),
             Err(e) => tracing::warn!("cron {} could not start a run: {e}", cron.id),

@@ -6,7 +6,7 @@
 //! million runs with autovacuum off: 586,512 dead versions, 2,461 index buffers and 19.5 ms for
 //! a claim of 100 (against about 2 ms at a hundred thousand). This service checks the
 //! statistics every `interval` and vacuums a table whose dead versions pass
-//! `DEAD_MIN + DEAD_FRACTION × live`; an advisory lock lets one node at a time do it, so a
+//! `HotTable::dead_min + DEAD_FRACTION × live`; an advisory lock lets one node at a time do it, so a
 //! fleet vacuums no more often than one node would. Where autovacuum keeps up, the threshold
 //! is never reached and this does nothing.
 
@@ -19,10 +19,9 @@ use crate::db::maintenance::{
     HotTable, TableHealth, table_analyze, table_health, table_vacuum, vacuum_lock_try,
     vacuum_unlock,
 };
+use crate::db::quota::tenant_unfinished_runs_compact;
 
-/// Dead versions a table may carry whatever its size.
-const DEAD_MIN: i64 = 20_000;
-/// And in proportion to its live rows.
+/// Dead versions a table may carry in proportion to its live rows.
 const DEAD_FRACTION: f64 = 0.05;
 
 /// Rows changed since the last statistics that call for fresh ones whatever the size.
@@ -31,8 +30,8 @@ const CHANGED_MIN: i64 = 10_000;
 const CHANGED_FRACTION: f64 = 0.2;
 
 /// Whether `health` calls for a vacuum.
-pub(crate) fn needs_vacuum(health: TableHealth) -> bool {
-    health.dead > DEAD_MIN + (health.live as f64 * DEAD_FRACTION) as i64
+pub(crate) fn needs_vacuum(table: HotTable, health: TableHealth) -> bool {
+    health.dead > table.dead_min() + (health.live as f64 * DEAD_FRACTION) as i64
 }
 
 /// Whether `health` calls for fresh planner statistics: a flood of new runs into a table the
@@ -50,6 +49,15 @@ pub(crate) async fn run(db: Db, interval: Duration, stop: CancellationToken) {
             () = tokio::time::sleep(interval) => {}
             () = stop.cancelled() => return,
         }
+        // Each tenant's count of unfinished runs, folded back into one row.
+        match db.pool.acquire().await {
+            Ok(mut conn) => {
+                if let Err(e) = tenant_unfinished_runs_compact(&mut conn).await {
+                    tracing::warn!("folding the counts of unfinished runs failed: {e}");
+                }
+            }
+            Err(e) => tracing::warn!("folding the counts of unfinished runs failed: {e}"),
+        }
         for table in HotTable::ALL {
             if let Err(e) = check(&db, table, &stop).await {
                 tracing::warn!(table = table.name(), "vacuum check failed: {e}");
@@ -61,7 +69,7 @@ pub(crate) async fn run(db: Db, interval: Duration, stop: CancellationToken) {
 async fn check(db: &Db, table: HotTable, stop: &CancellationToken) -> Result<(), sqlx::Error> {
     let mut conn = db.pool.acquire().await?;
     let health = table_health(&mut conn, table).await?;
-    let (vacuum, analyze) = (needs_vacuum(health), needs_analyze(health));
+    let (vacuum, analyze) = (needs_vacuum(table, health), needs_analyze(health));
     if !(vacuum || analyze) || stop.is_cancelled() || !vacuum_lock_try(&mut conn).await? {
         return Ok(());
     }
@@ -96,10 +104,15 @@ mod tests {
             dead,
             ..TableHealth::default()
         };
-        assert!(!needs_vacuum(health(0, 20_000)));
-        assert!(needs_vacuum(health(0, 20_001)));
-        assert!(!needs_vacuum(health(1_000_000, 60_000)));
-        assert!(needs_vacuum(health(1_000_000, 80_000)));
+        let runs = HotTable::TaskRuns;
+        assert!(!needs_vacuum(runs, health(0, 20_000)));
+        assert!(needs_vacuum(runs, health(0, 20_001)));
+        assert!(!needs_vacuum(runs, health(1_000_000, 60_000)));
+        assert!(needs_vacuum(runs, health(1_000_000, 80_000)));
+        assert!(needs_vacuum(
+            HotTable::TenantUnfinishedRuns,
+            health(100, 2_100)
+        ));
     }
 
     #[test]

@@ -50,6 +50,8 @@ fn module() -> Module {
     };
     Module::new()
         .slots(64)
+        // No rule at all: only a tenant's quotas hold it back.
+        .workflow(Workflow::new("plain").task(Task::new("hold", hold)))
         .workflow(single("per-user", per_user(1, GroupRoundRobin)))
         .workflow(single("per-user-2", per_user(2, GroupRoundRobin)))
         .workflow(single("newest", per_user(1, CancelNewest)))
