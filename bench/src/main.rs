@@ -11,6 +11,7 @@ mod idle;
 mod languages;
 mod plans;
 mod queue;
+mod retention;
 mod runtime;
 mod scratch;
 mod soak;
@@ -55,6 +56,8 @@ enum Bench {
     Languages(languages::LanguagesArgs),
     /// A steady mix of single tasks, DAGs and fan-outs for many minutes: does the node keep up?
     Soak(soak::SoakArgs),
+    /// The queue with the retention service deleting old history beside it, against without.
+    Retention(retention::RetentionArgs),
 }
 
 #[tokio::main]
@@ -67,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Plans(args) => plans::run(args).await,
         Bench::Workloads(args) => workloads::run(args).await,
         Bench::Soak(args) => soak::run(args).await,
+        Bench::Retention(args) => retention::run(args).await,
         Bench::Flow(args) => flow::run(args).await,
         Bench::Triggers(args) => triggers::run(args).await,
         Bench::Languages(args) => languages::run(args).await,

@@ -1,13 +1,16 @@
 //! The soak benchmark: a steady mix offered for many minutes — every 0.55 s, 1,000 `hello`
 //! runs, 200 runs of the three-task `etl` DAG and one `fanout` of 50 children (≈ 3,000 tasks/s)
-//! — while it samples throughput, backlog, the process's memory and the database's size. The
-//! node keeps up when the backlog stays flat.
+//! — while it samples throughput, backlog, the process's memory, the database's size and the
+//! runs it holds. The node keeps up when the backlog stays flat; with `--retention-minutes`,
+//! the retention service deletes finished runs older than that, and the tables stay bounded.
 
 use std::time::{Duration, Instant};
 
+use hatchery::db::plans::workflow_runs_count;
+use hatchery::db::usage::usage_list;
 use hatchery::db::workflow_run::task_run_status_counts;
 use hatchery::db::{DEFAULT_TENANT, Db, database_size};
-use hatchery::scheduler::{RunRequest, start_runs};
+use hatchery::scheduler::{RetentionConfig, RunRequest, start_runs};
 use sqlx::{Connection, PgConnection};
 
 use crate::queue::rss_mib;
@@ -32,6 +35,10 @@ pub struct SoakArgs {
     /// Task runs executed at once.
     #[arg(long, default_value_t = 10)]
     concurrency: u32,
+    /// Keep finished runs this many minutes (the retention service sweeps every 10 s); unset:
+    /// keep everything.
+    #[arg(long)]
+    retention_minutes: Option<f64>,
 }
 
 /// Tasks of one offer: 1,000 + 3 × 200 + (1 + 50).
@@ -39,17 +46,24 @@ const TASKS_PER_OFFER: f64 = 1_651.0;
 const OFFER_EVERY: Duration = Duration::from_millis(550);
 
 struct Sample {
+    /// Attempts executed so far (from the usage rows, which retention does not delete).
     finished: i64,
     backlog: i64,
+    /// Workflow runs in the table.
+    runs: i64,
 }
 
 async fn sample(db: &Db) -> anyhow::Result<Sample> {
     let mut conn = db.pool.acquire().await?;
     let counts = task_run_status_counts(&mut conn, DEFAULT_TENANT).await?;
     let of = |status: &str| counts.get(status).copied().unwrap_or(0);
+    let epoch = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+    let far = chrono::Utc::now() + chrono::TimeDelta::days(1);
+    let usage = usage_list(&mut conn, DEFAULT_TENANT, epoch, far, None, 10_000).await?;
     Ok(Sample {
-        finished: of("succeeded") + of("failed") + of("cancelled"),
+        finished: usage.iter().map(|row| row.attempts).sum(),
         backlog: of("queued") + of("pending") + of("running"),
+        runs: workflow_runs_count(&mut conn, DEFAULT_TENANT).await?,
     })
 }
 
@@ -60,7 +74,13 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     recreate(&mut admin, database).await?;
     let url = with_database(&args.database_url, database);
     let runtime = scratch::runtime()?;
-    let (db, node) = crate::workloads::fresh(&url, &runtime, args.concurrency).await?;
+    let retention = args.retention_minutes.map(|minutes| RetentionConfig {
+        default_retention: Duration::from_secs_f64(minutes * 60.0),
+        interval: Duration::from_secs(10),
+        ..RetentionConfig::default()
+    });
+    let (db, node) =
+        crate::workloads::fresh_with(&url, &runtime, args.concurrency, retention).await?;
 
     let offer: Vec<RunRequest> = (0..1_000)
         .map(|_| RunRequest::new("hello", serde_json::json!({"name": "Ada"})))
@@ -92,10 +112,14 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         args.minutes,
         args.concurrency
     );
+    match args.retention_minutes {
+        Some(minutes) => println!("retention: finished runs kept {minutes} min"),
+        None => println!("retention: off (everything kept)"),
+    }
     println!(
-        "| minute | served (tasks/s) | backlog (task runs) | process memory (MiB) | database (MiB) |"
+        "| minute | served (tasks/s) | backlog (task runs) | runs in the table | process memory (MiB) | database (MiB) |"
     );
-    println!("| --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- |");
     let started = Instant::now();
     let mut last = sample(&db).await?;
     let mut last_at = Instant::now();
@@ -110,9 +134,10 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
             database_size(&mut conn).await? as f64 / (1024.0 * 1024.0)
         };
         println!(
-            "| {:.1} | {rate:.0} | {} | {:.0} | {size:.0} |",
+            "| {:.1} | {rate:.0} | {} | {} | {:.0} | {size:.0} |",
             started.elapsed().as_secs_f64() / 60.0,
             now.backlog,
+            now.runs,
             rss_mib()
         );
         served.push(rate);

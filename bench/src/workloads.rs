@@ -56,6 +56,16 @@ pub(crate) async fn fresh(
     runtime: &Runtime,
     concurrency: u32,
 ) -> anyhow::Result<(Db, Node)> {
+    fresh_with(url, runtime, concurrency, None).await
+}
+
+/// `fresh`, the node running the retention service as `retention` says.
+pub(crate) async fn fresh_with(
+    url: &str,
+    runtime: &Runtime,
+    concurrency: u32,
+    retention: Option<hatchery::scheduler::RetentionConfig>,
+) -> anyhow::Result<(Db, Node)> {
     let db = Db::connect(url, 8).await?;
     db.migrate().await?;
     for guest in [
@@ -68,6 +78,7 @@ pub(crate) async fn fresh(
     let config = NodeConfig {
         capacity: concurrency,
         default_slots: concurrency,
+        retention,
         ..NodeConfig::default()
     };
     let node = Node::start(db.clone(), runtime.clone(), config).await?;

@@ -444,7 +444,6 @@ async fn a_stale_lease_holder_cannot_complete(pool: PgPool) {
         limit: 1,
         full_modules: &[],
         skip_tenants: &[],
-        after_tenant: Uuid::nil(),
         lease: Duration::from_secs(30),
     };
     let stale = task_run_claim(&mut conn, &params)

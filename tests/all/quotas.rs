@@ -341,6 +341,41 @@ async fn a_tenants_own_executing_cap_holds_on_two_nodes(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn the_executing_cap_holds_for_runs_under_flow_control_rules_too(pool: PgPool) {
+    let (db, runtime) = deployed(pool, hatchery_guests::FLOW).await;
+    let db = db.with_quotas(Quotas {
+        max_executing: Some(2),
+        ..Quotas::default()
+    });
+    // Two runs per user at once, three users: six without the tenant's cap.
+    let requests: Vec<RunRequest> = (0..18)
+        .map(|i| {
+            let user = format!("u{}", i % 3);
+            RunRequest::new("per-user-2", json!({"user_id": user, "ms": 40}))
+        })
+        .collect();
+    let ids = start_runs(&db, T, &requests).await.expect("starts");
+    let first = Node::start(db.clone(), runtime.clone(), test_node_config())
+        .await
+        .expect("node");
+    let second = Node::start(db.clone(), runtime.clone(), test_node_config())
+        .await
+        .expect("node");
+    let mut intervals = Vec::new();
+    for id in ids {
+        let view = wait_for_run(&db, T, id, Duration::from_secs(120))
+            .await
+            .expect("db")
+            .expect("run");
+        assert_eq!(view.run.status, "succeeded", "{view:#?}");
+        intervals.push(guest_interval(&view, "hold"));
+    }
+    first.shutdown().await;
+    second.shutdown().await;
+    assert_eq!(max_overlap(&intervals), 2);
+}
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
 async fn the_default_executing_cap_holds_on_two_nodes(pool: PgPool) {
     let (db, runtime) = deployed(pool, hatchery_guests::FLOW).await;
     let db = db.with_quotas(Quotas {

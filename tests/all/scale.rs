@@ -141,7 +141,6 @@ async fn maintenance_sweeps_touch_at_most_one_batch_per_statement(pool: PgPool) 
         limit: 12_000,
         full_modules: &[],
         skip_tenants: &[],
-        after_tenant: Uuid::nil(),
         lease: Duration::from_millis(1),
     };
     let claimed = task_run_claim(&mut conn, &params).await.expect("claim");
@@ -194,7 +193,6 @@ async fn completions_and_heartbeats_never_scan_every_running_row(pool: PgPool) {
         limit: 2_000,
         full_modules: &[],
         skip_tenants: &[],
-        after_tenant: Uuid::nil(),
         lease: Duration::from_secs(60),
     };
     task_run_claim(&mut conn, &params).await.expect("claim");

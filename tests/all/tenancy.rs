@@ -1,7 +1,8 @@
 //! Tenants on one fleet: a quiet tenant is served before another tenant's backlog, on one
 //! node and on two, and gets its share of the guest threads while another keeps them busy;
-//! no tenant takes every slot; usage is metered exactly; retention deletes exactly what it
-//! should. Fairness is asserted by order (whose work ran first), never by elapsed time.
+//! no tenant takes every slot; tenants with nothing available take no share of a claim; usage
+//! is metered exactly; retention deletes exactly what it should. Fairness is asserted by order
+//! (whose work ran first), never by elapsed time.
 
 use std::time::Duration;
 
@@ -445,4 +446,53 @@ async fn guests_may_run_on_the_callers_threads() {
     let module = crate::support::load(&runtime, hatchery_guests::DURABLE).await;
     let report = crate::support::run(&runtime, &module, "noop", "{}", Limits::default()).await;
     assert_eq!(report.outcome.expect("succeeds"), "{}");
+}
+
+/// Makes `count` tenants, each with the durable guest deployed and `runs` `noop` runs queued.
+async fn tenants_with_runs(db: &Db, runtime: &Runtime, count: usize, runs: usize) -> Vec<Uuid> {
+    let mut tenants = Vec::with_capacity(count);
+    for _ in 0..count {
+        let tenant = quiet_tenant(db, runtime).await;
+        let requests: Vec<RunRequest> = (0..runs)
+            .map(|_| RunRequest::new("noop", json!({})))
+            .collect();
+        start_runs(db, tenant, &requests).await.expect("starts");
+        tenants.push(tenant);
+    }
+    tenants
+}
+
+fn claim_params<'a>() -> hatchery::db::task_run::ClaimParams<'a> {
+    hatchery::db::task_run::ClaimParams {
+        node: Uuid::new_v4(),
+        limit: 100,
+        full_modules: &[],
+        skip_tenants: &[],
+        lease: Duration::from_secs(60),
+    }
+}
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn tenants_whose_runs_wait_for_a_backoff_take_no_place_in_a_claim(pool: PgPool) {
+    use hatchery::db::task_run::task_run_claim;
+    let db = Db::new(pool);
+    let runtime = new_runtime();
+    let waiting = tenants_with_runs(&db, &runtime, 120, 1).await;
+    // Made last, so last in id order: every waiting tenant comes before it.
+    let busy = tenants_with_runs(&db, &runtime, 1, 150).await[0];
+    sqlx::query(
+        "UPDATE task_runs SET available_at = now() + interval '1 hour' WHERE tenant_id = ANY($1)",
+    )
+    .bind(&waiting)
+    .execute(&db.pool)
+    .await
+    .expect("backoff");
+    let mut conn = db.pool.acquire().await.expect("conn");
+    let claimed = task_run_claim(&mut conn, &claim_params())
+        .await
+        .expect("claim");
+    // The busy tenant's runs fill the claim: the 120 tenants with nothing available now did
+    // not each take a share of it.
+    assert_eq!(claimed.len(), 100);
+    assert!(claimed.iter().all(|t| t.tenant_id == busy));
 }

@@ -53,6 +53,60 @@ pub async fn backlog_fill(
     Ok(added.rows_affected())
 }
 
+/// Adds `runs` finished runs of `workflow` for `tenant_id` that ended `age_days` ago, each
+/// with one succeeded task run and one log line: history for the retention service to delete.
+/// Returns the runs added.
+pub async fn history_fill(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    workflow: &str,
+    runs: i64,
+    age_days: i32,
+) -> Result<u64, sqlx::Error> {
+    let added = sqlx::query(
+        "WITH runs AS (
+             INSERT INTO workflow_runs (tenant_id, id, workflow, version, module_digest, status,
+                                        input, output, priority, created_at, started_at,
+                                        finished_at)
+             SELECT $1, gen_random_uuid(), $2, 1, 'history', 'succeeded', '{}', '{}', 1,
+                    now() - make_interval(days => $4), now() - make_interval(days => $4),
+                    now() - make_interval(days => $4)
+             FROM generate_series(1, $3)
+             RETURNING tenant_id, id, created_at
+         ),
+         tasks AS (
+             INSERT INTO task_runs (tenant_id, id, workflow_run_id, workflow, task,
+                                    module_digest, status, priority, attempt,
+                                    execution_timeout_ms, schedule_timeout_ms, is_leaf, output,
+                                    created_at, started_at, finished_at)
+             SELECT tenant_id, gen_random_uuid(), id, $2, 'only', 'history', 'succeeded', 1, 1,
+                    60000, 300000, true, '{}', created_at, created_at, created_at
+             FROM runs
+             RETURNING tenant_id, id, created_at
+         )
+         INSERT INTO task_run_logs (tenant_id, task_run_id, attempt, seq, at, level, message)
+         SELECT tenant_id, id, 1, 0, created_at, 'info', 'a line of history' FROM tasks",
+    )
+    .bind(tenant_id)
+    .bind(workflow)
+    .bind(runs)
+    .bind(age_days)
+    .execute(conn)
+    .await?;
+    Ok(added.rows_affected())
+}
+
+/// Workflow runs of `tenant_id` (all statuses).
+pub async fn workflow_runs_count(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM workflow_runs WHERE tenant_id = $1")
+        .bind(tenant_id)
+        .fetch_one(conn)
+        .await
+}
+
 /// Adds `count` tenants with nothing to do (for the claim's cost beside idle tenants).
 pub async fn idle_tenants_fill(conn: &mut PgConnection, count: i64) -> Result<u64, sqlx::Error> {
     let added = sqlx::query(
@@ -188,7 +242,6 @@ pub async fn hot_statement_plans(
                 .bind(none.clone())
                 .bind(lease_ms)
                 .bind(Vec::<Uuid>::new())
-                .bind(Uuid::nil())
         })
         .await?,
     ];
@@ -197,7 +250,6 @@ pub async fn hot_statement_plans(
         limit: batch,
         full_modules: &[],
         skip_tenants: &[],
-        after_tenant: Uuid::nil(),
         lease: Duration::from_millis(lease_ms as u64),
     };
     let claimed = task_run::task_run_claim(&mut tx, &params).await?;

@@ -199,3 +199,49 @@ pub async fn tenant_executing(conn: &mut PgConnection, id: Uuid) -> Result<i64, 
     .fetch_one(conn)
     .await
 }
+
+/// Of `tenants`, those capped on executing task runs (their own cap, else `default_cap`), with
+/// their caps, and which of those this transaction now holds locked (`SKIP LOCKED`: another
+/// node claiming for a tenant keeps it out of this transaction's hands until it commits).
+pub async fn capped_among_lock(
+    conn: &mut PgConnection,
+    tenants: &[Uuid],
+    default_cap: Option<i32>,
+) -> Result<(Vec<(Uuid, i32)>, Vec<Uuid>), sqlx::Error> {
+    let capped: Vec<(Uuid, i32)> = sqlx::query_as(
+        "SELECT id, coalesce(max_executing, $2) FROM tenants
+         WHERE id = ANY($1) AND coalesce(max_executing, $2) IS NOT NULL
+         ORDER BY id",
+    )
+    .bind(tenants)
+    .bind(default_cap)
+    .fetch_all(&mut *conn)
+    .await?;
+    if capped.is_empty() {
+        return Ok((capped, Vec::new()));
+    }
+    let ids: Vec<Uuid> = capped.iter().map(|c| c.0).collect();
+    let locked: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM tenants WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE SKIP LOCKED",
+    )
+    .bind(&ids)
+    .fetch_all(conn)
+    .await?;
+    Ok((capped, locked))
+}
+
+/// How many task runs of each of `tenants` are leased now (after their locks: see
+/// `capped_tenants_lock`).
+pub async fn tenants_executing(
+    conn: &mut PgConnection,
+    tenants: &[Uuid],
+) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT tenant_id, count(*) FROM task_runs
+         WHERE status = 'running' AND lease_expires_at >= '-infinity' AND tenant_id = ANY($1)
+         GROUP BY tenant_id",
+    )
+    .bind(tenants)
+    .fetch_all(conn)
+    .await
+}

@@ -25,10 +25,6 @@ pub struct ClaimParams<'a> {
     pub full_modules: &'a [String],
     /// Tenants passed over (their runs already wait on this node).
     pub skip_tenants: &'a [Uuid],
-    /// Where the claim starts among the tenants with work (it visits them in id order from
-    /// the one after this, round again from the first): the largest tenant id of the
-    /// previous claim (`next_cursor`), so successive claims take turns over many tenants.
-    pub after_tenant: Uuid,
     /// How long the lease lasts without a heartbeat.
     pub lease: Duration,
 }
@@ -85,26 +81,8 @@ pub async fn task_run_claim(
         .bind(params.full_modules)
         .bind(millis(params.lease))
         .bind(params.skip_tenants)
-        .bind(params.after_tenant)
         .fetch_all(conn)
         .await
-}
-
-/// Where the claim after one that took `claimed`, which started after `cursor`, starts: its
-/// last tenant in the order it visited them (those after the cursor, then those from the
-/// first on).
-pub fn next_cursor(cursor: Uuid, claimed: &[ClaimedTask]) -> Uuid {
-    let wrapped = claimed
-        .iter()
-        .map(|t| t.tenant_id)
-        .filter(|t| *t <= cursor)
-        .max();
-    let after = claimed
-        .iter()
-        .map(|t| t.tenant_id)
-        .filter(|t| *t > cursor)
-        .max();
-    wrapped.or(after).unwrap_or(cursor)
 }
 
 /// Claims for the tenants `capped` (with their caps), which `quota::capped_tenants_lock`
@@ -707,68 +685,26 @@ pub async fn task_runs_reap(
 
 /// The claim (see `task_run_claim`).
 pub(crate) const CLAIM: &str = concat!(
-    "WITH RECURSIVE after_cursor (tenant_id, available_at) AS (
-             -- The tenants with queued work after the node's cursor (`$6`), each with its
-             -- first run in claim order, one index probe each (a loose index scan of
-             -- `task_runs_ready`): a claim costs what the active tenants it visits cost, not
-             -- what every tenant in the table would.
-             (SELECT tenant_id, available_at FROM task_runs
-              WHERE status = 'queued' AND gate IS NULL AND tenant_id > $6
-              ORDER BY tenant_id, priority DESC, available_at, id LIMIT 1)
-             UNION ALL
-             SELECT next.tenant_id, next.available_at
-             FROM after_cursor a
-             CROSS JOIN LATERAL (
-                 SELECT tr.tenant_id, tr.available_at FROM task_runs tr
-                 WHERE tr.status = 'queued' AND tr.gate IS NULL AND tr.tenant_id > a.tenant_id
-                 ORDER BY tr.tenant_id, tr.priority DESC, tr.available_at, tr.id LIMIT 1
-             ) next
-         ),
-         from_start (tenant_id, available_at) AS (
-             -- Then round again from the first, up to the cursor.
-             (SELECT tenant_id, available_at FROM task_runs
+    "WITH RECURSIVE ready (tenant_id) AS (
+             -- The tenants with queued work, one index probe each (a loose index scan of
+             -- `task_runs_ready`): a claim costs what the active tenants cost, not what every
+             -- tenant in the table would.
+             (SELECT tenant_id FROM task_runs
               WHERE status = 'queued' AND gate IS NULL
-              ORDER BY tenant_id, priority DESC, available_at, id LIMIT 1)
+              ORDER BY tenant_id LIMIT 1)
              UNION ALL
-             SELECT next.tenant_id, next.available_at
-             FROM from_start f
-             CROSS JOIN LATERAL (
-                 SELECT tr.tenant_id, tr.available_at FROM task_runs tr
-                 WHERE tr.status = 'queued' AND tr.gate IS NULL AND tr.tenant_id > f.tenant_id
-                 ORDER BY tr.tenant_id, tr.priority DESC, tr.available_at, tr.id LIMIT 1
-             ) next
-             WHERE f.tenant_id < $6
-         ),
-         visited AS (
-             -- At most one tenant per run asked for, each with work available now (its first
-             -- run, or failing that one of any priority, is not waiting for a retry's
-             -- backoff): with many tenants ready, a claim visits the next `$2` of them in
-             -- turn (the scans above stop when these are found).
-             SELECT tenant_id FROM (
-                 (SELECT tenant_id, available_at FROM after_cursor)
-                 UNION ALL
-                 (SELECT tenant_id, available_at FROM from_start WHERE tenant_id <= $6)
-             ) v
-             WHERE tenant_id <> ALL($5::uuid[])
-               AND (available_at <= now()
-                    OR EXISTS (SELECT 1 FROM task_runs tr
-                               WHERE tr.tenant_id = v.tenant_id AND tr.status = 'queued'
-                                 AND tr.gate IS NULL AND tr.priority IN (1, 2, 3)
-                                 AND tr.available_at <= now()))
-             LIMIT $2
-         ),
-         share AS (
-             -- Each visited tenant's share of the claim: its rows are locked as they are read
-             -- (`SKIP LOCKED`, so nodes claiming at once take different rows), and locking a
-             -- full claim's worth of every tenant's rows to keep `$2` of them would lock
-             -- thousands of rows per claim with hundreds of tenants.
-             SELECT ceil($2::float8 / greatest(count(*), 1))::bigint AS rows FROM visited
+             SELECT (SELECT tr.tenant_id FROM task_runs tr
+                     WHERE tr.status = 'queued' AND tr.gate IS NULL
+                       AND tr.tenant_id > ready.tenant_id
+                     ORDER BY tr.tenant_id LIMIT 1)
+             FROM ready WHERE ready.tenant_id IS NOT NULL
          ),
          candidates AS (
              SELECT r.tenant_id, r.id, r.priority, r.available_at,
                     row_number() OVER (PARTITION BY r.tenant_id
                                        ORDER BY r.priority DESC, r.available_at, r.id) AS turn
-             FROM visited tn
+             FROM (SELECT tenant_id FROM ready
+                   WHERE tenant_id IS NOT NULL AND tenant_id <> ALL($5::uuid[])) tn
              CROSS JOIN LATERAL (
                  SELECT tr.tenant_id, tr.id, tr.priority, tr.available_at
                  FROM task_runs tr
@@ -776,7 +712,7 @@ pub(crate) const CLAIM: &str = concat!(
                    AND tr.available_at <= now()
                    AND tr.tenant_id::text || ':' || tr.module_digest <> ALL($3)
                  ORDER BY tr.priority DESC, tr.available_at, tr.id
-                 LIMIT (SELECT rows FROM share)
+                 LIMIT $2
                  FOR UPDATE SKIP LOCKED
              ) r
          ),

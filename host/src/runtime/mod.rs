@@ -658,10 +658,14 @@ impl wasmtime::CallHookHandler<TaskState> for SliceOnCalls {
         hook: wasmtime::CallHook,
     ) -> wasmtime::Result<()> {
         let cpu = &store.data_mut().cpu;
-        if hook.entering_host() {
-            cpu.park();
-        } else {
-            cpu.clone().acquire().await;
+        match hook {
+            // A call into the host: the guest will be back, most often within microseconds.
+            wasmtime::CallHook::CallingHost => cpu.park(),
+            // The guest's call is over: what follows is the host's own work.
+            wasmtime::CallHook::ReturningFromWasm => cpu.release(),
+            wasmtime::CallHook::CallingWasm | wasmtime::CallHook::ReturningFromHost => {
+                cpu.clone().acquire().await;
+            }
         }
         Ok(())
     }

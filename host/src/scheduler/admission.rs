@@ -14,6 +14,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::db::flow::{self as flow_db, NewHolder, NewUsage, TenantKey};
+use crate::db::quota as quota_db;
 use crate::db::task_run::{ClaimParams, ClaimedTask};
 use crate::db::{Db, workflow_run};
 use crate::flow::{self, Candidate, Gate, KeyStates, RateState, Scope};
@@ -138,7 +139,8 @@ pub(crate) async fn admit(
         *n += 1;
     }
     order.sort_by_key(|&i| (turn[i], key_of[i]));
-    let admission = flow::admit(&candidates, &order, &mut states, limit);
+    let mut admission = flow::admit(&candidates, &order, &mut states, limit);
+    let held_back = hold_back_over_caps(db, &mut tx, &candidates, &mut admission.admitted).await?;
 
     let mut changed = false;
     for (index, reason) in &admission.cancelled {
@@ -229,10 +231,59 @@ pub(crate) async fn admit(
     // A full walk that admitted nothing waits for a place to free (a notification) rather
     // than walking on at once: keys at capacity would otherwise be polled in a busy loop.
     Ok(Admitted {
-        more: claimed.len() >= limit || (keys.len() as i64 >= walk && !claimed.is_empty()),
+        more: !held_back
+            && (claimed.len() >= limit || (keys.len() as i64 >= walk && !claimed.is_empty())),
         claimed,
         retry_in,
     })
+}
+
+/// Keeps out of `admitted` the candidates of tenants capped on executing task runs beyond
+/// their room (their cap less their task runs leased anywhere, counted after their tenants are
+/// locked, as the capped claim does), and those of capped tenants another node is claiming
+/// for. They stay queued; their rules' places are not taken. Returns whether any was kept out.
+async fn hold_back_over_caps(
+    db: &Db,
+    tx: &mut sqlx::PgConnection,
+    candidates: &[Candidate],
+    admitted: &mut Vec<usize>,
+) -> Result<bool, sqlx::Error> {
+    let mut tenants: Vec<Uuid> = admitted.iter().map(|&i| candidates[i].tenant_id).collect();
+    tenants.sort_unstable();
+    tenants.dedup();
+    let default_cap = db
+        .quotas
+        .max_executing
+        .map(|cap| i32::try_from(cap).unwrap_or(i32::MAX));
+    let (capped, locked) = quota_db::capped_among_lock(tx, &tenants, default_cap).await?;
+    if capped.is_empty() {
+        return Ok(false);
+    }
+    let executing: HashMap<Uuid, i64> = quota_db::tenants_executing(tx, &locked)
+        .await?
+        .into_iter()
+        .collect();
+    let mut room: HashMap<Uuid, i64> = capped
+        .iter()
+        .map(|(tenant, cap)| {
+            let room = if locked.contains(tenant) {
+                i64::from(*cap) - executing.get(tenant).copied().unwrap_or(0)
+            } else {
+                0
+            };
+            (*tenant, room)
+        })
+        .collect();
+    let before = admitted.len();
+    admitted.retain(|&i| match room.get_mut(&candidates[i].tenant_id) {
+        None => true,
+        Some(left) if *left > 0 => {
+            *left -= 1;
+            true
+        }
+        Some(_) => false,
+    });
+    Ok(admitted.len() < before)
 }
 
 /// What each queued task run of a run waits for, by task run id (plain reads, no locks).

@@ -736,8 +736,6 @@ async fn dispatch(inner: Arc<NodeInner>) {
     let low_water = inner.config.low_water();
     let max_held = inner.config.max_held();
     let mut cursor = super::admission::Cursor::default();
-    // Where the next claim starts among the tenants with work: successive claims take turns.
-    let mut after_tenant = Uuid::nil();
     // When admission looks again without being woken: soon while a rate limit window is the
     // only thing in the way, else at the poll interval (the fallback to notifications).
     let mut admission_due = tokio::time::Instant::now();
@@ -762,7 +760,6 @@ async fn dispatch(inner: Arc<NodeInner>) {
             limit: wanted as i64,
             full_modules: &full,
             skip_tenants: &[],
-            after_tenant,
             lease: inner.config.lease,
         };
         let mut admitted = Vec::new();
@@ -805,7 +802,6 @@ async fn dispatch(inner: Arc<NodeInner>) {
                 }
             }
         };
-        after_tenant = db::task_run::next_cursor(after_tenant, &claimed);
         let got = (claimed.len() + admitted.len()) as i64;
         let limit = params.limit + admitted.len() as i64;
         start_attempts(&inner, admitted.into_iter().chain(claimed));
@@ -876,10 +872,12 @@ async fn claim_capped(
     Ok(claimed)
 }
 
-/// Wakes every node's dispatcher for `tenants`, whose places under their caps were freed.
+/// Wakes every node's dispatcher and admission for `tenants`, whose places under their caps
+/// were freed.
 async fn notify_freed(db: &Db, tenants: &[Uuid]) -> Result<(), sqlx::Error> {
     let mut conn = db.lossy.acquire().await?;
-    db::notify_work(&mut conn, tenants).await
+    db::notify_work(&mut conn, tenants).await?;
+    db::flow::notify_gated(&mut conn).await
 }
 
 /// Records the leases of claimed task runs and starts their attempts.
@@ -928,7 +926,6 @@ async fn claim_for_quiet_tenants(inner: Arc<NodeInner>) {
             limit: room as i64,
             full_modules: &full,
             skip_tenants: &skipped,
-            after_tenant: Uuid::nil(),
             lease: inner.config.lease,
         };
         match claim(&inner, &params).await {
