@@ -3,9 +3,8 @@
 //! of a tenant, one slice at a time.
 //!
 //! The gate holds one permit per guest thread. A guest holds a permit while it executes wasm;
-//! it gives it back at every epoch tick and queues for it again, keeps it through a short call
-//! into the host (a log line, the clock), and loses it at the first tick after such a call has
-//! lasted `PARK_GRACE` (a wait for a child, an HTTP request, a sleep), queueing again on return. A free permit goes to the waiting tenant that has had
+//! it gives it back whenever it enters the host (an import, a log line, a wait) and at every
+//! epoch tick, and queues for it again. A free permit goes to the waiting tenant that has had
 //! the least CPU time per unit of weight, and within that tenant to the workflow that has had
 //! the least — start-time fair queuing over virtual times. A tenant that becomes active starts
 //! at the smallest virtual time of the tenants already active, so idleness banks no credit.
@@ -14,8 +13,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -197,9 +196,6 @@ impl Drop for GuestThreads {
 /// The fair gate in front of the guest threads.
 pub(crate) struct CpuGate {
     state: Mutex<GateState>,
-    /// The guests holding a permit (at most one per permit), for the epoch ticker to take
-    /// back the permits of those parked in a long host call (`reclaim_parked`).
-    holders: Mutex<Vec<Weak<GuestCpu>>>,
 }
 
 #[derive(Default)]
@@ -368,22 +364,7 @@ impl CpuGate {
                 free: threads.max(1),
                 ..GateState::default()
             }),
-            holders: Mutex::new(Vec::new()),
         })
-    }
-
-    fn holders(&self) -> MutexGuard<'_, Vec<Weak<GuestCpu>>> {
-        self.holders.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Takes back the permits of guests parked in a host call for `grace` or longer (the
-    /// epoch ticker calls this at every tick): a guest waiting on a child, an HTTP request or
-    /// a sleep must not keep a thread's worth of CPU from the others, nor from its children.
-    pub(crate) fn reclaim_parked(&self, grace: Duration) {
-        let holders: Vec<Arc<GuestCpu>> = self.holders().iter().filter_map(Weak::upgrade).collect();
-        for guest in holders {
-            guest.release_if_parked(grace);
-        }
     }
 
     fn lock(&self) -> MutexGuard<'_, GateState> {
@@ -449,12 +430,11 @@ impl CpuGate {
     }
 }
 
-/// How long a guest in a host call keeps its permit at least: most host calls (a log line, the
-/// clock, reading its input) take microseconds, and giving the permit back at each would make
-/// the guest queue for it again behind every other tenant's slice. A call that lasts longer
-/// (an HTTP request, a wait for a child, a sleep) gives it back at the first epoch tick after
-/// this.
-pub(crate) const PARK_GRACE: Duration = Duration::from_millis(1);
+/// How long a guest in a host call keeps its permit: most host calls (a log line, the clock,
+/// reading its input) take microseconds, and giving the permit back at each would make the
+/// guest queue for it again behind every other tenant's slice. A call that lasts longer (an
+/// HTTP request, a wait for a child, a sleep) gives it back after this.
+const PARK_GRACE: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// One attempt's place at the gate: whether it holds a permit, and since when.
 pub(crate) struct GuestCpu {
@@ -467,8 +447,9 @@ pub(crate) struct GuestCpu {
 struct Held {
     /// When the permit held now was granted.
     since: Option<Instant>,
-    /// In a host call with the permit, since then.
-    parked: Option<Instant>,
+    /// In a host call with the permit, since the call numbered `calls`.
+    parked: bool,
+    calls: u64,
 }
 
 impl GuestCpu {
@@ -488,53 +469,51 @@ impl GuestCpu {
     pub(crate) fn release(&self) {
         let since = {
             let mut held = self.held();
-            held.parked = None;
+            held.parked = false;
             held.since.take()
         };
         if let Some(since) = since {
-            self.give_back(since);
+            let held = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.gate.release(&self.share, held);
         }
     }
 
-    /// Gives back the permit held since `since` (taken out of `held` by the caller).
-    fn give_back(&self, since: Instant) {
-        self.gate
-            .holders()
-            .retain(|h| h.strong_count() > 0 && !std::ptr::eq(h.as_ptr(), self));
-        let held = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.gate.release(&self.share, held);
-    }
-
-    /// The guest calls into the host: it keeps its permit, and the epoch ticker takes it back
-    /// if the call lasts (`CpuGate::reclaim_parked`).
-    pub(crate) fn park(&self) {
-        let mut held = self.held();
-        if held.since.is_some() {
-            held.parked = Some(Instant::now());
-        }
-    }
-
-    /// Gives the permit back if the guest has been parked in a host call for `grace` or more
-    /// (checked and taken in one step: a guest back from the host meanwhile keeps it).
-    fn release_if_parked(&self, grace: Duration) {
-        let since = {
+    /// The guest calls into the host: it keeps its permit for `PARK_GRACE`, then gives it back
+    /// if the call has not returned. Without a tokio runtime to time that, at once.
+    pub(crate) fn park(self: &Arc<Self>) {
+        let call = {
             let mut held = self.held();
-            if held.parked.is_none_or(|at| at.elapsed() < grace) {
+            if held.since.is_none() {
                 return;
             }
-            held.parked = None;
-            held.since.take()
+            held.calls += 1;
+            held.parked = true;
+            held.calls
         };
-        if let Some(since) = since {
-            self.give_back(since);
-        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return self.release();
+        };
+        // Weak: an attempt that ends meanwhile gives its permit back as it drops.
+        let this = Arc::downgrade(self);
+        runtime.spawn(async move {
+            tokio::time::sleep(PARK_GRACE).await;
+            if let Some(this) = this.upgrade() {
+                let still_parked = {
+                    let held = this.held();
+                    held.parked && held.calls == call
+                };
+                if still_parked {
+                    this.release();
+                }
+            }
+        });
     }
 
     /// Waits for a permit, unless one is held already (as after a short host call).
     pub(crate) async fn acquire(self: Arc<Self>) {
         {
             let mut held = self.held();
-            held.parked = None;
+            held.parked = false;
             if held.since.is_some() {
                 return;
             }
@@ -549,14 +528,9 @@ impl GuestCpu {
     pub(crate) fn next_slice(self: &Arc<Self>) -> impl Future<Output = ()> + Send + 'static {
         let since = {
             let mut held = self.held();
-            held.parked = None;
+            held.parked = false;
             held.since.take()
         };
-        if since.is_some() {
-            self.gate
-                .holders()
-                .retain(|h| h.strong_count() > 0 && !std::ptr::eq(h.as_ptr(), Arc::as_ptr(self)));
-        }
         let ticket = match since {
             Some(since) => {
                 let held = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -572,7 +546,7 @@ impl GuestCpu {
     }
 
     /// Holds the permit `ticket` gives: at once, or once the gate grants it.
-    async fn hold(self: &Arc<Self>, ticket: Result<(), oneshot::Receiver<()>>) {
+    async fn hold(&self, ticket: Result<(), oneshot::Receiver<()>>) {
         if let Err(receiver) = ticket {
             let mut pending = PendingPermit {
                 gate: &self.gate,
@@ -590,7 +564,6 @@ impl GuestCpu {
             }
         }
         self.held().since = Some(Instant::now());
-        self.gate.holders().push(Arc::downgrade(self));
     }
 }
 
@@ -769,17 +742,10 @@ mod tests {
         guest.park();
         guest.clone().acquire().await;
         assert_eq!(gate.free(), 0);
-        // A waiter, and a call that lasts: the next tick gives the permit to the waiter.
+        // A waiter, and a call that lasts: the permit goes to the waiter after the grace.
         let other = GuestCpu::new(gate.clone(), share(2, 1, "w"));
         let waiting = tokio::spawn(other.clone().acquire());
         guest.park();
-        gate.reclaim_parked(Duration::from_secs(60));
-        tokio::task::yield_now().await;
-        assert!(
-            !waiting.is_finished(),
-            "a call shorter than the grace keeps its permit"
-        );
-        gate.reclaim_parked(Duration::ZERO);
         tokio::time::timeout(Duration::from_secs(5), waiting)
             .await
             .expect("the parked permit is given to the waiter")

@@ -142,13 +142,8 @@ pub fn build_engine(config: &EngineConfig) -> wasmtime::Result<Engine> {
     Engine::new(&wasm)
 }
 
-/// Advances `engine`'s epoch every `tick` on a thread of its own until the engine is dropped,
-/// calling `on_tick` after each advance.
-pub fn start_epoch_ticker(
-    engine: &Engine,
-    tick: Duration,
-    on_tick: impl Fn() + Send + 'static,
-) -> std::io::Result<()> {
+/// Advances `engine`'s epoch every `tick` on a thread of its own until the engine is dropped.
+pub fn start_epoch_ticker(engine: &Engine, tick: Duration) -> std::io::Result<()> {
     let weak = engine.weak();
     thread::Builder::new()
         .name("hatchery-epoch".into())
@@ -156,7 +151,6 @@ pub fn start_epoch_ticker(
             while let Some(engine) = weak.upgrade() {
                 engine.increment_epoch();
                 drop(engine);
-                on_tick();
                 thread::sleep(tick);
             }
         })?;

@@ -227,24 +227,18 @@ impl Runtime {
         let engine = engine::build_engine(&config.engine)
             .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         let linker = build_linker(&engine).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
-        // One permit per thread that executes guests: the guest threads, or the caller's.
-        let permits = match config.guest_threads {
-            0 => default_guest_threads(),
-            threads => threads,
-        };
-        let gate = cpu::CpuGate::new(permits);
-        let ticked = Arc::downgrade(&gate);
-        engine::start_epoch_ticker(&engine, config.engine.epoch_tick, move || {
-            if let Some(gate) = ticked.upgrade() {
-                gate.reclaim_parked(cpu::PARK_GRACE);
-            }
-        })?;
+        engine::start_epoch_ticker(&engine, config.engine.epoch_tick)?;
         cpu::lower_compile_priority();
         let cache = cache::CompileCache::new(&engine, config.cache_dir.clone());
         let pool = PoolAdmission::new(&config.engine);
         let guests = match config.guest_threads {
             0 => None,
             threads => Some(cpu::GuestThreads::start(threads).map_err(RuntimeError::GuestThreads)?),
+        };
+        // One permit per thread that executes guests: the guest threads, or the caller's.
+        let permits = match config.guest_threads {
+            0 => default_guest_threads(),
+            threads => threads,
         };
         Ok(Self(Arc::new(RuntimeInner {
             engine,
@@ -253,7 +247,7 @@ impl Runtime {
             pool,
             modules: Mutex::new(HashMap::new()),
             guests,
-            cpu: gate,
+            cpu: cpu::CpuGate::new(permits),
             compiles: Semaphore::new(config.compile_concurrency.max(1)),
             config,
         })))
