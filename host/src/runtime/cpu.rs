@@ -3,8 +3,9 @@
 //! of a tenant, one slice at a time.
 //!
 //! The gate holds one permit per guest thread. A guest holds a permit while it executes wasm;
-//! it gives it back whenever it enters the host (an import, a log line, a wait) and at every
-//! epoch tick, and queues for it again. A free permit goes to the waiting tenant that has had
+//! it gives it back at every epoch tick and queues for it again, keeps it through a short call
+//! into the host (a log line, the clock), and gives it back once such a call has lasted
+//! `PARK_GRACE` (a wait for a child, an HTTP request, a sleep), queueing again on return. A free permit goes to the waiting tenant that has had
 //! the least CPU time per unit of weight, and within that tenant to the workflow that has had
 //! the least — start-time fair queuing over virtual times. A tenant that becomes active starts
 //! at the smallest virtual time of the tenants already active, so idleness banks no credit.
