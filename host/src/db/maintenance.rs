@@ -19,21 +19,24 @@ pub enum HotTable {
     WorkflowRuns,
     /// `tenant_unfinished_runs`: small, but rewritten every second by its compaction.
     TenantUnfinishedRuns,
+    /// `task_run_logs`: written once per line, deleted by retention.
+    TaskRunLogs,
 }
 
 impl HotTable {
     /// Every hot table.
-    pub const ALL: [HotTable; 3] = [
+    pub const ALL: [HotTable; 4] = [
         HotTable::TaskRuns,
         HotTable::WorkflowRuns,
         HotTable::TenantUnfinishedRuns,
+        HotTable::TaskRunLogs,
     ];
 
     /// Dead versions the table may carry whatever its size: few for a table read on every
     /// start of a capped tenant.
     pub fn dead_min(self) -> i64 {
         match self {
-            HotTable::TaskRuns | HotTable::WorkflowRuns => 20_000,
+            HotTable::TaskRuns | HotTable::WorkflowRuns | HotTable::TaskRunLogs => 20_000,
             HotTable::TenantUnfinishedRuns => 2_000,
         }
     }
@@ -44,6 +47,7 @@ impl HotTable {
             HotTable::TaskRuns => "task_runs",
             HotTable::WorkflowRuns => "workflow_runs",
             HotTable::TenantUnfinishedRuns => "tenant_unfinished_runs",
+            HotTable::TaskRunLogs => "task_run_logs",
         }
     }
 }
@@ -111,6 +115,7 @@ pub async fn table_vacuum(conn: &mut PgConnection, table: HotTable) -> Result<()
         HotTable::TaskRuns => "VACUUM (ANALYZE) task_runs",
         HotTable::WorkflowRuns => "VACUUM (ANALYZE) workflow_runs",
         HotTable::TenantUnfinishedRuns => "VACUUM (ANALYZE) tenant_unfinished_runs",
+        HotTable::TaskRunLogs => "VACUUM (ANALYZE) task_run_logs",
     };
     sqlx::query(statement).execute(conn).await?;
     Ok(())
@@ -123,6 +128,7 @@ pub async fn table_analyze(conn: &mut PgConnection, table: HotTable) -> Result<(
         HotTable::TaskRuns => "ANALYZE task_runs",
         HotTable::WorkflowRuns => "ANALYZE workflow_runs",
         HotTable::TenantUnfinishedRuns => "ANALYZE tenant_unfinished_runs",
+        HotTable::TaskRunLogs => "ANALYZE task_run_logs",
     };
     sqlx::query(statement).execute(conn).await?;
     Ok(())
