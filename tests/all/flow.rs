@@ -96,7 +96,7 @@ fn max_overlap_per_key(intervals: &[(String, (i64, i64))]) -> usize {
     by_key.values().map(|v| max_overlap(v)).max().unwrap_or(0)
 }
 
-async fn two_nodes(db: &Db, runtime: &hatchery::runtime::Runtime) -> (Node, Node) {
+pub(crate) async fn two_nodes(db: &Db, runtime: &hatchery::runtime::Runtime) -> (Node, Node) {
     let first = Node::start(db.clone(), runtime.clone(), test_node_config())
         .await
         .expect("node");

@@ -13,13 +13,13 @@ use hatchery::api::{ApiConfig, AppState, router};
 use hatchery::db::quota::{TenantQuotasRow, tenant_quotas_set, tenant_unfinished_runs};
 use hatchery::db::{DEFAULT_TENANT as T, Db};
 use hatchery::quota::Quotas;
-use hatchery::scheduler::{Node, RunRequest, cancel_run, replay_run, start_runs, wait_for_run};
+use hatchery::scheduler::{RunRequest, cancel_run, replay_run, start_runs, wait_for_run};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tower::ServiceExt as _;
 
-use crate::flow::{guest_interval, max_overlap};
-use crate::support::{deployed, new_runtime, test_node_config};
+use crate::flow::{guest_interval, max_overlap, two_nodes};
+use crate::support::{deployed, new_runtime};
 
 const ADMIN: &str = "quota-admin-token";
 
@@ -290,23 +290,15 @@ async fn bad_quotas_are_refused_and_unknown_tenants_not_found(pool: PgPool) {
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
 }
 
-/// Starts `count` runs of the flow fixture's `plain` workflow holding their slot `ms` each,
-/// runs them on two nodes, and returns the most that executed at once (guest clocks).
+/// Starts `requests` (each reports when it held its slot), runs them on two nodes, and returns
+/// the most that executed at once (guest clocks).
 async fn most_executing_at_once(
     db: &Db,
     runtime: &hatchery::runtime::Runtime,
-    count: usize,
+    requests: &[RunRequest],
 ) -> usize {
-    let requests: Vec<RunRequest> = (0..count)
-        .map(|_| RunRequest::new("plain", json!({"ms": 40})))
-        .collect();
-    let ids = start_runs(db, T, &requests).await.expect("starts");
-    let first = Node::start(db.clone(), runtime.clone(), test_node_config())
-        .await
-        .expect("node");
-    let second = Node::start(db.clone(), runtime.clone(), test_node_config())
-        .await
-        .expect("node");
+    let ids = start_runs(db, T, requests).await.expect("starts");
+    let (first, second) = two_nodes(db, runtime).await;
     let mut intervals = Vec::new();
     for id in ids {
         let view = wait_for_run(db, T, id, Duration::from_secs(120))
@@ -321,6 +313,13 @@ async fn most_executing_at_once(
     max_overlap(&intervals)
 }
 
+/// `count` runs of the flow fixture's `plain` workflow (no rule), holding their slot 40 ms.
+fn plain_runs(count: usize) -> Vec<RunRequest> {
+    (0..count)
+        .map(|_| RunRequest::new("plain", json!({"ms": 40})))
+        .collect()
+}
+
 #[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
 async fn a_tenants_own_executing_cap_holds_on_two_nodes(pool: PgPool) {
     let (db, runtime) = deployed(pool, hatchery_guests::FLOW).await;
@@ -332,7 +331,10 @@ async fn a_tenants_own_executing_cap_holds_on_two_nodes(pool: PgPool) {
     assert!(tenant_quotas_set(&mut conn, T, &capped).await.expect("set"));
     drop(conn);
     // Two nodes of 8 slots each would run 16 at once without the cap.
-    assert_eq!(most_executing_at_once(&db, &runtime, 24).await, 2);
+    assert_eq!(
+        most_executing_at_once(&db, &runtime, &plain_runs(24)).await,
+        2
+    );
     let mut conn = db.pool.acquire().await.expect("conn");
     assert_eq!(
         tenant_unfinished_runs(&mut conn, T).await.expect("count"),
@@ -354,25 +356,7 @@ async fn the_executing_cap_holds_for_runs_under_flow_control_rules_too(pool: PgP
             RunRequest::new("per-user-2", json!({"user_id": user, "ms": 40}))
         })
         .collect();
-    let ids = start_runs(&db, T, &requests).await.expect("starts");
-    let first = Node::start(db.clone(), runtime.clone(), test_node_config())
-        .await
-        .expect("node");
-    let second = Node::start(db.clone(), runtime.clone(), test_node_config())
-        .await
-        .expect("node");
-    let mut intervals = Vec::new();
-    for id in ids {
-        let view = wait_for_run(&db, T, id, Duration::from_secs(120))
-            .await
-            .expect("db")
-            .expect("run");
-        assert_eq!(view.run.status, "succeeded", "{view:#?}");
-        intervals.push(guest_interval(&view, "hold"));
-    }
-    first.shutdown().await;
-    second.shutdown().await;
-    assert_eq!(max_overlap(&intervals), 2);
+    assert_eq!(most_executing_at_once(&db, &runtime, &requests).await, 2);
 }
 
 #[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
@@ -382,7 +366,10 @@ async fn the_default_executing_cap_holds_on_two_nodes(pool: PgPool) {
         max_executing: Some(3),
         ..Quotas::default()
     });
-    assert_eq!(most_executing_at_once(&db, &runtime, 24).await, 3);
+    assert_eq!(
+        most_executing_at_once(&db, &runtime, &plain_runs(24)).await,
+        3
+    );
 }
 
 #[sqlx::test(migrator = "hatchery::db::MIGRATOR")]

@@ -24,6 +24,53 @@ macro_rules! claimed_tasks {
     };
 }
 
+/// `WITH RECURSIVE ready (tenant_id) AS (…)`: the tenants with queued ungated work, one index
+/// probe each (a loose index scan of `task_runs_ready`), so a statement costs what the active
+/// tenants cost, not what every tenant in the table would. Its last row is NULL.
+macro_rules! tenants_with_ready_work {
+    () => {
+        "WITH RECURSIVE ready (tenant_id) AS (
+             (SELECT tenant_id FROM task_runs
+              WHERE status = 'queued' AND gate IS NULL
+              ORDER BY tenant_id LIMIT 1)
+             UNION ALL
+             SELECT (SELECT tr.tenant_id FROM task_runs tr
+                     WHERE tr.status = 'queued' AND tr.gate IS NULL
+                       AND tr.tenant_id > ready.tenant_id
+                     ORDER BY tr.tenant_id LIMIT 1)
+             FROM ready WHERE ready.tenant_id IS NOT NULL
+         )"
+    };
+}
+
+/// The end of every claim: given the CTE `candidates` (rows locked, each with its tenant's
+/// `turn`), takes `$2` of them turn by turn, leases them to node `$1` for `$4` ms, and returns
+/// them as `ClaimedTask` rows.
+macro_rules! lease_picked {
+    () => {
+        concat!(
+            "    picked AS (
+             SELECT tenant_id, id FROM candidates
+             ORDER BY turn, priority DESC, available_at, id
+             LIMIT $2
+         ),
+         claimed AS (
+             UPDATE task_runs t SET
+                 status = 'running', attempt = t.attempt + 1, lease_owner = $1,
+                 lease_token = nextval('lease_tokens'),
+                 lease_expires_at = now() + $4 * interval '1 millisecond',
+                 started_at = coalesce(t.started_at, now())
+             FROM picked p
+             WHERE t.tenant_id = p.tenant_id AND t.id = p.id
+             RETURNING t.tenant_id, t.id, t.workflow_run_id, t.workflow, t.task, t.module_digest,
+                       t.attempt, t.lease_token, t.execution_timeout_ms, t.fuel, t.input, t.parents
+         )
+         ",
+            claimed_tasks!()
+        )
+    };
+}
+
 pub mod cron;
 pub mod event;
 pub mod flow;

@@ -145,26 +145,17 @@ pub async fn capped_tenants_lock(
 ) -> Result<Vec<(Uuid, i32)>, sqlx::Error> {
     match scope.only {
         None => {
-            sqlx::query_as(
-                "WITH RECURSIVE ready (tenant_id) AS (
-                 (SELECT tenant_id FROM task_runs
-                  WHERE status = 'queued' AND gate IS NULL
-                  ORDER BY tenant_id LIMIT 1)
-                 UNION ALL
-                 SELECT (SELECT tr.tenant_id FROM task_runs tr
-                         WHERE tr.status = 'queued' AND tr.gate IS NULL
-                           AND tr.tenant_id > ready.tenant_id
-                         ORDER BY tr.tenant_id LIMIT 1)
-                 FROM ready WHERE ready.tenant_id IS NOT NULL
-             )
+            sqlx::query_as(concat!(
+                tenants_with_ready_work!(),
+                "
              SELECT t.id, coalesce(t.max_executing, $1)
              FROM tenants t
              WHERE t.id IN (SELECT tenant_id FROM ready WHERE tenant_id IS NOT NULL)
                AND t.id <> ALL($2)
                AND coalesce(t.max_executing, $1) IS NOT NULL
              ORDER BY t.id
-             FOR NO KEY UPDATE OF t SKIP LOCKED",
-            )
+             FOR NO KEY UPDATE OF t SKIP LOCKED"
+            ))
             .bind(scope.default_cap)
             .bind(scope.skip)
             .fetch_all(conn)

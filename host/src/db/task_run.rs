@@ -685,20 +685,8 @@ pub async fn task_runs_reap(
 
 /// The claim (see `task_run_claim`).
 pub(crate) const CLAIM: &str = concat!(
-    "WITH RECURSIVE ready (tenant_id) AS (
-             -- The tenants with queued work, one index probe each (a loose index scan of
-             -- `task_runs_ready`): a claim costs what the active tenants cost, not what every
-             -- tenant in the table would.
-             (SELECT tenant_id FROM task_runs
-              WHERE status = 'queued' AND gate IS NULL
-              ORDER BY tenant_id LIMIT 1)
-             UNION ALL
-             SELECT (SELECT tr.tenant_id FROM task_runs tr
-                     WHERE tr.status = 'queued' AND tr.gate IS NULL
-                       AND tr.tenant_id > ready.tenant_id
-                     ORDER BY tr.tenant_id LIMIT 1)
-             FROM ready WHERE ready.tenant_id IS NOT NULL
-         ),
+    tenants_with_ready_work!(),
+    ",
          candidates AS (
              SELECT r.tenant_id, r.id, r.priority, r.available_at,
                     row_number() OVER (PARTITION BY r.tenant_id
@@ -716,24 +704,8 @@ pub(crate) const CLAIM: &str = concat!(
                  FOR UPDATE SKIP LOCKED
              ) r
          ),
-         picked AS (
-             SELECT tenant_id, id FROM candidates
-             ORDER BY turn, priority DESC, available_at, id
-             LIMIT $2
-         ),
-         claimed AS (
-             UPDATE task_runs t SET
-                 status = 'running', attempt = t.attempt + 1, lease_owner = $1,
-                 lease_token = nextval('lease_tokens'),
-                 lease_expires_at = now() + $4 * interval '1 millisecond',
-                 started_at = coalesce(t.started_at, now())
-             FROM picked p
-             WHERE t.tenant_id = p.tenant_id AND t.id = p.id
-             RETURNING t.tenant_id, t.id, t.workflow_run_id, t.workflow, t.task, t.module_digest,
-                       t.attempt, t.lease_token, t.execution_timeout_ms, t.fuel, t.input, t.parents
-         )
          ",
-    claimed_tasks!()
+    lease_picked!()
 );
 
 /// The claim for tenants capped on executing task runs (`quota::Quotas::max_executing`),
@@ -772,24 +744,8 @@ pub(crate) const CLAIM_CAPPED: &str = concat!(
                  FOR UPDATE SKIP LOCKED
              ) r
          ),
-         picked AS (
-             SELECT tenant_id, id FROM candidates
-             ORDER BY turn, priority DESC, available_at, id
-             LIMIT $2
-         ),
-         claimed AS (
-             UPDATE task_runs t SET
-                 status = 'running', attempt = t.attempt + 1, lease_owner = $1,
-                 lease_token = nextval('lease_tokens'),
-                 lease_expires_at = now() + $4 * interval '1 millisecond',
-                 started_at = coalesce(t.started_at, now())
-             FROM picked p
-             WHERE t.tenant_id = p.tenant_id AND t.id = p.id
-             RETURNING t.tenant_id, t.id, t.workflow_run_id, t.workflow, t.task, t.module_digest,
-                       t.attempt, t.lease_token, t.execution_timeout_ms, t.fuel, t.input, t.parents
-         )
          ",
-    claimed_tasks!()
+    lease_picked!()
 );
 
 /// Records successful attempts whose lease is current.
