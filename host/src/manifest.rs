@@ -143,7 +143,7 @@ pub enum RateLimitKey {
 }
 
 /// The window of a rate limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RateLimitDuration {
     /// One second.

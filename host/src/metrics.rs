@@ -11,6 +11,17 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 /// Attempts finished, by outcome (`succeeded` or a failure code).
 pub const TASK_ATTEMPTS: &str = "hatchery_task_attempts_total";
+/// Seconds a task run waited, from when it could run to its claim.
+pub const QUEUE_WAIT_SECONDS: &str = "hatchery_task_queue_wait_seconds";
+/// Workflow runs started, by trigger (`api`, `cron`, `schedule`, `event`, `spawn`).
+pub const RUNS_STARTED: &str = "hatchery_runs_started_total";
+/// Workflow runs finished, by status (`succeeded`, `failed`, `cancelled`).
+pub const RUNS_FINISHED: &str = "hatchery_runs_finished_total";
+/// Leases this node found taken from it (its lease expired and another node may run the task).
+pub const LEASES_LOST: &str = "hatchery_leases_lost_total";
+/// Components loaded instead of compiled, by source (`disk`: this node's cache; `artifact`:
+/// one another node compiled and sealed in the database).
+pub const COMPILE_CACHE_HITS: &str = "hatchery_compile_cache_hits_total";
 /// Wall-clock seconds of attempts.
 pub const TASK_EXECUTION_SECONDS: &str = "hatchery_task_execution_seconds";
 /// Fuel (wasm instructions) consumed by attempts.
@@ -33,6 +44,27 @@ pub const DB_CONNECTIONS: &str = "hatchery_db_connections";
 pub const COMPILES: &str = "hatchery_compiles_total";
 /// Finished workflow runs deleted by the retention service.
 pub const RUNS_PURGED: &str = "hatchery_runs_purged_total";
+
+/// Every metric above, for checks that dashboards name only metrics that exist.
+pub const ALL: &[&str] = &[
+    TASK_ATTEMPTS,
+    QUEUE_WAIT_SECONDS,
+    RUNS_STARTED,
+    RUNS_FINISHED,
+    LEASES_LOST,
+    COMPILE_CACHE_HITS,
+    TASK_EXECUTION_SECONDS,
+    FUEL_CONSUMED,
+    CLAIM_BATCH,
+    CLAIM_SECONDS,
+    LEASES_REAPED,
+    TASK_RUNS_QUEUED,
+    RUNS_SCHEDULED,
+    SLOTS,
+    DB_CONNECTIONS,
+    COMPILES,
+    RUNS_PURGED,
+];
 
 /// Most (tenant, workflow) series the queued gauge reports, the deepest queues first.
 pub const MAX_QUEUE_SERIES: i64 = 1_000;
@@ -63,6 +95,26 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
                 .ok()
         })
         .as_ref()
+}
+
+/// Records one claimed task run.
+pub fn claimed(queue_wait_seconds: f64) {
+    metrics::histogram!(QUEUE_WAIT_SECONDS).record(queue_wait_seconds.max(0.0));
+}
+
+/// Records `count` workflow runs started by `trigger`. Counted as they are written: a start
+/// whose transaction then fails (rare: the client is told) may be counted.
+pub fn runs_started(trigger: &'static str, count: usize) {
+    if count > 0 {
+        metrics::counter!(RUNS_STARTED, "trigger" => trigger).increment(count as u64);
+    }
+}
+
+/// Records `count` workflow runs that finished in `status`, once their transaction committed.
+pub fn runs_finished(status: &'static str, count: usize) {
+    if count > 0 {
+        metrics::counter!(RUNS_FINISHED, "status" => status).increment(count as u64);
+    }
 }
 
 /// Records one finished attempt.

@@ -11,7 +11,17 @@ use uuid::Uuid;
 use crate::db::quota::TenantQuotasRow;
 
 /// A tenant's quotas. `None` is no limit.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
 pub struct Quotas {
     /// Most workflow runs not finished (queued or running) at once; starts beyond it answer
     /// 429. Runs scheduled for later count from when they are due.

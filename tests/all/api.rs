@@ -1685,9 +1685,13 @@ async fn a_node_without_the_key_cannot_store_secrets(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
-async fn metrics_are_scraped_with_the_admin_token(pool: PgPool) {
+async fn metrics_are_scraped_with_the_admin_or_metrics_token(pool: PgPool) {
     hatchery::metrics::handle().expect("the recorder installs");
-    let api = Api::start(pool, true).await;
+    let config = ApiConfig {
+        metrics_token: Some("scrape-token".into()),
+        ..ApiConfig::default()
+    };
+    let api = Api::with_config(pool, true, config).await;
     let (id, token) = api.tenant_with_id("acme").await;
     api.deploy(&token, hatchery_guests::HELLO).await;
     let run = api
@@ -1705,6 +1709,24 @@ async fn metrics_are_scraped_with_the_admin_token(pool: PgPool) {
         .call("GET", "/metrics", Some(&token), Body::empty())
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "tenants do not scrape");
+    let scrape = |token: &'static str| {
+        let request = Request::builder()
+            .uri("/metrics")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .expect("request");
+        api.router.clone().oneshot(request)
+    };
+    let response = scrape("scrape-token").await.expect("infallible");
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "the metrics token scrapes"
+    );
+    let (status, _) = api
+        .post("/api/v1/tenants", "scrape-token", json!({"name": "sneaky"}))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "and does nothing else");
     let request = Request::builder()
         .uri("/metrics")
         .header("authorization", format!("Bearer {ADMIN}"))
@@ -1733,10 +1755,50 @@ async fn metrics_are_scraped_with_the_admin_token(pool: PgPool) {
         "hatchery_db_connections{pool=\"durable\",state=\"idle\"}",
         "hatchery_slots{module=",
         "hatchery_compiles_total",
+        "hatchery_task_queue_wait_seconds_bucket",
+        "hatchery_runs_started_total{trigger=\"api\"}",
+        "hatchery_runs_finished_total{status=\"succeeded\"}",
         &format!("hatchery_runs_scheduled{{tenant=\"{id}\"}} 1"),
     ] {
         assert!(text.contains(expected), "{expected} is missing:\n{text}");
     }
     assert!(!text.contains(&run), "no run ids in labels");
     api.shutdown().await;
+}
+
+#[test]
+fn the_grafana_dashboard_names_only_metrics_that_exist() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/grafana-dashboard.json"
+    );
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("readable")).expect("JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let mut named = std::collections::BTreeSet::new();
+    for panel in panels {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            for (start, _) in expr.match_indices("hatchery_") {
+                let name: String = expr[start..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix))
+                    .unwrap_or(&name)
+                    .to_owned();
+                assert!(
+                    hatchery::metrics::ALL.contains(&base.as_str()),
+                    "panel `{}` uses `{name}`, which the node does not export",
+                    panel["title"]
+                );
+                named.insert(base);
+            }
+        }
+    }
+    for metric in hatchery::metrics::ALL {
+        assert!(named.contains(*metric), "no panel shows `{metric}`");
+    }
 }

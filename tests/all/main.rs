@@ -4,11 +4,13 @@
 
 mod api;
 mod crons;
+mod dashboard;
 mod durable;
 mod egress;
 mod flow;
 mod languages;
 mod loading;
+mod openapi;
 mod quotas;
 mod sandbox;
 mod scale;

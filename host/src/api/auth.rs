@@ -148,3 +148,31 @@ impl FromRequestParts<AppState> for Admin {
         }
     }
 }
+
+/// A request made with the metrics token or the admin token: may read `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scraper;
+
+impl FromRequestParts<AppState> for Scraper {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts)?;
+        let config = &state.config;
+        let allowed = [&config.metrics_token, &config.admin_token]
+            .into_iter()
+            .flatten()
+            .fold(false, |found, known| {
+                found | bool::from(hash_token(token).ct_eq(&hash_token(known)))
+            });
+        if allowed {
+            Ok(Self)
+        } else if config.metrics_token.is_none() && config.admin_token.is_none() {
+            Err(ApiError::unauthorized(
+                "metrics are disabled: start the node with HATCHERY_METRICS_TOKEN or HATCHERY_ADMIN_TOKEN set",
+            ))
+        } else {
+            Err(ApiError::unauthorized("invalid metrics token"))
+        }
+    }
+}

@@ -2,15 +2,18 @@
 //! tenant's (from manifests and the API) with their next tick, `DELETE /api/v1/crons/{id}`.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Deserialize;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
+use uuid::Uuid;
 
 use super::AppState;
 use super::auth::Tenant;
 use super::error::ApiError;
-use super::extract;
+use super::extract::{self, Path};
 use crate::cron::CronSchedule;
 use crate::db::cron::{CronRow, NewCron, cron_create, cron_delete, crons_list};
 use crate::db::module::workflow_latest;
@@ -22,7 +25,7 @@ const MAX_LISTED: i64 = 10_000;
 const MAX_NAME_LEN: usize = 128;
 
 /// Body of `POST /api/v1/workflows/{name}/crons`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCron {
     expression: String,
@@ -39,29 +42,70 @@ pub struct CreateCron {
     catch_up: Option<String>,
 }
 
-fn cron_json(cron: &CronRow) -> Value {
-    json!({
-        "id": cron.id,
-        "workflow": cron.workflow,
-        "name": cron.name,
-        "expression": cron.expression,
-        "timezone": cron.timezone,
-        "input": cron.input,
-        "additional_metadata": cron.additional_metadata,
-        "source": cron.source,
-        "catch_up": cron.catch_up,
-        "next_tick": cron.next_tick,
-        "created_at": cron.created_at,
-    })
+/// A cron: a schedule that starts runs of a workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Cron {
+    /// Cron id.
+    pub id: Uuid,
+    /// The workflow it starts.
+    pub workflow: String,
+    /// Its name, if it has one.
+    pub name: Option<String>,
+    /// The cron expression (five or six fields).
+    pub expression: String,
+    /// The IANA time zone it is read in.
+    pub timezone: String,
+    /// The input of its runs.
+    pub input: Value,
+    /// The metadata of its runs.
+    pub additional_metadata: Value,
+    /// `manifest` or `api`.
+    pub source: String,
+    /// `none` or `latest`: whether a missed tick runs once when a node is back.
+    pub catch_up: String,
+    /// Its next tick.
+    pub next_tick: Option<DateTime<Utc>>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&CronRow> for Cron {
+    fn from(cron: &CronRow) -> Self {
+        Self {
+            id: cron.id,
+            workflow: cron.workflow.clone(),
+            name: cron.name.clone(),
+            expression: cron.expression.clone(),
+            timezone: cron.timezone.clone(),
+            input: cron.input.clone(),
+            additional_metadata: cron.additional_metadata.clone(),
+            source: cron.source.clone(),
+            catch_up: cron.catch_up.clone(),
+            next_tick: cron.next_tick,
+            created_at: cron.created_at,
+        }
+    }
+}
+
+/// The tenant's crons.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CronList {
+    /// The crons.
+    pub crons: Vec<Cron>,
 }
 
 /// Creates a cron of workflow `name` → 201 with the cron and its next tick.
+#[utoipa::path(post, path = "/api/v1/workflows/{name}/crons", tag = "triggers",
+    params(("name" = String, Path, description = "The workflow")),
+    request_body = CreateCron,
+    responses((status = 201, description = "Created", body = Cron)),
+    security(("tenant_token" = [])))]
 pub async fn create(
     Tenant(tenant): Tenant,
     State(state): State<AppState>,
     Path(workflow): Path<String>,
     extract::Json(body): extract::Json<CreateCron>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Cron>), ApiError> {
     let timezone = body.timezone.as_deref().unwrap_or("UTC");
     let schedule = CronSchedule::parse(&body.expression, timezone)
         .map_err(|e| ApiError::bad_request("invalid_cron", e))?;
@@ -106,22 +150,29 @@ pub async fn create(
     )
     .await?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(cron_json(&cron))))
+    Ok((StatusCode::CREATED, Json(Cron::from(&cron))))
 }
 
 /// `{crons: [...]}`, by workflow.
+#[utoipa::path(get, path = "/api/v1/crons", tag = "triggers",
+    responses((status = 200, description = "The tenant's crons", body = CronList)),
+    security(("tenant_token" = [])))]
 pub async fn list(
     Tenant(tenant): Tenant,
     State(state): State<AppState>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CronList>, ApiError> {
     let mut conn = state.db.pool.acquire().await?;
     let crons = crons_list(&mut conn, tenant, MAX_LISTED).await?;
-    Ok(Json(json!({
-        "crons": crons.iter().map(cron_json).collect::<Vec<_>>(),
-    })))
+    Ok(Json(CronList {
+        crons: crons.iter().map(Cron::from).collect(),
+    }))
 }
 
 /// Deletes a cron → 204.
+#[utoipa::path(delete, path = "/api/v1/crons/{id}", tag = "triggers",
+    params(("id" = String, Path, description = "The cron")),
+    responses((status = 204, description = "Deleted")),
+    security(("tenant_token" = [])))]
 pub async fn delete(
     Tenant(tenant): Tenant,
     State(state): State<AppState>,

@@ -74,6 +74,22 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     }
 }
 
+/// Path parameters: a segment that cannot be read (bad percent-encoding, say) is 400
+/// `invalid_path`, in JSON like every other error.
+#[derive(Debug, Clone)]
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(path)) => Ok(Self(path)),
+            Err(rejection) => Err(ApiError::bad_request("invalid_path", rejection.body_text())),
+        }
+    }
+}
+
 /// Parses the id of a `what` from a path; a malformed id names nothing, so it is a 404.
 pub fn parse_id(what: &str, id: &str) -> Result<Uuid, ApiError> {
     id.parse()

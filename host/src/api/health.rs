@@ -4,22 +4,37 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
 
+/// `{status}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok` (`/healthz`) or `ready` (`/readyz`).
+    pub status: String,
+}
+
 /// 200 while the process runs.
-pub async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "The process answers", body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
 }
 
 /// 200 when the node can serve, else 503 saying why.
-pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses((status = 200, description = "Ready", body = Health),
+        (status = 503, description = "Not ready: why", body = super::error::ErrorBody)))]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     let not_ready =
         |message: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message);
     match state.db.migrations_applied().await {
-        Ok(true) => Ok(Json(json!({"status": "ready"}))),
+        Ok(true) => Ok(Json(Health {
+            status: "ready".into(),
+        })),
         Ok(false) => Err(not_ready(
             "migrations are pending: run `hatchery migrate`".into(),
         )),

@@ -1,4 +1,4 @@
-//! `GET /metrics` (admin token): the node's Prometheus metrics, with the queue depths and
+//! `GET /metrics` (metrics or admin token): the node's Prometheus metrics, with the queue depths and
 //! scheduled runs read from the database at the scrape.
 
 use std::collections::HashSet;
@@ -8,7 +8,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use super::auth::Admin;
+use super::auth::Scraper;
 use super::error::ApiError;
 use crate::db::task_run::task_runs_queued_by_workflow;
 use crate::db::workflow_run::workflow_runs_scheduled_by_tenant;
@@ -21,8 +21,11 @@ use crate::metrics::{
 static QUEUED_SERIES: Mutex<Option<HashSet<(String, String)>>> = Mutex::new(None);
 
 /// `GET /metrics` → the text exposition format.
+#[utoipa::path(get, path = "/metrics", tag = "admin",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")),
+    security(("metrics_token" = []), ("admin_token" = [])))]
 pub async fn metrics(
-    _: Admin,
+    _: Scraper,
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> Result<Response, ApiError> {
     let Some(handle) = handle() else {

@@ -1,10 +1,12 @@
-//! The HTTP API (axum): JSON under `/api/v1`, a bearer token per tenant, one file per resource.
+//! The HTTP API (axum): JSON under `/api/v1`, a bearer token per tenant, one file per resource;
+//! the web dashboard at `/` over the same API.
 //!
 //! Handlers only translate between HTTP and the library: every decision lives in `scheduler`,
 //! every statement in `db`. Bad input is a 4xx that says what to fix; it never reaches a worker.
 
 mod auth;
 mod crons;
+mod dashboard;
 mod egress;
 mod error;
 mod events;
@@ -12,6 +14,7 @@ mod extract;
 mod health;
 mod metrics;
 mod modules;
+mod openapi;
 mod page;
 mod quotas;
 mod rate_limits;
@@ -31,8 +34,36 @@ use axum::routing::{delete, get, post, put};
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-pub use auth::{Admin, Tenant, hash_token, new_token};
-pub use error::ApiError;
+pub use auth::{Admin, Scraper, Tenant, hash_token, new_token};
+pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use openapi::ApiDoc;
+
+/// The response types of `/api/v1`, as the handlers serialize them and the OpenAPI document
+/// describes them: for clients in Rust (the tests read answers through them).
+pub mod types {
+    pub use super::crons::{Cron, CronList};
+    pub use super::egress::{Ceiling, Egress};
+    pub use super::events::{Event, EventFilter, EventPage, Pushed, PushedList};
+    pub use super::health::Health;
+    pub use super::modules::{Deployed, Module, ModulePage};
+    pub use super::quotas::{OwnQuotas, QuotaUse, QuotasView};
+    pub use super::rate_limits::{RateLimit, RateLimitList};
+    pub use super::runs::{
+        LogLine, LogPage, Run, RunAccepted, RunDetail, RunPage, RunsAccepted, TaskRun, Trigger,
+        Waiting,
+    };
+    pub use super::secrets::{Secret, SecretList};
+    pub use super::tenants::{
+        RetentionSet, TenantCreated, TenantSettings, TokenCreated, WeightSet,
+    };
+    pub use super::usage::{UsageReport, UsageTotals};
+    pub use super::workers::{Worker, WorkerList};
+    pub use super::workflows::{
+        TaskFuel, Workflow, WorkflowDetail, WorkflowPage, WorkflowVersionSummary,
+    };
+    pub use crate::db::usage::UsageRow;
+    pub use crate::quota::Quotas;
+}
 
 use crate::db::Db;
 use crate::runtime::Runtime;
@@ -44,6 +75,8 @@ use crate::scheduler::runs::RunStarter;
 pub struct ApiConfig {
     /// The admin token (creates tenants and tokens); `None` disables the admin endpoints.
     pub admin_token: Option<String>,
+    /// A token that may read `/metrics` and nothing else (the admin token may too).
+    pub metrics_token: Option<String>,
     /// Largest module upload.
     pub max_module_bytes: usize,
     /// Largest run input (with its metadata), as JSON text.
@@ -65,6 +98,10 @@ impl std::fmt::Debug for ApiConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiConfig")
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
+            .field(
+                "metrics_token",
+                &self.metrics_token.as_ref().map(|_| "<set>"),
+            )
             .field("max_module_bytes", &self.max_module_bytes)
             .field("max_payload_bytes", &self.max_payload_bytes)
             .field("max_bulk_bytes", &self.max_bulk_bytes)
@@ -79,6 +116,7 @@ impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             admin_token: None,
+            metrics_token: None,
             max_module_bytes: 50 << 20,
             max_payload_bytes: 1 << 20,
             max_bulk_bytes: 32 << 20,
@@ -135,9 +173,13 @@ pub fn router(state: AppState) -> Router {
     let module_limit = DefaultBodyLimit::max(config.max_module_bytes);
     let bulk_limit = DefaultBodyLimit::max(config.max_bulk_bytes);
     Router::new()
+        .route("/", get(dashboard::index))
+        .route("/dashboard/app.js", get(dashboard::script))
+        .route("/dashboard/app.css", get(dashboard::style))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
+        .route("/api/v1/openapi.json", get(openapi::document))
         .route("/api/v1/tenants", post(tenants::create_tenant))
         .route("/api/v1/tenants/{id}/tokens", post(tenants::create_token))
         .route("/api/v1/tenants/{id}", get(tenants::get_tenant))

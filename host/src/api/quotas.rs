@@ -6,15 +6,15 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::{Path, State};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::AppState;
 use super::auth::{Admin, Tenant};
 use super::error::ApiError;
-use super::extract;
+use super::extract::{self, Path};
 use crate::db::quota::{
     TenantQuotasRow, tenant_executing, tenant_module_bytes, tenant_quotas, tenant_quotas_set,
     tenant_unfinished_runs,
@@ -23,7 +23,7 @@ use crate::quota::{QuotaExceeded, Quotas};
 
 /// Body of `PUT /api/v1/tenants/{id}/quotas`: each quota a whole number, or null (or absent)
 /// for the node's default.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetQuotas {
     #[serde(default)]
@@ -85,19 +85,49 @@ impl SetQuotas {
     }
 }
 
-/// The JSON of a set of quotas (null: no limit, or for `own`, the default).
-fn quotas_json(row: &TenantQuotasRow) -> Value {
-    json!({
-        "max_queued_runs": row.max_queued_runs,
-        "max_executing": row.max_executing,
-        "max_module_bytes": row.max_module_bytes,
-        "api_requests_per_second": row.api_requests_per_second,
-        "uploads_per_hour": row.uploads_per_hour,
-    })
+/// A tenant's own quotas (`null`: the node's default).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OwnQuotas {
+    /// Most unfinished (queued or running) runs.
+    pub max_queued_runs: Option<i64>,
+    /// Most task runs executing at once across the fleet.
+    pub max_executing: Option<i32>,
+    /// Most bytes of stored modules.
+    pub max_module_bytes: Option<i64>,
+    /// API requests a second.
+    pub api_requests_per_second: Option<i32>,
+    /// Module uploads an hour.
+    pub uploads_per_hour: Option<i32>,
+}
+
+/// What a tenant uses of its quotas now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct QuotaUse {
+    /// Runs queued or running.
+    pub unfinished_runs: i64,
+    /// Task runs executing across the fleet.
+    pub executing: i64,
+    /// Bytes of stored modules.
+    pub module_bytes: i64,
+}
+
+/// A tenant's quotas: its own, the node's defaults, those in force, and its use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct QuotasView {
+    /// Tenant id.
+    pub id: Uuid,
+    /// Its own settings.
+    pub own: OwnQuotas,
+    /// The node's defaults (`null`: no limit).
+    pub defaults: Quotas,
+    /// In force: its own, else the default (`null`: no limit).
+    pub effective: Quotas,
+    /// Its use now.
+    pub used: QuotaUse,
 }
 
 /// `{id, own, defaults, effective, used: {unfinished_runs, executing, module_bytes}}`.
-async fn describe(state: &AppState, tenant: Uuid) -> Result<Json<Value>, ApiError> {
+async fn describe(state: &AppState, tenant: Uuid) -> Result<Json<QuotasView>, ApiError> {
     let mut conn = state.db.pool.acquire().await?;
     let own = tenant_quotas(&mut conn, tenant)
         .await?
@@ -107,46 +137,62 @@ async fn describe(state: &AppState, tenant: Uuid) -> Result<Json<Value>, ApiErro
     let unfinished = tenant_unfinished_runs(&mut conn, tenant).await?;
     let executing = tenant_executing(&mut conn, tenant).await?;
     let module_bytes = tenant_module_bytes(&mut conn, tenant).await?;
-    Ok(Json(json!({
-        "id": tenant,
-        "own": quotas_json(&own),
-        "defaults": defaults,
-        "effective": effective,
-        "used": {
-            "unfinished_runs": unfinished,
-            "executing": executing,
-            "module_bytes": module_bytes,
+    Ok(Json(QuotasView {
+        id: tenant,
+        own: OwnQuotas {
+            max_queued_runs: own.max_queued_runs,
+            max_executing: own.max_executing,
+            max_module_bytes: own.max_module_bytes,
+            api_requests_per_second: own.api_requests_per_second,
+            uploads_per_hour: own.uploads_per_hour,
         },
-    })))
+        defaults,
+        effective,
+        used: QuotaUse {
+            unfinished_runs: unfinished,
+            executing,
+            module_bytes,
+        },
+    }))
 }
 
 /// Tenant `id`'s quotas (its own, the node's defaults, those in force) and what it uses.
+#[utoipa::path(get, path = "/api/v1/tenants/{id}/quotas", tag = "admin", params(("id" = String, Path, description = "The tenant")),
+    responses((status = 200, description = "Its quotas and use", body = QuotasView)),
+    security(("admin_token" = [])))]
 pub async fn get_quotas(
     _: Admin,
     State(state): State<AppState>,
     Path(tenant): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<QuotasView>, ApiError> {
     let tenant = extract::parse_id("tenant", &tenant)?;
     describe(&state, tenant).await
 }
 
 /// The calling tenant's quotas and what it uses.
+#[utoipa::path(get, path = "/api/v1/quotas", tag = "tenant",
+    responses((status = 200, description = "The tenant's quotas and use", body = QuotasView)),
+    security(("tenant_token" = [])))]
 pub async fn own_quotas(
     Tenant(tenant): Tenant,
     State(state): State<AppState>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<QuotasView>, ApiError> {
     describe(&state, tenant).await
 }
 
 /// Replaces tenant `id`'s own quotas (a field null or absent: the node's default): 200 as
 /// `GET`. Starts and claims apply them at once; API and upload rates within the token cache's
 /// lifetime on other nodes.
+#[utoipa::path(put, path = "/api/v1/tenants/{id}/quotas", tag = "admin", params(("id" = String, Path, description = "The tenant")),
+    request_body = SetQuotas,
+    responses((status = 200, description = "Its quotas and use, as set", body = QuotasView)),
+    security(("admin_token" = [])))]
 pub async fn set_quotas(
     _: Admin,
     State(state): State<AppState>,
     Path(tenant): Path<String>,
     extract::Json(body): extract::Json<SetQuotas>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<QuotasView>, ApiError> {
     let tenant = extract::parse_id("tenant", &tenant)?;
     let row = body.row()?;
     let mut tx = state.db.pool.begin().await?;

@@ -3,20 +3,21 @@
 //! set, `DELETE /api/v1/secrets/{name}` removes one.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::auth::Tenant;
-use super::error::ApiError;
-use super::extract;
+use super::error::{ApiError, ErrorBody};
+use super::extract::{self, Path};
 use crate::db::secret::{SecretRow, secret_delete, secret_set, secrets_list};
 use crate::secrets::{MAX_VALUE_LEN, valid_name};
 
 /// Body of `PUT /api/v1/secrets/{name}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetSecret {
     value: String,
@@ -25,8 +26,32 @@ pub struct SetSecret {
     workflows: Option<Vec<String>>,
 }
 
-fn secret_json(row: &SecretRow) -> Value {
-    json!({"name": row.name, "workflows": row.workflows, "updated_at": row.updated_at})
+/// A stored secret: its name and readers, never its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Secret {
+    /// Its name (the environment variable tasks read).
+    pub name: String,
+    /// The workflows that may read it; `null`: every workflow of the tenant.
+    pub workflows: Option<Vec<String>>,
+    /// When it was last set.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&SecretRow> for Secret {
+    fn from(row: &SecretRow) -> Self {
+        Self {
+            name: row.name.clone(),
+            workflows: row.workflows.clone(),
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+/// The tenant's secrets, by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SecretList {
+    /// The secrets.
+    pub secrets: Vec<Secret>,
 }
 
 fn check_name(name: &str) -> Result<(), ApiError> {
@@ -44,12 +69,17 @@ fn check_name(name: &str) -> Result<(), ApiError> {
 }
 
 /// Stores secret `name` → `{name, workflows, updated_at}` (never the value).
+#[utoipa::path(put, path = "/api/v1/secrets/{name}", tag = "secrets", params(("name" = String, Path, description = "The secret")),
+    request_body = SetSecret,
+    responses((status = 200, description = "Stored (its value is never shown)", body = Secret),
+        (status = 409, description = "The node has no secret key to seal it with", body = ErrorBody)),
+    security(("tenant_token" = [])))]
 pub async fn set(
     Tenant(tenant): Tenant,
     State(state): State<AppState>,
     Path(name): Path<String>,
     extract::Json(body): extract::Json<SetSecret>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Secret>, ApiError> {
     check_name(&name)?;
     if body.value.len() > MAX_VALUE_LEN {
         return Err(ApiError::bad_request(
@@ -84,22 +114,28 @@ pub async fn set(
     let mut tx = state.db.pool.begin().await?;
     let row = secret_set(&mut tx, tenant, &name, &sealed, body.workflows.as_deref()).await?;
     tx.commit().await?;
-    Ok(Json(secret_json(&row)))
+    Ok(Json(Secret::from(&row)))
 }
 
 /// `GET /api/v1/secrets` → `{secrets: [{name, workflows, updated_at}]}`.
+#[utoipa::path(get, path = "/api/v1/secrets", tag = "secrets",
+    responses((status = 200, description = "Names and readers", body = SecretList)),
+    security(("tenant_token" = [])))]
 pub async fn list(
     Tenant(tenant): Tenant,
     State(state): State<AppState>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SecretList>, ApiError> {
     let mut conn = state.db.pool.acquire().await?;
     let rows = secrets_list(&mut conn, tenant).await?;
-    Ok(Json(
-        json!({"secrets": rows.iter().map(secret_json).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(SecretList {
+        secrets: rows.iter().map(Secret::from).collect(),
+    }))
 }
 
 /// `DELETE /api/v1/secrets/{name}` → 204, or 404.
+#[utoipa::path(delete, path = "/api/v1/secrets/{name}", tag = "secrets", params(("name" = String, Path, description = "The secret")),
+    responses((status = 204, description = "Deleted")),
+    security(("tenant_token" = [])))]
 pub async fn delete(
     Tenant(tenant): Tenant,
     State(state): State<AppState>,

@@ -204,6 +204,10 @@ fn print_ready(url: &str, token: &str, database: &Database, deployed: &[String],
         out,
         "  hatchery run hello --input '{{\"name\":\"Ada\"}}' --wait"
     );
+    let _ = writeln!(
+        out,
+        "Watch runs in the dashboard: {url}/ (sign in with the token above)"
+    );
     let _ = writeln!(out, "Stop with ctrl-c.");
     let _ = out.flush();
 }

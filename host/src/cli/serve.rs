@@ -29,6 +29,10 @@ pub struct ServeArgs {
     /// Token of the admin, who creates tenants and tokens; unset disables those endpoints.
     #[arg(long, env = "HATCHERY_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Token a Prometheus scraper sends to read `/metrics` (the admin token works too), so the
+    /// scraper need not hold the admin's.
+    #[arg(long, env = "HATCHERY_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// Task runs this node executes at once, over all modules.
     #[arg(long, env = "HATCHERY_CAPACITY", default_value_t = 64)]
     pub capacity: u32,
@@ -272,6 +276,7 @@ impl Server {
         .context("cannot start the node")?;
         let config = ApiConfig {
             admin_token: args.admin_token.clone().filter(|token| !token.is_empty()),
+            metrics_token: args.metrics_token.clone().filter(|token| !token.is_empty()),
             max_module_bytes: args.max_module_mib << 20,
             max_payload_bytes: args.max_payload_kib << 10,
             secrets: secret.map(SecretBox::derive),

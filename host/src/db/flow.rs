@@ -543,7 +543,8 @@ pub async fn task_runs_claim_admitted(
              FROM picked p
              WHERE t.tenant_id = p.tenant_id AND t.id = p.id AND t.status = 'queued'
              RETURNING t.tenant_id, t.id, t.workflow_run_id, t.workflow, t.task, t.module_digest,
-                       t.attempt, t.lease_token, t.execution_timeout_ms, t.fuel, t.input, t.parents
+                       t.attempt, t.lease_token, t.execution_timeout_ms, t.fuel, t.input, t.parents,
+                       t.available_at
          ),
          held AS (
              INSERT INTO concurrency_holders (tenant_id, key, holder, run_id, lease_token, since)

@@ -11,6 +11,7 @@ macro_rules! claimed_tasks {
     () => {
         " SELECT c.tenant_id, c.id, c.workflow_run_id, c.workflow, c.task, c.module_digest,
                 c.attempt, c.lease_token, c.execution_timeout_ms, c.fuel,
+                extract(epoch FROM now() - c.available_at)::float8 AS queue_wait_seconds,
                 coalesce(c.input, w.input)::text AS input,
                 w.additional_metadata::text AS metadata,
                 CASE WHEN cardinality(c.parents) = 0 THEN '[]' ELSE (
@@ -63,7 +64,8 @@ macro_rules! lease_picked {
              FROM picked p
              WHERE t.tenant_id = p.tenant_id AND t.id = p.id
              RETURNING t.tenant_id, t.id, t.workflow_run_id, t.workflow, t.task, t.module_digest,
-                       t.attempt, t.lease_token, t.execution_timeout_ms, t.fuel, t.input, t.parents
+                       t.attempt, t.lease_token, t.execution_timeout_ms, t.fuel, t.input, t.parents,
+                       t.available_at
          )
          ",
             claimed_tasks!()

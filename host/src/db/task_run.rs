@@ -52,6 +52,8 @@ pub struct ClaimedTask {
     pub execution_timeout_ms: i64,
     /// Fuel budget of the attempt set for its task; `None`: the node's.
     pub fuel: Option<i64>,
+    /// Seconds from when it could first run (queued, or its retry's backoff over) to its claim.
+    pub queue_wait_seconds: f64,
     /// JSON input (the task's own, or the run's).
     pub input: String,
     /// JSON object of the run's additional metadata.
@@ -151,6 +153,8 @@ pub struct CompletionEffects {
     pub rejected: usize,
     /// Workflow runs that finished.
     pub finished_runs: Vec<Uuid>,
+    /// How many of `finished_runs` succeeded (the others failed).
+    pub runs_succeeded: usize,
     /// Whether any task became ready (dispatchers were notified).
     pub queued: bool,
     /// Whether a place under a concurrency key may have been freed (admission was notified).
@@ -281,6 +285,7 @@ pub async fn task_runs_complete(
     logs_insert(conn, completions).await?;
     let progress = runs_progress(conn, &finished).await?;
     effects.finished_runs = progress.finished_runs;
+    effects.runs_succeeded = progress.runs_succeeded;
     effects.queued |= progress.queued;
     effects.gated |= progress.gated || finished.iter().any(|f| f.gated);
     // Last: the usage rows are the ones every completer shares, so they are locked the
@@ -353,6 +358,8 @@ async fn logs_insert(
 #[derive(Debug, Default)]
 struct Progress {
     finished_runs: Vec<Uuid>,
+    /// How many of `finished_runs` succeeded (the others failed).
+    runs_succeeded: usize,
     queued: bool,
     /// A run held by a workflow-level rule finished.
     gated: bool,
@@ -404,6 +411,7 @@ async fn runs_progress(
             .fetch_all(&mut *conn)
             .await?;
         progress.gated |= succeeded.iter().any(|s| s.1);
+        progress.runs_succeeded = succeeded.len();
         progress
             .finished_runs
             .extend(succeeded.into_iter().map(|s| s.0));

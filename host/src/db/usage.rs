@@ -23,7 +23,16 @@ pub struct AttemptUsage {
 }
 
 /// One row of usage.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    sqlx::FromRow,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
 pub struct UsageRow {
     /// The hour (its start).
     pub hour: DateTime<Utc>,

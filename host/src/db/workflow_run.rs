@@ -421,6 +421,8 @@ pub struct TaskRunRow {
     pub lost_leases: i32,
     /// Whether this is the on-failure task.
     pub is_on_failure: bool,
+    /// The tasks whose outputs it waits for (its edges in the run's DAG).
+    pub parents: Vec<String>,
     /// Output once succeeded.
     pub output: Option<Value>,
     /// Last error.
@@ -477,8 +479,8 @@ pub async fn task_runs_of_run(
     run_id: Uuid,
 ) -> Result<Vec<TaskRunRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, task, status, attempt, failures, lost_leases, is_on_failure, output, error,
-                error_code, started_at, finished_at
+        "SELECT id, task, status, attempt, failures, lost_leases, is_on_failure, parents, output,
+                error, error_code, started_at, finished_at
          FROM task_runs WHERE tenant_id = $1 AND workflow_run_id = $2 ORDER BY id",
     )
     .bind(tenant_id)

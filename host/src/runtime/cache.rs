@@ -96,12 +96,17 @@ impl CompileCache {
         if let Some(path) = &path
             && let Some(component) = self.load(engine, digest, path)
         {
+            metrics::counter!(crate::metrics::COMPILE_CACHE_HITS, "source" => "disk").increment(1);
             return Ok(component);
         }
         let opened =
             shared.and_then(|(key, sealed)| key.open(digest, self.engine_fingerprint, sealed));
         let component = match opened.and_then(|artifact| deserialize_sealed(engine, artifact)) {
-            Some(component) => component,
+            Some(component) => {
+                metrics::counter!(crate::metrics::COMPILE_CACHE_HITS, "source" => "artifact")
+                    .increment(1);
+                component
+            }
             None => {
                 self.compiles.fetch_add(1, Ordering::Relaxed);
                 Component::new(engine, bytes)?

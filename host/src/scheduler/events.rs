@@ -16,7 +16,7 @@ use crate::manifest::{event_matches, parse_expression};
 const MAX_KEY_LEN: usize = 256;
 
 /// An event to push.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventRequest {
     /// Its key, matched against the workflows' `on_events` patterns.

@@ -883,6 +883,7 @@ async fn notify_freed(db: &Db, tenants: &[Uuid]) -> Result<(), sqlx::Error> {
 /// Records the leases of claimed task runs and starts their attempts.
 fn start_attempts(inner: &Arc<NodeInner>, tasks: impl IntoIterator<Item = ClaimedTask>) {
     for task in tasks {
+        crate::metrics::claimed(task.queue_wait_seconds);
         let signals = inner
             .leases
             .claimed(task.lease_token, task.tenant_id, task.id);
@@ -1191,6 +1192,11 @@ async fn complete(
             let tokens: Vec<i64> = batch.iter().map(|c| c.lease_token).collect();
             let tenants: Vec<Uuid> = batch.iter().map(|c| c.tenant_id).collect();
             let effects = write_batch(&db, batch).await;
+            crate::metrics::runs_finished("succeeded", effects.runs_succeeded);
+            crate::metrics::runs_finished(
+                "failed",
+                effects.finished_runs.len() - effects.runs_succeeded,
+            );
             leases.written(tokens);
             if let Some(inner) = node.upgrade() {
                 // A capped tenant's finished attempts free places under its cap, on every
@@ -1302,6 +1308,7 @@ async fn write_batch(db: &Db, batch: Vec<Completion>) -> db::task_run::Completio
                     effects.accepted += single.accepted;
                     effects.rejected += single.rejected;
                     effects.finished_runs.extend(single.finished_runs);
+                    effects.runs_succeeded += single.runs_succeeded;
                 }
                 return effects;
             }
@@ -1355,7 +1362,10 @@ async fn heartbeat(inner: Arc<NodeInner>, stop: CancellationToken) {
             Err(e) => Err(e),
         };
         match beat {
-            Ok(beat) => inner.leases.lost(&beat.lost),
+            Ok(beat) => {
+                metrics::counter!(crate::metrics::LEASES_LOST).increment(beat.lost.len() as u64);
+                inner.leases.lost(&beat.lost);
+            }
             Err(e) => tracing::warn!("heartbeat failed: {e}"),
         }
     }
@@ -1391,6 +1401,7 @@ async fn reap(inner: Arc<NodeInner>, stop: CancellationToken) {
                 match reaped.await {
                     Ok(reaped) if reaped.touched() > 0 => {
                         tracing::info!(?sweep, ?reaped, "reaped task runs");
+                        crate::metrics::runs_finished("failed", reaped.finished_runs.len());
                         if matches!(sweep, Sweep::LostLeases) {
                             metrics::counter!(crate::metrics::LEASES_REAPED)
                                 .increment(reaped.touched() as u64);

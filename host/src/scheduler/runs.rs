@@ -259,6 +259,7 @@ pub(crate) async fn start_runs_in(
         .collect();
     let ids = workflow_runs_create(&mut *tx, tenant_id, &runs).await?;
     db::notify_work(&mut *tx, &[tenant_id]).await?;
+    crate::metrics::runs_started(trigger.map_or("api", |t| t.0), ids.len());
     Ok(ids)
 }
 
@@ -351,6 +352,9 @@ pub async fn cancel_run(db: &Db, tenant_id: Uuid, id: Uuid) -> Result<bool, RunE
     let mut tx = db.pool.begin().await?;
     let cancelled = workflow_run::workflow_run_cancel(&mut tx, tenant_id, id, "cancelled").await?;
     tx.commit().await?;
+    if let Some(cancelled) = &cancelled {
+        crate::metrics::runs_finished("cancelled", cancelled.runs.len());
+    }
     Ok(cancelled.is_some())
 }
 
@@ -593,6 +597,7 @@ async fn commit_batch(db: &Db, batch: Vec<PendingStart>) {
     };
     match committed {
         Ok(()) => {
+            crate::metrics::runs_started("api", ids.len());
             for (i, (pending, ..)) in valid.into_iter().enumerate() {
                 let answer = match refused.remove(&i) {
                     Some(exceeded) => Err(exceeded.into()),

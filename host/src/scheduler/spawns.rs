@@ -247,6 +247,7 @@ impl SpawnBuffer {
             let ids = workflow_runs_create(&mut tx, self.tenant_id, &runs).await?;
             db::notify_work(&mut tx, &[self.tenant_id]).await?;
             tx.commit().await?;
+            crate::metrics::runs_started("spawn", ids.len());
             Ok::<_, sqlx::Error>(ids)
         };
         written.await.map_err(|e| e.to_string())
