@@ -1,10 +1,11 @@
-//! The plans benchmark: how the hot statements execute as `task_runs` grows from 10⁴ to 10⁷
-//! rows, with statistics that are stale (last analyzed at the previous size, or never) and
-//! fresh. Each statement's cost should stay flat: O(batch), not O(table).
+//! The plans benchmark: how the hot statements (and the API's reads of a tenant's runs, as
+//! the dashboard pages through them) execute as `task_runs` grows from 10⁴ to 10⁷ rows, with
+//! statistics that are stale (last analyzed at the previous size, or never) and fresh. Each
+//! statement's cost should stay flat: O(batch), not O(table).
 
 use hatchery::db::DEFAULT_TENANT;
 use hatchery::db::plans::{
-    Plan, backlog_analyze, backlog_fill, hot_statement_plans, task_runs_count,
+    Plan, backlog_analyze, backlog_fill, hot_statement_plans, run_list_plans, task_runs_count,
 };
 use sqlx::{Connection, PgConnection};
 
@@ -82,7 +83,8 @@ pub async fn run(args: PlansArgs) -> anyhow::Result<()> {
             if stats == "fresh" {
                 backlog_analyze(&mut conn).await?;
             }
-            let plans = hot_statement_plans(&mut conn, args.batch).await?;
+            let mut plans = hot_statement_plans(&mut conn, args.batch).await?;
+            plans.extend(run_list_plans(&mut conn, DEFAULT_TENANT, "chain").await?);
             for plan in &plans {
                 println!(
                     "| {rows} | {stats} | {} | {:.2} | {} | {} |",

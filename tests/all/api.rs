@@ -1766,6 +1766,67 @@ async fn metrics_are_scraped_with_the_admin_or_metrics_token(pool: PgPool) {
     api.shutdown().await;
 }
 
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn the_status_filter_finds_runs_in_each_status(pool: PgPool) {
+    let api = Api::start(pool, true).await;
+    let token = api.tenant("acme").await;
+    api.deploy(&token, hatchery_guests::DURABLE).await;
+    let succeeded = api.start_run(&token, "noop", json!({"input": {}})).await;
+    let failed = api.start_run(&token, "fatal", json!({"input": {}})).await;
+    let cancelled = api.start_run(&token, "spin", json!({"input": {}})).await;
+    let scheduled = api
+        .start_run(&token, "noop", json!({"input": {}, "delay_seconds": 3600}))
+        .await;
+    assert_eq!(
+        api.finished(&token, &succeeded).await["status"],
+        "succeeded"
+    );
+    assert_eq!(api.finished(&token, &failed).await["status"], "failed");
+    let running = api.start_run(&token, "spin", json!({"input": {}})).await;
+    eventually(30, || async {
+        let (_, run) = api.get(&format!("/api/v1/runs/{running}"), &token).await;
+        run["status"] == "running"
+    })
+    .await;
+    let (status, _) = api
+        .post(
+            &format!("/api/v1/runs/{cancelled}/cancel"),
+            &token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    for (status, expected) in [
+        ("succeeded", &succeeded),
+        ("failed", &failed),
+        ("cancelled", &cancelled),
+        ("scheduled", &scheduled),
+        ("running", &running),
+    ] {
+        let (code, page) = api
+            .get(&format!("/api/v1/runs?status={status}"), &token)
+            .await;
+        assert_eq!(code, StatusCode::OK, "{page}");
+        let ids: Vec<&str> = page["runs"]
+            .as_array()
+            .expect("runs")
+            .iter()
+            .map(|r| r["id"].as_str().expect("id"))
+            .collect();
+        assert_eq!(ids, [expected.as_str()], "status={status}");
+    }
+    let (_, page) = api.get("/api/v1/runs?status=queued", &token).await;
+    assert_eq!(page["runs"], json!([]), "nothing waits: {page}");
+    let (_, page) = api
+        .get("/api/v1/runs?status=failed&workflow=noop", &token)
+        .await;
+    assert_eq!(page["runs"], json!([]), "filters combine: {page}");
+    api.post(&format!("/api/v1/runs/{running}/cancel"), &token, json!({}))
+        .await;
+    api.shutdown().await;
+}
+
 #[test]
 fn the_grafana_dashboard_names_only_metrics_that_exist() {
     let path = concat!(

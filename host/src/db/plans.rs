@@ -1,6 +1,7 @@
 //! How the hot statements execute at a given table size: a synthetic backlog of any size, and
 //! `EXPLAIN (ANALYZE, BUFFERS)` of the claim, completion, DAG-progress, heartbeat and reaper
-//! statements over it, inside a transaction that is rolled back. Used by `hatchery-bench plans`.
+//! statements over it, inside a transaction that is rolled back; and of the reads the API and
+//! the dashboard make of a tenant's runs. Used by `hatchery-bench plans`.
 
 use std::time::Duration;
 
@@ -319,5 +320,84 @@ pub async fn hot_statement_plans(
         .await?,
     );
     tx.rollback().await?;
+    Ok(plans)
+}
+
+/// `EXPLAIN (ANALYZE, BUFFERS)` of the reads `GET /api/v1/runs` makes for the dashboard's
+/// pages over `tenant_id`'s runs: the newest page, a page per status (`failed` and `scheduled`
+/// are rare or absent: the worst case of a scan that filters), of one workflow, and the second
+/// page.
+pub async fn run_list_plans(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    workflow: &str,
+) -> Result<Vec<Plan>, sqlx::Error> {
+    use super::workflow_run::{RunListParams, runs_list_query};
+    let page = |before| super::PageParams { limit: 51, before };
+    let newest = RunListParams {
+        workflow: None,
+        status: None,
+        metadata: None,
+        parent_run_id: None,
+        triggered_by: None,
+        page: page(None),
+    };
+    let first: Vec<super::workflow_run::WorkflowRunRow> = runs_list_query("", tenant_id, &newest)
+        .build_query_as()
+        .fetch_all(&mut *conn)
+        .await?;
+    let second = first.get(49).map(|r| (r.created_at, r.id));
+    let cases: [(&'static str, RunListParams<'_>); 6] = [
+        ("runs: newest page", newest.clone()),
+        (
+            "runs: second page",
+            RunListParams {
+                page: page(second),
+                ..newest.clone()
+            },
+        ),
+        (
+            "runs: status=queued",
+            RunListParams {
+                status: Some("queued"),
+                ..newest.clone()
+            },
+        ),
+        (
+            "runs: status=failed",
+            RunListParams {
+                status: Some("failed"),
+                ..newest.clone()
+            },
+        ),
+        (
+            "runs: status=scheduled",
+            RunListParams {
+                status: Some("scheduled"),
+                ..newest.clone()
+            },
+        ),
+        (
+            "runs: one workflow",
+            RunListParams {
+                workflow: Some(workflow),
+                ..newest.clone()
+            },
+        ),
+    ];
+    let mut plans = Vec::new();
+    for (statement, params) in cases {
+        let rows = runs_list_query("EXPLAIN (ANALYZE, BUFFERS) ", tenant_id, &params)
+            .build()
+            .fetch_all(&mut *conn)
+            .await?;
+        plans.push(Plan {
+            statement,
+            lines: rows
+                .iter()
+                .map(|row| row.try_get::<String, _>(0))
+                .collect::<Result<_, _>>()?,
+        });
+    }
     Ok(plans)
 }
