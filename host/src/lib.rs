@@ -14,3 +14,4 @@ pub mod quota;
 pub mod runtime;
 pub mod scheduler;
 pub mod secrets;
+pub mod telemetry;

@@ -1,4 +1,4 @@
-//! The `hatchery` binary: parses the command line, sets up logging, runs the command.
+//! The `hatchery` binary: parses the command line, sets up logging (and traces), runs the command.
 
 use clap::Parser as _;
 
@@ -9,14 +9,18 @@ fn main() -> std::process::ExitCode {
         hatchery::cli::Command::Serve(_) | hatchery::cli::Command::Dev(_) => "info,sqlx=warn",
         _ => "warn",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let otlp = match &cli.command {
+        hatchery::cli::Command::Serve(args) => args.otlp(),
+        _ => None,
+    };
+    // Held to the end: dropping it sends the traces not yet sent.
+    let _telemetry = match hatchery::telemetry::init(default_filter, otlp.as_ref()) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("error: cannot set up logging and traces: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

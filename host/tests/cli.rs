@@ -686,3 +686,202 @@ fn secrets_and_egress_from_the_cli_and_a_node_that_lacks_the_key() {
         .expect("runs");
     assert!(String::from_utf8_lossy(&short.stderr).contains("at least 32 characters"));
 }
+
+/// A minimal OTLP/HTTP collector on a real socket: answers every request 200 and keeps the
+/// bodies it was sent.
+struct Collector {
+    addr: std::net::SocketAddr,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Collector {
+    fn start() -> Self {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = bodies.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let kept = kept.clone();
+                std::thread::spawn(move || {
+                    let mut writer = stream.try_clone().expect("clone the stream");
+                    let mut reader = BufReader::new(stream);
+                    loop {
+                        let mut request_line = String::new();
+                        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let mut length = 0;
+                        loop {
+                            let mut header = String::new();
+                            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let header = header.trim_end();
+                            if header.is_empty() {
+                                break;
+                            }
+                            if let Some((name, value)) = header.split_once(':')
+                                && name.eq_ignore_ascii_case("content-length")
+                            {
+                                length = value.trim().parse().expect("a length");
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        if reader.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        kept.lock()
+                            .expect("not poisoned")
+                            .push(String::from_utf8_lossy(&body).into_owned());
+                        let answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                                      Content-Length: 2\r\n\r\n{}";
+                        if writer.write_all(answer.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, bodies }
+    }
+
+    /// Every span received so far: (name, attributes as key → string value).
+    fn spans(&self) -> Vec<(String, std::collections::HashMap<String, String>)> {
+        let bodies = self.bodies.lock().expect("not poisoned").clone();
+        let mut spans = Vec::new();
+        for body in bodies {
+            let Ok(body) = serde_json::from_str::<serde_json::Value>(&body) else {
+                continue;
+            };
+            let resource_spans = body["resourceSpans"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            for resource in resource_spans {
+                for scope in resource["scopeSpans"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                {
+                    for span in scope["spans"].as_array().cloned().unwrap_or_default() {
+                        let attributes = span["attributes"]
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|a| {
+                                let value = &a["value"];
+                                let text = value["stringValue"]
+                                    .as_str()
+                                    .map(str::to_owned)
+                                    .unwrap_or_else(|| value.to_string());
+                                (a["key"].as_str().unwrap_or_default().to_owned(), text)
+                            })
+                            .collect();
+                        spans.push((
+                            span["name"].as_str().unwrap_or_default().to_owned(),
+                            attributes,
+                        ));
+                    }
+                }
+            }
+        }
+        spans
+    }
+}
+
+#[test]
+fn serve_exports_traces_of_requests_claims_and_attempts_over_otlp() {
+    let database = FreshDatabase::create();
+    let collector = Collector::start();
+    let work = tempfile::tempdir().expect("temporary directory");
+    let admin = "admin-secret-for-the-otlp-test";
+    let mut node = ChildGuard(
+        cli(work.path())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["--otlp-endpoint", &format!("http://{}", collector.addr)])
+            .args(["--otlp-protocol", "http/json"])
+            .env("DATABASE_URL", &database.url)
+            .env("HATCHERY_ADMIN_TOKEN", admin)
+            .env("HATCHERY_CACHE_DIR", work.path().join("cache"))
+            // The batch exporter's delay, so the test need not wait its default 5 s.
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start hatchery serve"),
+    );
+    let mut stdout = BufReader::new(node.0.stdout.take().expect("piped stdout"));
+    let listening = read_until(&mut stdout, "listening on ");
+    let url = listening["listening on ".len()..].to_owned();
+    let dir = work.path();
+    let tenant = run_ok(
+        cli(dir)
+            .args(["tenants", "create", "traced", "--json", "--url", &url])
+            .env("HATCHERY_ADMIN_TOKEN", admin),
+    );
+    let token = stdout_json(&tenant)["token"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
+    let user = |args: &[&str]| {
+        let mut command = cli(dir);
+        command
+            .args(args)
+            .env("HATCHERY_URL", &url)
+            .env("HATCHERY_TOKEN", &token);
+        command
+    };
+    run_ok(&mut user(&["deploy", hatchery_guests::HELLO]));
+    run_ok(&mut user(&[
+        "run",
+        "hello",
+        "--input",
+        r#"{"name":"Ada"}"#,
+        "--wait",
+    ]));
+    let run_id = stdout_json(&run_ok(&mut user(&["runs", "list", "--json"])))["runs"][0]["id"]
+        .as_str()
+        .expect("the run")
+        .to_owned();
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (attempt, request, claim) = loop {
+        let spans = collector.spans();
+        let attempt = spans
+            .iter()
+            .find(|(name, a)| name == "attempt" && a.get("run_id") == Some(&run_id))
+            .cloned();
+        let request = spans
+            .iter()
+            .find(|(name, _)| name == "POST /api/v1/workflows/hello/runs")
+            .cloned();
+        let claim = spans
+            .iter()
+            .find(|(name, a)| name == "claim" && a.get("claimed").is_some_and(|c| c != "0"))
+            .cloned();
+        if let (Some(attempt), Some(request), Some(claim)) = (attempt, request, claim) {
+            break (attempt, request, claim);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "spans missing after 30 s; received: {:?}",
+            spans.iter().map(|s| &s.0).collect::<Vec<_>>()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(attempt.1.get("task").map(String::as_str), Some("greet"));
+    assert_eq!(attempt.1.get("workflow").map(String::as_str), Some("hello"));
+    assert!(attempt.1.contains_key("task_run_id"), "{attempt:?}");
+    assert_eq!(
+        request.1.get("http.request.method").map(String::as_str),
+        Some("POST"),
+        "{request:?}"
+    );
+    assert!(claim.1.contains_key("limit"), "{claim:?}");
+    let bodies = collector.bodies.lock().expect("not poisoned").join("\n");
+    assert!(bodies.contains("\"hatchery\""), "the service is named");
+    drop(node);
+}

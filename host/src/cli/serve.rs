@@ -33,6 +33,18 @@ pub struct ServeArgs {
     /// scraper need not hold the admin's.
     #[arg(long, env = "HATCHERY_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
+    /// Export traces (a span per API request, claim and task attempt, with run and task ids)
+    /// to this OpenTelemetry collector over OTLP/HTTP, e.g. `http://127.0.0.1:4318`. Off when
+    /// unset.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// The OTLP encoding: `http/protobuf` or `http/json`.
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_PROTOCOL",
+        default_value = "http/protobuf"
+    )]
+    pub otlp_protocol: String,
     /// Task runs this node executes at once, over all modules.
     #[arg(long, env = "HATCHERY_CAPACITY", default_value_t = 64)]
     pub capacity: u32,
@@ -125,6 +137,15 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// Where to export traces, if anywhere.
+    pub fn otlp(&self) -> Option<crate::telemetry::Otlp> {
+        let endpoint = self.otlp_endpoint.clone().filter(|e| !e.is_empty())?;
+        Some(crate::telemetry::Otlp {
+            endpoint,
+            protocol: self.otlp_protocol.clone(),
+        })
+    }
+
     /// The quotas of tenants without their own.
     pub fn quotas(&self) -> Quotas {
         Quotas {

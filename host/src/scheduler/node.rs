@@ -14,6 +14,7 @@ use tokio::sync::{Notify, OnceCell, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::host::DurableHost;
@@ -822,6 +823,20 @@ async fn claim(
     inner: &NodeInner,
     params: &ClaimParams<'_>,
 ) -> Result<Vec<ClaimedTask>, sqlx::Error> {
+    let span = tracing::info_span!(
+        "claim",
+        limit = params.limit,
+        claimed = tracing::field::Empty
+    );
+    let claimed = claim_batch(inner, params).instrument(span.clone()).await?;
+    span.record("claimed", claimed.len());
+    Ok(claimed)
+}
+
+async fn claim_batch(
+    inner: &NodeInner,
+    params: &ClaimParams<'_>,
+) -> Result<Vec<ClaimedTask>, sqlx::Error> {
     let started = std::time::Instant::now();
     let default_cap = inner.db.quotas.max_executing;
     let capped = inner.capped_tenants().await?;
@@ -887,9 +902,18 @@ fn start_attempts(inner: &Arc<NodeInner>, tasks: impl IntoIterator<Item = Claime
         let signals = inner
             .leases
             .claimed(task.lease_token, task.tenant_id, task.id);
+        let span = tracing::info_span!(
+            "attempt",
+            run_id = %task.workflow_run_id,
+            task_run_id = %task.id,
+            workflow = %task.workflow,
+            task = %task.task,
+            attempt = task.attempt,
+            tenant_id = %task.tenant_id,
+        );
         inner
             .attempts
-            .spawn(run_attempt(inner.clone(), task, signals));
+            .spawn(run_attempt(inner.clone(), task, signals).instrument(span));
     }
 }
 
