@@ -38,8 +38,8 @@ pub use auth::{Admin, Scraper, Tenant, hash_token, new_token};
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use openapi::ApiDoc;
 
-/// The response types of `/api/v1`, as the handlers serialize them and the OpenAPI document
-/// describes them: for clients in Rust (the tests read answers through them).
+/// The request and response types of `/api/v1`, as the handlers read and write them and the
+/// OpenAPI document describes them: the CLI and the tests speak the API through them.
 pub mod types {
     pub use super::crons::{Cron, CronList};
     pub use super::egress::{Ceiling, Egress};
@@ -49,8 +49,8 @@ pub mod types {
     pub use super::quotas::{OwnQuotas, QuotaUse, QuotasView};
     pub use super::rate_limits::{RateLimit, RateLimitList};
     pub use super::runs::{
-        LogLine, LogPage, Run, RunAccepted, RunDetail, RunPage, RunsAccepted, TaskRun, Trigger,
-        Waiting,
+        LogLine, LogPage, RescheduleBody, Run, RunAccepted, RunBody, RunDetail, RunPage,
+        RunsAccepted, TaskRun, Trigger, Waiting,
     };
     pub use super::secrets::{Secret, SecretList};
     pub use super::tenants::{

@@ -43,24 +43,28 @@ const TRIGGERS: [&str; 6] = ["api", "cron", "schedule", "event", "spawn", "repla
 /// The longest `delay_seconds`: a year.
 const MAX_DELAY_SECONDS: f64 = 366.0 * 86_400.0;
 
-/// One run to start: `{input, additional_metadata?, priority?, key?}`.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+/// One run to start: `{input, additional_metadata?, priority?, key?, run_at? | delay_seconds?}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunBody {
+    /// The run's input.
     #[serde(default)]
-    input: Value,
-    #[serde(default)]
-    additional_metadata: Option<Value>,
-    #[serde(default)]
-    priority: Option<u8>,
-    #[serde(default)]
-    key: Option<String>,
+    pub input: Value,
+    /// A JSON object stored with the run (filter lists by it; keys of concurrency rules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional_metadata: Option<Value>,
+    /// 1–3, higher first; default: the workflow's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u8>,
+    /// An idempotency key: a second start with it returns the first run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     /// Run then (RFC 3339), not now.
-    #[serde(default)]
-    run_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<DateTime<Utc>>,
     /// Run this many seconds from now.
-    #[serde(default)]
-    delay_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_seconds: Option<f64>,
 }
 
 impl RunBody {
@@ -581,10 +585,11 @@ pub async fn replay(
 }
 
 /// Body of `POST /api/v1/runs/{id}/reschedule`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RescheduleBody {
-    run_at: chrono::DateTime<chrono::Utc>,
+    /// When the run is due now.
+    pub run_at: DateTime<Utc>,
 }
 
 /// `POST /api/v1/runs/{id}/reschedule` `{run_at}` → the run, moved; 409 if it is no longer

@@ -1,7 +1,8 @@
 //! The CLI as a client of a node's HTTP API: `deploy`, `run`, `runs …`, `tenants create`,
 //! `tokens create`.
 //!
-//! It only speaks HTTP (plain `http://` for now) and never touches the database. Human-readable
+//! It only speaks HTTP (plain `http://` for now) and never touches the database; the runs
+//! commands read and write the API's own types (`api::types`). Human-readable
 //! output by default; `--json` prints the API's JSON unchanged. An API error prints the
 //! server's message.
 
@@ -12,7 +13,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+
+use crate::api::types::{
+    LogLine, LogPage, RescheduleBody, RunAccepted, RunBody, RunDetail, RunPage, TaskRun, Waiting,
+};
 
 /// Default address of the API.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
@@ -591,6 +597,14 @@ pub enum ClientError {
         /// The cause.
         source: reqwest::Error,
     },
+    /// The server answered JSON of another shape than the API's type for it.
+    #[error("unexpected answer from {url}: {message}")]
+    Shape {
+        /// The URL asked.
+        url: String,
+        /// What did not fit.
+        message: String,
+    },
     /// The server answered something that is not the API's JSON.
     #[error("unexpected answer from {url} ({status}): {body}")]
     Unexpected {
@@ -752,21 +766,59 @@ impl Client {
             .await
     }
 
-    /// `POST /api/v1/workflows/{name}/runs` with `{input, additional_metadata?, priority?,
-    /// key?}` → `{run_id}`.
-    pub async fn start_run(&self, workflow: &str, body: Value) -> Result<Value, ClientError> {
+    /// `method path` with `body`, read as the API's type `T`.
+    async fn call_as<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+    ) -> Result<T, ClientError> {
+        let value = self.call(method, path, body).await?;
+        serde_json::from_value(value).map_err(|e| ClientError::Shape {
+            url: format!("{}{path}", self.base),
+            message: e.to_string(),
+        })
+    }
+
+    /// `POST /api/v1/workflows/{name}/runs`.
+    pub async fn start_run(
+        &self,
+        workflow: &str,
+        body: &RunBody,
+    ) -> Result<RunAccepted, ClientError> {
         let path = format!("/api/v1/workflows/{}/runs", encode(workflow));
-        self.call(Method::POST, &path, Body::Json(body)).await
+        let body = serde_json::to_value(body).unwrap_or_default();
+        self.call_as(Method::POST, &path, Body::Json(body)).await
     }
 
     /// `GET /api/v1/runs/{id}`.
-    pub async fn run(&self, id: &str) -> Result<Value, ClientError> {
-        self.call(
-            Method::GET,
-            &format!("/api/v1/runs/{}", encode(id)),
-            Body::None,
-        )
-        .await
+    pub async fn run(&self, id: &str) -> Result<RunDetail, ClientError> {
+        let path = format!("/api/v1/runs/{}", encode(id));
+        self.call_as(Method::GET, &path, Body::None).await
+    }
+
+    /// `POST /api/v1/runs/{id}/{action}` (`cancel`, `replay`, `reschedule`).
+    async fn run_action<T: DeserializeOwned>(
+        &self,
+        id: &str,
+        action: &str,
+        body: Body,
+    ) -> Result<T, ClientError> {
+        let path = format!("/api/v1/runs/{}/{action}", encode(id));
+        self.call_as(Method::POST, &path, body).await
+    }
+
+    /// `GET path?query` read as `T`.
+    async fn get_as<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, Option<String>)],
+    ) -> Result<T, ClientError> {
+        let value = self.get(path, query).await?;
+        serde_json::from_value(value).map_err(|e| ClientError::Shape {
+            url: format!("{}{path}", self.base),
+            message: e.to_string(),
+        })
     }
 
     pub(crate) async fn get(
@@ -849,7 +901,7 @@ fn token_from_files() -> anyhow::Result<Option<Credential>> {
     Ok(None)
 }
 
-pub(crate) fn print_json(value: &Value) -> anyhow::Result<()> {
+pub(crate) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
@@ -922,24 +974,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         (None, None) => json!({}),
     };
-    let mut body = json!({ "input": input });
-    if let Some(metadata) = &args.metadata {
-        body["additional_metadata"] = parse_json_arg("--metadata", metadata)?;
-    }
-    if let Some(priority) = args.priority {
-        body["priority"] = json!(priority);
-    }
-    if let Some(key) = &args.key {
-        body["key"] = json!(key);
-    }
-    if let Some(at) = &args.at {
-        body["run_at"] = json!(parse_time_arg(at)?);
-    }
-    if let Some(after) = &args.in_ {
-        body["delay_seconds"] = json!(parse_duration_arg(after)?.as_secs_f64());
-    }
-    let started = client.start_run(&args.workflow, body).await?;
-    let id = str_of(&started, "run_id").to_owned();
+    let body = RunBody {
+        input,
+        additional_metadata: args
+            .metadata
+            .as_deref()
+            .map(|metadata| parse_json_arg("--metadata", metadata))
+            .transpose()?,
+        priority: args.priority,
+        key: args.key.clone(),
+        run_at: args.at.as_deref().map(parse_time_arg).transpose()?,
+        delay_seconds: args
+            .in_
+            .as_deref()
+            .map(|after| parse_duration_arg(after).map(|d| d.as_secs_f64()))
+            .transpose()?,
+    };
+    let started = client.start_run(&args.workflow, &body).await?;
+    let id = started.run_id.to_string();
     if !args.wait {
         if args.client.json {
             return print_json(&started);
@@ -948,11 +1000,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let run = wait_for_run(&client, &id).await?;
-    let status = str_of(&run, "status");
+    let status = run.run.status.as_str();
     if args.client.json {
         print_json(&run)?;
     } else if status == "succeeded" {
-        print_json(&run["output"])?;
+        print_json(&run.run.output)?;
     }
     match status {
         "succeeded" => Ok(()),
@@ -965,19 +1017,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// The error of a failed run, or of its first failed task.
-fn failure_reason(run: &Value) -> String {
-    if let Some(error) = run["error"].as_str().filter(|e| !e.is_empty()) {
+fn failure_reason(run: &RunDetail) -> String {
+    if let Some(error) = run.run.error.as_deref().filter(|e| !e.is_empty()) {
         return error.to_owned();
     }
-    run["tasks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find_map(|t| {
-            t["error"]
-                .as_str()
-                .map(|e| format!("task {}: {e}", str_of(t, "name")))
-        })
+    run.tasks
+        .iter()
+        .find_map(|t| t.error.as_deref().map(|e| format!("task {}: {e}", t.name)))
         .unwrap_or_else(|| "no reason given".to_owned())
 }
 
@@ -987,13 +1033,13 @@ fn is_finished(status: &str) -> bool {
 
 /// Polls run `id` until it finishes, showing its progress on stderr: a line redrawn in place
 /// on a terminal, a line per change otherwise.
-async fn wait_for_run(client: &Client, id: &str) -> anyhow::Result<Value> {
+async fn wait_for_run(client: &Client, id: &str) -> anyhow::Result<RunDetail> {
     let start = Instant::now();
     let live = std::io::stderr().is_terminal();
     let mut last = String::new();
     loop {
         let run = client.run(id).await?;
-        let status = str_of(&run, "status");
+        let status = run.run.status.as_str();
         let line = progress_line(&run);
         let mut stderr = std::io::stderr().lock();
         if live {
@@ -1016,27 +1062,20 @@ async fn wait_for_run(client: &Client, id: &str) -> anyhow::Result<Value> {
 }
 
 /// `run <id> <status>  task:status task:status …`.
-fn progress_line(run: &Value) -> String {
-    let tasks: Vec<String> = run["tasks"]
-        .as_array()
-        .into_iter()
-        .flatten()
+fn progress_line(run: &RunDetail) -> String {
+    let tasks: Vec<String> = run
+        .tasks
+        .iter()
         .map(|t| {
-            let attempt = t["attempt"].as_u64().unwrap_or(0);
-            let retry = if attempt > 1 {
-                format!(" (attempt {attempt})")
+            let retry = if t.attempt > 1 {
+                format!(" (attempt {})", t.attempt)
             } else {
                 String::new()
             };
-            format!("{} {}{retry}", str_of(t, "name"), str_of(t, "status"))
+            format!("{} {}{retry}", t.name, t.status)
         })
         .collect();
-    let mut line = format!(
-        "{} run {} {}",
-        str_of(run, "workflow"),
-        str_of(run, "id"),
-        str_of(run, "status")
-    );
+    let mut line = format!("{} run {} {}", run.run.workflow, run.run.id, run.run.status);
     if !tasks.is_empty() {
         line.push_str(" · ");
         line.push_str(&tasks.join(", "));
@@ -1058,22 +1097,20 @@ pub async fn runs(command: RunsCommand) -> anyhow::Result<()> {
         }
         RunsCommand::Cancel(args) => {
             let client = Client::tenant(&args.client)?;
-            let path = format!("/api/v1/runs/{}/cancel", encode(&args.id));
-            let run = client.post(&path, Body::None).await?;
+            let run: RunDetail = client.run_action(&args.id, "cancel", Body::None).await?;
             if args.client.json {
                 return print_json(&run);
             }
-            println!("run {} is {}", str_of(&run, "id"), str_of(&run, "status"));
+            println!("run {} is {}", run.run.id, run.run.status);
             Ok(())
         }
         RunsCommand::Replay(args) => {
             let client = Client::tenant(&args.client)?;
-            let path = format!("/api/v1/runs/{}/replay", encode(&args.id));
-            let replayed = client.post(&path, Body::None).await?;
+            let replayed: RunAccepted = client.run_action(&args.id, "replay", Body::None).await?;
             if args.client.json {
                 return print_json(&replayed);
             }
-            println!("run {} queued again", str_of(&replayed, "run_id"));
+            println!("run {} queued again", replayed.run_id);
             Ok(())
         }
         RunsCommand::Reschedule(args) => {
@@ -1082,18 +1119,14 @@ pub async fn runs(command: RunsCommand) -> anyhow::Result<()> {
                 Ok(after) => Utc::now() + chrono::Duration::from_std(after)?,
                 Err(_) => parse_time_arg(&args.time)?,
             };
-            let path = format!("/api/v1/runs/{}/reschedule", encode(&args.id));
-            let run = client
-                .post(&path, Body::Json(json!({ "run_at": run_at })))
+            let body = serde_json::to_value(RescheduleBody { run_at })?;
+            let run: RunDetail = client
+                .run_action(&args.id, "reschedule", Body::Json(body))
                 .await?;
             if args.client.json {
                 return print_json(&run);
             }
-            println!(
-                "run {} is due at {}",
-                str_of(&run, "id"),
-                time(&run["run_at"])
-            );
+            println!("run {} is due at {}", run.run.id, time_of(run.run.run_at));
             Ok(())
         }
         RunsCommand::Logs(args) => runs_logs(args).await,
@@ -1134,8 +1167,8 @@ fn parse_duration_arg(text: &str) -> anyhow::Result<Duration> {
 
 async fn runs_list(args: RunsListArgs) -> anyhow::Result<()> {
     let client = Client::tenant(&args.client)?;
-    let page = client
-        .get(
+    let page: RunPage = client
+        .get_as(
             "/api/v1/runs",
             &[
                 ("workflow", args.workflow.clone()),
@@ -1150,17 +1183,16 @@ async fn runs_list(args: RunsListArgs) -> anyhow::Result<()> {
     if args.client.json {
         return print_json(&page);
     }
-    let rows: Vec<Vec<String>> = page["runs"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let rows: Vec<Vec<String>> = page
+        .runs
+        .iter()
         .map(|run| {
             vec![
-                str_of(run, "id").to_owned(),
-                str_of(run, "workflow").to_owned(),
-                str_of(run, "status").to_owned(),
-                time(&run["created_at"]),
-                duration(&run["started_at"], &run["finished_at"]),
+                run.id.to_string(),
+                run.workflow.clone(),
+                run.status.clone(),
+                time_of(Some(run.created_at)),
+                duration_of(run.started_at, run.finished_at),
             ]
         })
         .collect();
@@ -1169,7 +1201,7 @@ async fn runs_list(args: RunsListArgs) -> anyhow::Result<()> {
     } else {
         print_table(&["ID", "WORKFLOW", "STATUS", "CREATED", "DURATION"], &rows);
     }
-    if let Some(cursor) = page["next_cursor"].as_str() {
+    if let Some(cursor) = &page.next_cursor {
         eprintln!("more: --cursor {cursor}");
     }
     Ok(())
@@ -1178,100 +1210,101 @@ async fn runs_list(args: RunsListArgs) -> anyhow::Result<()> {
 async fn runs_logs(args: RunIdArgs) -> anyhow::Result<()> {
     let client = Client::tenant(&args.client)?;
     let path = format!("/api/v1/runs/{}/logs", encode(&args.id));
-    let mut lines = Vec::new();
+    let mut lines: Vec<LogLine> = Vec::new();
     let mut cursor = None;
     loop {
-        let page = client
-            .get(&path, &[("limit", Some("500".into())), ("cursor", cursor)])
+        let page: LogPage = client
+            .get_as(&path, &[("limit", Some("500".into())), ("cursor", cursor)])
             .await?;
-        lines.extend(page["lines"].as_array().cloned().unwrap_or_default());
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
+        lines.extend(page.lines);
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
             None => break,
         }
     }
     if args.client.json {
-        return print_json(&json!({ "lines": lines }));
+        return print_json(&LogPage {
+            lines,
+            next_cursor: None,
+        });
     }
     let mut stdout = std::io::stdout().lock();
     for line in &lines {
         writeln!(
             stdout,
             "{} {:<5} {}#{} {}",
-            time(&line["time"]),
-            str_of(line, "level"),
-            str_of(line, "task"),
-            line["attempt"],
-            str_of(line, "message")
+            time_of(Some(line.time)),
+            line.level,
+            line.task,
+            line.attempt,
+            line.message
         )?;
     }
     Ok(())
 }
 
 /// Prints a run and its tasks as aligned text.
-fn print_run(run: &Value) -> anyhow::Result<()> {
+fn print_run(detail: &RunDetail) -> anyhow::Result<()> {
+    let run = &detail.run;
     let mut fields = vec![
-        ("id", str_of(run, "id").to_owned()),
+        ("id", run.id.to_string()),
         (
             "workflow",
-            format!("{} (version {})", str_of(run, "workflow"), run["version"]),
+            format!("{} (version {})", run.workflow, run.version),
         ),
-        ("status", str_of(run, "status").to_owned()),
+        ("status", run.status.clone()),
         (
             "trigger",
-            match run["triggered_by"]["id"].as_str() {
-                Some(id) => format!("{} ({id})", str_of(&run["triggered_by"], "kind")),
-                None => str_of(&run["triggered_by"], "kind").to_owned(),
+            match run.triggered_by.id {
+                Some(id) => format!("{} ({id})", run.triggered_by.kind),
+                None => run.triggered_by.kind.clone(),
             },
         ),
-        ("priority", run["priority"].to_string()),
-        ("created", time(&run["created_at"])),
-        ("due", time(&run["run_at"])),
-        ("started", time(&run["started_at"])),
-        ("finished", time(&run["finished_at"])),
-        (
-            "duration",
-            duration(&run["started_at"], &run["finished_at"]),
-        ),
+        ("priority", run.priority.to_string()),
+        ("created", time_of(Some(run.created_at))),
+        ("due", time_of(run.run_at)),
+        ("started", time_of(run.started_at)),
+        ("finished", time_of(run.finished_at)),
+        ("duration", duration_of(run.started_at, run.finished_at)),
     ];
-    if let Some(parent) = run["parent_run_id"].as_str() {
-        fields.push(("parent", parent.to_owned()));
+    if let Some(parent) = run.parent_run_id {
+        fields.push(("parent", parent.to_string()));
     }
-    if run["additional_metadata"]
+    if run
+        .additional_metadata
         .as_object()
         .is_some_and(|m| !m.is_empty())
     {
-        fields.push(("metadata", run["additional_metadata"].to_string()));
+        fields.push(("metadata", run.additional_metadata.to_string()));
     }
-    fields.push(("input", run["input"].to_string()));
-    if !run["output"].is_null() {
-        fields.push(("output", run["output"].to_string()));
+    fields.push(("input", run.input.to_string()));
+    if let Some(output) = &run.output {
+        fields.push(("output", output.to_string()));
     }
-    if let Some(error) = run["error"].as_str() {
-        fields.push(("error", error.to_owned()));
+    if let Some(error) = &run.error {
+        fields.push(("error", error.clone()));
     }
     for (name, value) in &fields {
         println!("{:<9} {value}", format!("{name}:"));
     }
-    let rows: Vec<Vec<String>> = run["tasks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|t| {
-            let result = match t["error"].as_str() {
-                Some(error) => error.to_owned(),
-                None if t["output"].is_null() => String::new(),
-                None => t["output"].to_string(),
+    let rows: Vec<Vec<String>> = detail
+        .tasks
+        .iter()
+        .map(|t: &TaskRun| {
+            let result = match (&t.error, &t.output) {
+                (Some(error), _) => error.clone(),
+                (None, Some(output)) => output.to_string(),
+                (None, None) => String::new(),
             };
-            let result = match t.get("waiting_for") {
+            let result = match &t.waiting_for {
                 Some(waiting) if result.is_empty() => waiting_text(waiting),
                 _ => result,
             };
             vec![
-                str_of(t, "name").to_owned(),
-                str_of(t, "status").to_owned(),
-                t["attempt"].to_string(),
-                duration(&t["started_at"], &t["finished_at"]),
+                t.name.clone(),
+                t.status.clone(),
+                t.attempt.to_string(),
+                duration_of(t.started_at, t.finished_at),
                 result,
             ]
         })
@@ -1284,15 +1317,15 @@ fn print_run(run: &Value) -> anyhow::Result<()> {
 }
 
 /// `{kind, key?}` as "waiting for …".
-fn waiting_text(waiting: &Value) -> String {
-    let what = match str_of(waiting, "kind") {
+fn waiting_text(waiting: &Waiting) -> String {
+    let what = match waiting.kind.as_str() {
         "concurrency" => "a place under concurrency key",
         "rate_limit" => "units of rate limit",
         "slots" => "a free slot",
         "parents" => "its parents",
         other => other,
     };
-    match waiting["key"].as_str() {
+    match &waiting.key {
         Some(key) => format!("waiting for {what} `{key}`"),
         None => format!("waiting for {what}"),
     }
@@ -1519,9 +1552,17 @@ fn time(value: &Value) -> String {
     )
 }
 
-/// The time between two RFC 3339 timestamps, or `-`.
-fn duration(start: &Value, end: &Value) -> String {
-    let (Some(start), Some(end)) = (parse_time(start), parse_time(end)) else {
+/// A time as `YYYY-MM-DD HH:MM:SS.mmm`, or `-`.
+fn time_of(at: Option<DateTime<Utc>>) -> String {
+    at.map_or_else(
+        || "-".to_owned(),
+        |t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+    )
+}
+
+/// The time from `start` to `end`, or `-`.
+fn duration_of(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>) -> String {
+    let (Some(start), Some(end)) = (start, end) else {
         return "-".to_owned();
     };
     let millis = (end - start).num_milliseconds().max(0);
@@ -1591,20 +1632,33 @@ mod tests {
 
     #[test]
     fn duration_is_readable() {
-        let start = json!("2026-01-01T00:00:00Z");
-        assert_eq!(
-            duration(&start, &json!("2026-01-01T00:00:00.250Z")),
-            "250ms"
-        );
-        assert_eq!(duration(&start, &json!("2026-01-01T00:00:02.5Z")), "2.5s");
-        assert_eq!(duration(&start, &Value::Null), "-");
+        let at = |text: &str| parse_time(&json!(text));
+        let start = at("2026-01-01T00:00:00Z");
+        assert_eq!(duration_of(start, at("2026-01-01T00:00:00.250Z")), "250ms");
+        assert_eq!(duration_of(start, at("2026-01-01T00:00:02.5Z")), "2.5s");
+        assert_eq!(duration_of(start, None), "-");
     }
 
     #[test]
     fn failure_reason_prefers_the_run_error_then_a_task_error() {
-        let run = json!({"error": null, "tasks": [
-            {"name": "a", "error": null}, {"name": "b", "error": "boom"}]});
-        assert_eq!(failure_reason(&run), "task b: boom");
-        assert_eq!(failure_reason(&json!({"error": "bad"})), "bad");
+        let task = |name: &str, error: Option<&str>| {
+            json!({"id": "01a227ae-4daf-7537-81e5-2a85c5cf38a1", "name": name,
+                   "status": "failed", "attempt": 1, "failures": 1, "lost_leases": 0,
+                   "parents": [], "output": null, "error": error, "error_code": null,
+                   "is_on_failure": false, "started_at": null, "finished_at": null})
+        };
+        let run = |error: Option<&str>, tasks: Vec<Value>| -> RunDetail {
+            serde_json::from_value(json!({
+                "id": "01a227ae-4daf-7537-81e5-2a85c5cf38a2", "workflow": "w", "version": 1,
+                "status": "failed", "input": {}, "output": null, "error": error,
+                "additional_metadata": {}, "priority": 1,
+                "created_at": "2026-01-01T00:00:00Z", "started_at": null, "finished_at": null,
+                "parent_run_id": null, "parent_task_run_id": null, "run_at": null,
+                "triggered_by": {"kind": "api", "id": null}, "tasks": tasks}))
+            .expect("a run")
+        };
+        let failed = run(None, vec![task("a", None), task("b", Some("boom"))]);
+        assert_eq!(failure_reason(&failed), "task b: boom");
+        assert_eq!(failure_reason(&run(Some("bad"), vec![])), "bad");
     }
 }
