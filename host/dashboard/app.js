@@ -283,6 +283,7 @@ async function runsPage(search) {
     select("status", "Status", RUN_STATUSES),
     select("triggered_by", "Triggered by", TRIGGERS),
     h("label", {}, "Metadata (key:value)", h("input", { name: "metadata", value: params.metadata || "", size: 18 })),
+    h("label", { class: "check" }, h("input", { type: "checkbox", name: "children", value: "1", checked: params.children === "1" }), "Include child runs"),
     h("button", { type: "submit" }, "Filter"),
   );
   form.addEventListener("submit", (event) => {
@@ -292,7 +293,9 @@ async function runsPage(search) {
   });
   const list = h("div", { "aria-live": "polite" });
   render("Runs", form, list);
-  await runList(list, params, mine, "No runs match.");
+  // Top-level runs unless asked: a fan-out's thousand children would bury its parent.
+  const { children, ...filters } = params;
+  await runList(list, children === "1" ? filters : { ...filters, top_level: "true" }, mine, "No runs match.");
 }
 
 /** The runs matching `params`, paged; the first page keeps itself up to date. */
@@ -595,7 +598,7 @@ async function workflowPage(name) {
       ["Deployed", (v) => time(v.created_at)],
     ], workflow.versions, "No versions."),
     h("h2", {}, "Recent runs"), runs);
-  await runList(runs, { workflow: name }, generation, "No runs yet.");
+  await runList(runs, { workflow: name, top_level: "true" }, generation, "No runs yet.");
 }
 
 async function modulesPage() {

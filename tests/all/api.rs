@@ -867,6 +867,12 @@ async fn children_name_their_parent_run(pool: PgPool) {
             .await;
         assert_eq!(run["parent_run_id"], id);
     }
+    let (_, all) = api.get("/api/v1/runs", &token).await;
+    assert_eq!(all["runs"].as_array().expect("runs").len(), 4, "{all}");
+    let (_, top) = api.get("/api/v1/runs?top_level=true", &token).await;
+    let top = top["runs"].as_array().expect("runs");
+    assert_eq!(top.len(), 1, "only the parent: {top:?}");
+    assert_eq!(top[0]["id"], id);
     api.shutdown().await;
 }
 
@@ -1783,12 +1789,14 @@ async fn the_status_filter_finds_runs_in_each_status(pool: PgPool) {
     );
     assert_eq!(api.finished(&token, &failed).await["status"], "failed");
     let running = api.start_run(&token, "spin", json!({"input": {}})).await;
-    eventually(30, || async {
-        let (_, run) = api.get(&format!("/api/v1/runs/{running}"), &token).await;
-        run["status"] == "running"
-    })
-    .await;
-    let (status, _) = api
+    for id in [&running, &cancelled] {
+        eventually(30, || async {
+            let (_, run) = api.get(&format!("/api/v1/runs/{id}"), &token).await;
+            run["status"] == "running"
+        })
+        .await;
+    }
+    let (status, run) = api
         .post(
             &format!("/api/v1/runs/{cancelled}/cancel"),
             &token,
@@ -1796,6 +1804,11 @@ async fn the_status_filter_finds_runs_in_each_status(pool: PgPool) {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
+    assert_eq!(run["status"], "cancelled");
+    assert!(
+        run["started_at"].is_string(),
+        "a run cancelled while running keeps when it started: {run}"
+    );
 
     for (status, expected) in [
         ("succeeded", &succeeded),
@@ -1825,6 +1838,45 @@ async fn the_status_filter_finds_runs_in_each_status(pool: PgPool) {
     api.post(&format!("/api/v1/runs/{running}/cancel"), &token, json!({}))
         .await;
     api.shutdown().await;
+}
+
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn nul_characters_anywhere_are_a_400_not_a_500(pool: PgPool) {
+    let api = Api::start(pool, false).await;
+    let token = api.tenant("acme").await;
+    api.deploy(&token, hatchery_guests::HELLO).await;
+    // Found by schemathesis: an event key with a NUL reached the database.
+    let (status, body) = api
+        .post("/api/v1/events", &token, json!({"key": "a\u{0}b"}))
+        .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_event");
+    for (method, uri, body) in [
+        ("POST", "/api/v1/tenants", json!({"name": "nul\u{0}name"})),
+        (
+            "POST",
+            "/api/v1/workflows/hello/crons",
+            json!({"expression": "0 * * * *", "name": "a\u{0}"}),
+        ),
+        ("GET", "/api/v1/workflows/a%00b", Value::Null),
+        ("GET", "/api/v1/runs?workflow=a%00b", Value::Null),
+        ("GET", "/api/v1/events?key=a%00b", Value::Null),
+    ] {
+        let token = if uri == "/api/v1/tenants" {
+            ADMIN
+        } else {
+            token.as_str()
+        };
+        let body = if body.is_null() {
+            Body::empty()
+        } else {
+            Body::from(body.to_string())
+        };
+        let (status, answer) = api.call(method, uri, Some(token), body).await;
+        assert!(
+            status.is_client_error(),
+            "{method} {uri}: {status} {answer}"
+        );
+    }
 }
 
 #[test]

@@ -652,6 +652,7 @@ async fn an_event_pushed_by_a_task_starts_each_subscribed_workflow_once(pool: Pg
         metadata: None,
         parent_run_id: None,
         triggered_by: None,
+        top_level: false,
         page: hatchery::db::PageParams {
             before: None,
             limit: 10,

@@ -125,8 +125,22 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// SQLSTATEs of text the database cannot hold: a NUL byte in a string (22021) or a `\u0000`
+/// in JSON (22P05). The request is at fault, not the node.
+const UNSTORABLE_TEXT: [&str; 2] = ["22021", "22P05"];
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e
+            && db
+                .code()
+                .is_some_and(|code| UNSTORABLE_TEXT.contains(&code.as_ref()))
+        {
+            return Self::bad_request(
+                "invalid_text",
+                "the request holds a NUL character (\\u0000), which cannot be stored",
+            );
+        }
         match e {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
                 tracing::warn!("database unavailable: {e}");

@@ -138,6 +138,8 @@ pub struct ListQuery {
     metadata: Option<String>,
     /// Only runs started this way (`api`, `cron`, `schedule`, `event`, `spawn`, `replay`).
     triggered_by: Option<String>,
+    /// `true`: only runs no task spawned (a fan-out's parent, not its children).
+    top_level: Option<bool>,
     /// Runs per page (1–1000, default 50).
     limit: Option<i64>,
     /// `next_cursor` of the previous page.
@@ -503,6 +505,7 @@ pub async fn list(
         metadata: metadata.as_ref(),
         parent_run_id: None,
         triggered_by: query.triggered_by.as_deref(),
+        top_level: query.top_level.unwrap_or(false),
         page: page_query.params()?,
     };
     let mut conn = state.db.pool.acquire().await?;
@@ -714,6 +717,7 @@ pub async fn children(
         metadata: None,
         parent_run_id: Some(id),
         triggered_by: None,
+        top_level: false,
         page: query.params()?,
     };
     let mut rows = workflow_runs_list(&mut conn, tenant, &params).await?;

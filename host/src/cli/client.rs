@@ -120,6 +120,8 @@ pub enum RunsCommand {
     Reschedule(RescheduleArgs),
     /// Print the log lines of a run's attempts, oldest first.
     Logs(RunIdArgs),
+    /// List the runs a run's tasks spawned, newest first.
+    Children(RunIdArgs),
 }
 
 /// Arguments of `hatchery runs list`.
@@ -137,6 +139,10 @@ pub struct RunsListArgs {
     /// Only runs started this way: api, cron, schedule, event, spawn or replay.
     #[arg(long)]
     pub triggered_by: Option<String>,
+    /// List the runs tasks spawned too (by default only top-level runs: a fan-out's parent,
+    /// not its children; `runs children <id>` lists those).
+    #[arg(long)]
+    pub children: bool,
     /// At most this many runs.
     #[arg(long, default_value_t = 20)]
     pub limit: u32,
@@ -589,13 +595,13 @@ pub enum ClientError {
     },
     /// The server could not be reached or the exchange failed.
     #[error(
-        "cannot reach the Hatchery API at {url}: {source} (is a node running? set HATCHERY_URL or --url)"
+        "cannot reach the Hatchery API at {url}: {cause} (is a node running? set HATCHERY_URL or --url)"
     )]
     Unreachable {
         /// The URL asked.
         url: String,
-        /// The cause.
-        source: reqwest::Error,
+        /// The innermost cause (e.g. `Connection refused`), said once.
+        cause: String,
     },
     /// The server answered JSON of another shape than the API's type for it.
     #[error("unexpected answer from {url}: {message}")]
@@ -716,9 +722,9 @@ impl Client {
                 .header(reqwest::header::CONTENT_TYPE, "application/wasm")
                 .body(bytes),
         };
-        let unreachable = |source| ClientError::Unreachable {
+        let unreachable = |error: reqwest::Error| ClientError::Unreachable {
             url: url.clone(),
-            source,
+            cause: root_cause(&error),
         };
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status();
@@ -847,6 +853,16 @@ impl Client {
     }
 }
 
+/// The innermost error of `error`'s chain: what actually failed, without the layers that
+/// each repeat it.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    cause.to_string()
+}
+
 /// Percent-encodes one path segment or query value.
 pub(crate) fn encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -920,6 +936,14 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     let client = Client::tenant(&args.client)?;
     let bytes = std::fs::read(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
+    // Said here, before uploading megabytes the node would refuse.
+    if !bytes.starts_with(b"\0asm") {
+        bail!(
+            "{} is not a WebAssembly component (it does not start with the wasm magic bytes): \
+             build one with `cargo build --target wasm32-wasip2` (see README: Write a task)",
+            args.file.display()
+        );
+    }
     let deployed = client.deploy(bytes).await?;
     if args.client.json {
         return print_json(&deployed);
@@ -1093,7 +1117,30 @@ pub async fn runs(command: RunsCommand) -> anyhow::Result<()> {
             if args.client.json {
                 return print_json(&run);
             }
-            print_run(&run)
+            print_run(&run)?;
+            let children = children_of(&client, &args.id).await?;
+            if !children.runs.is_empty() {
+                let mut by_status = std::collections::BTreeMap::<&str, usize>::new();
+                for child in &children.runs {
+                    *by_status.entry(child.status.as_str()).or_default() += 1;
+                }
+                let counts: Vec<String> = by_status
+                    .iter()
+                    .map(|(status, count)| format!("{count} {status}"))
+                    .collect();
+                let more = if children.next_cursor.is_some() {
+                    " (first 1,000)"
+                } else {
+                    ""
+                };
+                println!(
+                    "\nchildren: {}{more}: {} (hatchery runs children {})",
+                    children.runs.len(),
+                    counts.join(", "),
+                    args.id
+                );
+            }
+            Ok(())
         }
         RunsCommand::Cancel(args) => {
             let client = Client::tenant(&args.client)?;
@@ -1130,6 +1177,15 @@ pub async fn runs(command: RunsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         RunsCommand::Logs(args) => runs_logs(args).await,
+        RunsCommand::Children(args) => {
+            let client = Client::tenant(&args.client)?;
+            let page = children_of(&client, &args.id).await?;
+            if args.client.json {
+                return print_json(&page);
+            }
+            print_runs(&page);
+            Ok(())
+        }
     }
 }
 
@@ -1175,6 +1231,7 @@ async fn runs_list(args: RunsListArgs) -> anyhow::Result<()> {
                 ("status", args.status.clone()),
                 ("triggered_by", args.triggered_by.clone()),
                 ("metadata", args.metadata.clone()),
+                ("top_level", (!args.children).then(|| "true".to_owned())),
                 ("limit", Some(args.limit.to_string())),
                 ("cursor", args.cursor.clone()),
             ],
@@ -1183,6 +1240,12 @@ async fn runs_list(args: RunsListArgs) -> anyhow::Result<()> {
     if args.client.json {
         return print_json(&page);
     }
+    print_runs(&page);
+    Ok(())
+}
+
+/// A page of runs as a table, and how to get the next one.
+fn print_runs(page: &RunPage) {
     let rows: Vec<Vec<String>> = page
         .runs
         .iter()
@@ -1204,7 +1267,14 @@ async fn runs_list(args: RunsListArgs) -> anyhow::Result<()> {
     if let Some(cursor) = &page.next_cursor {
         eprintln!("more: --cursor {cursor}");
     }
-    Ok(())
+}
+
+/// The first page (up to 1,000) of the runs `id`'s tasks spawned.
+async fn children_of(client: &Client, id: &str) -> Result<RunPage, ClientError> {
+    let path = format!("/api/v1/runs/{}/children", encode(id));
+    client
+        .get_as(&path, &[("limit", Some("1000".into()))])
+        .await
 }
 
 async fn runs_logs(args: RunIdArgs) -> anyhow::Result<()> {

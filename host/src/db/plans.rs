@@ -340,6 +340,7 @@ pub async fn run_list_plans(
         metadata: None,
         parent_run_id: None,
         triggered_by: None,
+        top_level: false,
         page: page(None),
     };
     let first: Vec<super::workflow_run::WorkflowRunRow> = runs_list_query("", tenant_id, &newest)

@@ -502,6 +502,8 @@ pub struct RunListParams<'a> {
     pub parent_run_id: Option<Uuid>,
     /// Only runs started this way (api, cron, schedule, event, spawn, replay).
     pub triggered_by: Option<&'a str>,
+    /// Only runs no task spawned.
+    pub top_level: bool,
     /// Which page.
     pub page: super::PageParams<Uuid>,
 }
@@ -582,6 +584,9 @@ pub(crate) fn runs_list_query<'a>(
     }
     if let Some(trigger) = params.triggered_by {
         query.push(" AND r.triggered_by = ").push_bind(trigger);
+    }
+    if params.top_level {
+        query.push(" AND r.parent_task_run_id IS NULL");
     }
     query
         .push(" ORDER BY r.created_at DESC, r.id DESC LIMIT ")
@@ -828,10 +833,14 @@ pub async fn workflow_run_cancel(
     .await?;
     let interrupted: Vec<Uuid> = interrupted.into_iter().flatten().collect();
     let runs: Vec<Uuid> = sqlx::query_scalar(
-        "UPDATE workflow_runs SET status = 'cancelled', finished_at = now(),
-                                  error = coalesce(error, $3)
-         WHERE tenant_id = $1 AND id = ANY($2) AND status IN ('queued', 'running')
-         RETURNING id",
+        "UPDATE workflow_runs w SET status = 'cancelled', finished_at = now(),
+                                    error = coalesce(w.error, $3),
+                                    started_at = coalesce(w.started_at, (
+                                        SELECT min(s.started_at) FROM task_runs s
+                                        WHERE s.tenant_id = w.tenant_id
+                                          AND s.workflow_run_id = w.id))
+         WHERE w.tenant_id = $1 AND w.id = ANY($2) AND w.status IN ('queued', 'running')
+         RETURNING w.id",
     )
     .bind(tenant_id)
     .bind(&tree)

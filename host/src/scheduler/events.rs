@@ -58,9 +58,13 @@ pub struct PushedEvent {
 }
 
 fn check_key(what: &str, key: &str) -> Result<(), RunError> {
-    if key.is_empty() || key.len() > MAX_KEY_LEN || key.chars().any(char::is_whitespace) {
+    if key.is_empty()
+        || key.len() > MAX_KEY_LEN
+        || key.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(RunError::InvalidEvent(format!(
-            "the {what} must be 1 to {MAX_KEY_LEN} bytes without spaces, got `{key}`"
+            "the {what} must be 1 to {MAX_KEY_LEN} bytes without spaces or control characters, \
+             got {key:?}"
         )));
     }
     Ok(())
