@@ -410,6 +410,41 @@ fn the_cli_drives_a_node_as_a_user_would() {
     let cancelled = String::from_utf8_lossy(&cancelled.stdout);
     assert!(cancelled.contains("is succeeded"), "{cancelled}");
 
+    // Crons, events and fuel, through the API's own types.
+    let cron = stdout_json(&run_ok(&mut user(&[
+        "crons",
+        "create",
+        "hello",
+        "0 9 * * 1-5",
+        "--timezone",
+        "Europe/Paris",
+        "--input",
+        r#"{"name":"team"}"#,
+        "--json",
+    ])));
+    assert_eq!(cron["crons"][0]["timezone"], "Europe/Paris", "{cron}");
+    let crons = run_ok(&mut user(&["crons", "list"]));
+    assert!(
+        String::from_utf8_lossy(&crons.stdout).contains("0 9 * * 1-5 (Europe/Paris)"),
+        "{crons:?}"
+    );
+    let pushed = run_ok(&mut user(&[
+        "events",
+        "push",
+        "nobody:listens",
+        "--payload",
+        "{}",
+    ]));
+    assert!(
+        String::from_utf8_lossy(&pushed.stdout).contains("started 0 run(s)"),
+        "{pushed:?}"
+    );
+    let fuel = run_ok(&mut user(&["fuel", "hello", "greet", "5_000_000"]));
+    assert!(
+        String::from_utf8_lossy(&fuel.stdout).contains("5000000 instructions per attempt"),
+        "{fuel:?}"
+    );
+
     // A run for later: scheduled, listed as such, moved sooner, then run.
     let later = run_ok(&mut user(&[
         "run",

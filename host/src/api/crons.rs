@@ -25,21 +25,26 @@ const MAX_LISTED: i64 = 10_000;
 const MAX_NAME_LEN: usize = 128;
 
 /// Body of `POST /api/v1/workflows/{name}/crons`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCron {
-    expression: String,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    timezone: Option<String>,
-    #[serde(default)]
-    input: Option<Value>,
-    #[serde(default)]
-    additional_metadata: Option<Value>,
-    /// "none" (default) or "latest".
-    #[serde(default)]
-    catch_up: Option<String>,
+    /// Five or six fields (`0 9 * * 1-5`).
+    pub expression: String,
+    /// A name for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The IANA zone it is read in; default UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// The input of its runs; default `{}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
+    /// The metadata of its runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional_metadata: Option<Value>,
+    /// `none` (default) or `latest`: whether a missed tick runs once when a node is back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up: Option<String>,
 }
 
 /// A cron: a schedule that starts runs of a workflow.

@@ -41,28 +41,31 @@ pub use openapi::ApiDoc;
 /// The request and response types of `/api/v1`, as the handlers read and write them and the
 /// OpenAPI document describes them: the CLI and the tests speak the API through them.
 pub mod types {
-    pub use super::crons::{Cron, CronList};
+    pub use super::crons::{CreateCron, Cron, CronList};
     pub use super::egress::{Ceiling, Egress};
     pub use super::events::{Event, EventFilter, EventPage, Pushed, PushedList};
     pub use super::health::Health;
     pub use super::modules::{Deployed, Module, ModulePage};
     pub use super::quotas::{OwnQuotas, QuotaUse, QuotasView};
-    pub use super::rate_limits::{RateLimit, RateLimitList};
+    pub use super::rate_limits::{RateLimit, RateLimitList, SetRateLimit};
     pub use super::runs::{
         LogLine, LogPage, RescheduleBody, Run, RunAccepted, RunBody, RunDetail, RunPage,
         RunsAccepted, TaskRun, Trigger, Waiting,
     };
-    pub use super::secrets::{Secret, SecretList};
+    pub use super::secrets::{Secret, SecretList, SetSecret};
     pub use super::tenants::{
-        RetentionSet, TenantCreated, TenantSettings, TokenCreated, WeightSet,
+        CreateTenant, CreateToken, RetentionSet, TenantCreated, TenantSettings, TokenCreated,
+        WeightSet,
     };
     pub use super::usage::{UsageReport, UsageTotals};
     pub use super::workers::{Worker, WorkerList};
     pub use super::workflows::{
-        TaskFuel, Workflow, WorkflowDetail, WorkflowPage, WorkflowVersionSummary,
+        SetFuel, TaskFuel, Workflow, WorkflowDetail, WorkflowPage, WorkflowVersionSummary,
     };
     pub use crate::db::usage::UsageRow;
+    pub use crate::manifest::RateLimitDuration;
     pub use crate::quota::Quotas;
+    pub use crate::scheduler::events::EventRequest;
 }
 
 use crate::db::Db;

@@ -20,11 +20,13 @@ const MAX_KEY_LEN: usize = 256;
 const MAX_LISTED: i64 = 10_000;
 
 /// Body of `PUT /api/v1/rate-limits/{key}`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetRateLimit {
-    limit: u32,
-    duration: RateLimitDuration,
+    /// Units per window.
+    pub limit: u32,
+    /// The window.
+    pub duration: RateLimitDuration,
 }
 
 fn duration_name(window_ms: Option<i64>) -> Option<&'static str> {

@@ -17,13 +17,14 @@ use crate::db::secret::{SecretRow, secret_delete, secret_set, secrets_list};
 use crate::secrets::{MAX_VALUE_LEN, valid_name};
 
 /// Body of `PUT /api/v1/secrets/{name}`.
-#[derive(Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetSecret {
-    value: String,
+    /// The value: sealed at rest, never shown again.
+    pub value: String,
     /// The workflows that may read it; absent: every workflow of the tenant.
-    #[serde(default)]
-    workflows: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflows: Option<Vec<String>>,
 }
 
 /// A stored secret: its name and readers, never its value.

@@ -90,10 +90,11 @@ pub struct RetentionSet {
 const MAX_NAME_LEN: usize = 128;
 
 /// Body of `POST /api/v1/tenants`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
-    name: String,
+    /// Its name, unique.
+    pub name: String,
 }
 
 /// Body of `PUT /api/v1/tenants/{id}/weight`.
@@ -117,11 +118,12 @@ const MAX_RETENTION_DAYS: i64 = 3_650;
 const MAX_WEIGHT: i64 = 1_000;
 
 /// Body of `POST /api/v1/tenants/{id}/tokens` (optional).
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
+    /// A label for it.
     #[serde(default)]
-    name: String,
+    pub name: String,
 }
 
 fn check_name(what: &str, name: &str, required: bool) -> Result<(), ApiError> {

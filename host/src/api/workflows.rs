@@ -170,11 +170,11 @@ pub async fn get_workflow(
 }
 
 /// Body of `PUT /api/v1/workflows/{name}/tasks/{task}/fuel`.
-#[derive(Debug, serde::Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetFuel {
     /// Instructions one attempt may execute; `null` returns the task to the node's budget.
-    fuel: Option<u64>,
+    pub fuel: Option<u64>,
 }
 
 /// `PUT /api/v1/workflows/{name}/tasks/{task}/fuel` `{fuel}`: the fuel budget of every attempt

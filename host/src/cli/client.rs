@@ -17,7 +17,10 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::api::types::{
-    LogLine, LogPage, RescheduleBody, RunAccepted, RunBody, RunDetail, RunPage, TaskRun, Waiting,
+    CreateCron, CreateTenant, CreateToken, Cron, CronList, Deployed, EventRequest, LogLine,
+    LogPage, Pushed, RateLimit, RateLimitDuration, RateLimitList, RescheduleBody, RunAccepted,
+    RunBody, RunDetail, RunPage, SecretList, SetFuel, SetRateLimit, SetSecret, TaskFuel, TaskRun,
+    TenantCreated, TokenCreated, Waiting,
 };
 
 /// Default address of the API.
@@ -405,12 +408,12 @@ pub async fn secrets(command: SecretsCommand) -> anyhow::Result<()> {
         SecretsCommand::Set(args) => {
             let value = read_secret_value(&args.name)?;
             let client = Client::tenant(&args.client)?;
-            let mut body = json!({ "value": value });
-            if !args.workflows.is_empty() {
-                body["workflows"] = json!(args.workflows);
-            }
+            let body = SetSecret {
+                value,
+                workflows: (!args.workflows.is_empty()).then(|| args.workflows.clone()),
+            };
             let path = format!("/api/v1/secrets/{}", encode(&args.name));
-            let set = client.put(&path, Body::Json(body)).await?;
+            let set: crate::api::types::Secret = client.send_as(Method::PUT, &path, &body).await?;
             if args.client.json {
                 return print_json(&set);
             }
@@ -418,29 +421,19 @@ pub async fn secrets(command: SecretsCommand) -> anyhow::Result<()> {
         }
         SecretsCommand::List(args) => {
             let client = Client::tenant(&args.client)?;
-            let listed = client.get("/api/v1/secrets", &[]).await?;
+            let listed: SecretList = client.get_as("/api/v1/secrets", &[]).await?;
             if args.client.json {
                 return print_json(&listed);
             }
-            let rows: Vec<Vec<String>> = listed["secrets"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let rows: Vec<Vec<String>> = listed
+                .secrets
+                .iter()
                 .map(|s| {
-                    let workflows = s["workflows"].as_array().map_or_else(
-                        || "all".to_owned(),
-                        |w| {
-                            w.iter()
-                                .filter_map(Value::as_str)
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        },
-                    );
-                    vec![
-                        str_of(s, "name").to_owned(),
-                        workflows,
-                        str_of(s, "updated_at").to_owned(),
-                    ]
+                    let workflows = s
+                        .workflows
+                        .as_ref()
+                        .map_or_else(|| "all".to_owned(), |w| w.join(", "));
+                    vec![s.name.clone(), workflows, time_of(Some(s.updated_at))]
                 })
                 .collect();
             if rows.is_empty() {
@@ -767,9 +760,20 @@ impl Client {
     }
 
     /// `POST /api/v1/modules`.
-    pub async fn deploy(&self, wasm: Vec<u8>) -> Result<Value, ClientError> {
-        self.call(Method::POST, "/api/v1/modules", Body::Wasm(wasm))
+    pub async fn deploy(&self, wasm: Vec<u8>) -> Result<Deployed, ClientError> {
+        self.call_as(Method::POST, "/api/v1/modules", Body::Wasm(wasm))
             .await
+    }
+
+    /// `method path` with `body` serialized as JSON, read as `T`.
+    async fn send_as<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<T, ClientError> {
+        let body = serde_json::to_value(body).unwrap_or_default();
+        self.call_as(method, path, Body::Json(body)).await
     }
 
     /// `method path` with `body`, read as the API's type `T`.
@@ -842,10 +846,6 @@ impl Client {
             format!("{path}?{}", query.join("&"))
         };
         self.call(Method::GET, &path, Body::None).await
-    }
-
-    async fn post(&self, path: &str, body: Body) -> Result<Value, ClientError> {
-        self.call(Method::POST, path, body).await
     }
 
     pub(crate) async fn put(&self, path: &str, body: Body) -> Result<Value, ClientError> {
@@ -922,10 +922,6 @@ pub(crate) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn str_of<'a>(value: &'a Value, key: &str) -> &'a str {
-    value.get(key).and_then(Value::as_str).unwrap_or("")
-}
-
 /// Parses a JSON argument, naming the flag when it is not JSON.
 fn parse_json_arg(flag: &str, text: &str) -> anyhow::Result<Value> {
     serde_json::from_str(text).with_context(|| format!("{flag} is not valid JSON"))
@@ -948,33 +944,22 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     if args.client.json {
         return print_json(&deployed);
     }
-    let already = deployed["already_deployed"].as_bool().unwrap_or(false);
     println!(
-        "{} {}{}",
-        if already {
+        "{} {} (sha256 {})",
+        if deployed.already_deployed {
             "already deployed"
         } else {
             "deployed"
         },
         args.file.display(),
-        format_args!(" (sha256 {})", str_of(&deployed, "digest")),
+        deployed.digest,
     );
-    let workflows = deployed["workflows"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let rows: Vec<Vec<String>> = workflows
+    let rows: Vec<Vec<String>> = deployed
+        .workflows
         .iter()
         .map(|w| {
-            let tasks: Vec<&str> = w["tasks"]
-                .as_array()
-                .map(|tasks| tasks.iter().map(|t| str_of(t, "name")).collect())
-                .unwrap_or_default();
-            vec![
-                str_of(w, "name").to_owned(),
-                w["version"].to_string(),
-                tasks.join(", "),
-            ]
+            let tasks: Vec<&str> = w.tasks.iter().map(|t| t.name.as_str()).collect();
+            vec![w.name.clone(), w.version.to_string(), tasks.join(", ")]
         })
         .collect();
     print_table(&["WORKFLOW", "VERSION", "TASKS"], &rows);
@@ -1405,32 +1390,32 @@ fn waiting_text(waiting: &Waiting) -> String {
 pub async fn events(command: EventsCommand) -> anyhow::Result<()> {
     let EventsCommand::Push(args) = command;
     let client = Client::tenant(&args.client)?;
-    let mut body = json!({ "key": args.key });
-    if let Some(payload) = &args.payload {
-        body["payload"] = parse_json_arg("--payload", payload)?;
-    }
-    if let Some(metadata) = &args.metadata {
-        body["additional_metadata"] = parse_json_arg("--metadata", metadata)?;
-    }
-    if let Some(scope) = &args.scope {
-        body["scope"] = json!(scope);
-    }
-    if let Some(key) = &args.idempotency_key {
-        body["idempotency_key"] = json!(key);
-    }
-    let pushed = client.post("/api/v1/events", Body::Json(body)).await?;
+    let body = EventRequest {
+        key: args.key.clone(),
+        payload: args
+            .payload
+            .as_deref()
+            .map(|payload| parse_json_arg("--payload", payload))
+            .transpose()?
+            .unwrap_or(Value::Null),
+        additional_metadata: args
+            .metadata
+            .as_deref()
+            .map(|metadata| parse_json_arg("--metadata", metadata))
+            .transpose()?,
+        scope: args.scope.clone(),
+        idempotency_key: args.idempotency_key.clone(),
+    };
+    let pushed: Pushed = client
+        .send_as(Method::POST, "/api/v1/events", &body)
+        .await?;
     if args.client.json {
         return print_json(&pushed);
     }
-    let runs: Vec<&str> = pushed["run_ids"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
+    let runs: Vec<String> = pushed.run_ids.iter().map(ToString::to_string).collect();
     println!(
         "event {} started {} run(s){}",
-        str_of(&pushed, "event_id"),
+        pushed.event_id,
         runs.len(),
         if runs.is_empty() {
             String::new()
@@ -1446,25 +1431,31 @@ pub async fn crons(command: CronsCommand) -> anyhow::Result<()> {
     let (client_args, result) = match command {
         CronsCommand::List(args) => {
             let client = Client::tenant(&args.client)?;
-            let listed = client.get("/api/v1/crons", &[]).await?;
+            let listed: CronList = client.get_as("/api/v1/crons", &[]).await?;
             (args.client, listed)
         }
         CronsCommand::Create(args) => {
             let client = Client::tenant(&args.client)?;
-            let mut body = json!({
-                "expression": args.expression,
-                "timezone": args.timezone,
-                "catch_up": if args.catch_up { "latest" } else { "none" },
-            });
-            if let Some(input) = &args.input {
-                body["input"] = parse_json_arg("--input", input)?;
-            }
-            if let Some(name) = &args.name {
-                body["name"] = json!(name);
-            }
+            let body = CreateCron {
+                expression: args.expression.clone(),
+                name: args.name.clone(),
+                timezone: Some(args.timezone.clone()),
+                input: args
+                    .input
+                    .as_deref()
+                    .map(|input| parse_json_arg("--input", input))
+                    .transpose()?,
+                additional_metadata: None,
+                catch_up: Some(if args.catch_up { "latest" } else { "none" }.to_owned()),
+            };
             let path = format!("/api/v1/workflows/{}/crons", encode(&args.workflow));
-            let created = client.post(&path, Body::Json(body)).await?;
-            (args.client, json!({ "crons": [created] }))
+            let created: Cron = client.send_as(Method::POST, &path, &body).await?;
+            (
+                args.client,
+                CronList {
+                    crons: vec![created],
+                },
+            )
         }
         CronsCommand::Delete(args) => {
             let client = Client::tenant(&args.client)?;
@@ -1479,17 +1470,16 @@ pub async fn crons(command: CronsCommand) -> anyhow::Result<()> {
     if client_args.json {
         return print_json(&result);
     }
-    let rows: Vec<Vec<String>> = result["crons"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let rows: Vec<Vec<String>> = result
+        .crons
+        .iter()
         .map(|c| {
             vec![
-                str_of(c, "id").to_owned(),
-                str_of(c, "workflow").to_owned(),
-                format!("{} ({})", str_of(c, "expression"), str_of(c, "timezone")),
-                time(&c["next_tick"]),
-                str_of(c, "source").to_owned(),
+                c.id.to_string(),
+                c.workflow.clone(),
+                format!("{} ({})", c.expression, c.timezone),
+                time_of(c.next_tick),
+                c.source.clone(),
             ]
         })
         .collect();
@@ -1509,35 +1499,39 @@ pub async fn rate_limits(command: RateLimitsCommand) -> anyhow::Result<()> {
     let (client_args, result) = match command {
         RateLimitsCommand::List(args) => {
             let client = Client::tenant(&args.client)?;
-            let listed = client.get("/api/v1/rate-limits", &[]).await?;
+            let listed: RateLimitList = client.get_as("/api/v1/rate-limits", &[]).await?;
             (args.client, listed)
         }
         RateLimitsCommand::Set(args) => {
             let client = Client::tenant(&args.client)?;
             let path = format!("/api/v1/rate-limits/{}", encode(&args.key));
-            let body = json!({ "limit": args.limit, "duration": args.duration });
-            let set = client.put(&path, Body::Json(body)).await?;
-            (args.client, json!({ "rate_limits": [set] }))
+            let duration: RateLimitDuration =
+                serde_json::from_value(Value::String(args.duration.clone()))?;
+            let body = SetRateLimit {
+                limit: args.limit,
+                duration,
+            };
+            let set: RateLimit = client.send_as(Method::PUT, &path, &body).await?;
+            (
+                args.client,
+                RateLimitList {
+                    rate_limits: vec![set],
+                },
+            )
         }
     };
     if client_args.json {
         return print_json(&result);
     }
-    let rows: Vec<Vec<String>> = result["rate_limits"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let rows: Vec<Vec<String>> = result
+        .rate_limits
+        .iter()
         .map(|r| {
-            let limit = match (r["limit"].as_i64(), r["duration"].as_str()) {
+            let limit = match (r.limit, &r.duration) {
                 (Some(limit), Some(duration)) => format!("{limit} per {duration}"),
                 _ => "not set".to_owned(),
             };
-            vec![
-                str_of(r, "key").to_owned(),
-                limit,
-                r["used"].to_string(),
-                str_of(r, "source").to_owned(),
-            ]
+            vec![r.key.clone(), limit, r.used.to_string(), r.source.clone()]
         })
         .collect();
     if rows.is_empty() {
@@ -1562,13 +1556,13 @@ pub async fn fuel(args: FuelArgs) -> anyhow::Result<()> {
         encode(&args.workflow),
         encode(&args.task)
     );
-    let set = client
-        .put(&path, Body::Json(json!({ "fuel": fuel })))
+    let set: TaskFuel = client
+        .send_as(Method::PUT, &path, &SetFuel { fuel })
         .await?;
     if args.client.json {
         return print_json(&set);
     }
-    match set["fuel"].as_u64() {
+    match set.fuel {
         Some(fuel) => println!(
             "{}/{}: {fuel} instructions per attempt, for runs started from now on",
             args.workflow, args.task
@@ -1607,21 +1601,6 @@ pub(crate) fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-fn parse_time(value: &Value) -> Option<DateTime<Utc>> {
-    value
-        .as_str()
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&Utc))
-}
-
-/// An RFC 3339 timestamp as `YYYY-MM-DD HH:MM:SS.mmm`, or `-`.
-fn time(value: &Value) -> String {
-    parse_time(value).map_or_else(
-        || "-".to_owned(),
-        |t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
-    )
-}
-
 /// A time as `YYYY-MM-DD HH:MM:SS.mmm`, or `-`.
 fn time_of(at: Option<DateTime<Utc>>) -> String {
     at.map_or_else(
@@ -1653,18 +1632,17 @@ pub async fn tenants(command: TenantsCommand) -> anyhow::Result<()> {
         TenantsCommand::Quotas(args) => return super::tenancy::quotas(args).await,
     };
     let client = Client::admin(&args.admin)?;
-    let tenant = client
-        .post("/api/v1/tenants", Body::Json(json!({ "name": args.name })))
+    let body = CreateTenant {
+        name: args.name.clone(),
+    };
+    let tenant: TenantCreated = client
+        .send_as(Method::POST, "/api/v1/tenants", &body)
         .await?;
     if args.admin.json {
         return print_json(&tenant);
     }
-    println!(
-        "tenant: {} ({})",
-        str_of(&tenant, "name"),
-        str_of(&tenant, "id")
-    );
-    println!("token:  {}", str_of(&tenant, "token"));
+    println!("tenant: {} ({})", tenant.name, tenant.id);
+    println!("token:  {}", tenant.token);
     eprintln!("the token is shown once: keep it (export HATCHERY_TOKEN=...)");
     Ok(())
 }
@@ -1674,16 +1652,17 @@ pub async fn tokens(command: TokensCommand) -> anyhow::Result<()> {
     let TokensCommand::Create(args) = command;
     let client = Client::admin(&args.admin)?;
     let path = format!("/api/v1/tenants/{}/tokens", encode(&args.tenant_id));
-    let token = client
-        .post(&path, Body::Json(json!({ "name": args.name })))
-        .await?;
+    let body = CreateToken {
+        name: args.name.clone(),
+    };
+    let token: TokenCreated = client.send_as(Method::POST, &path, &body).await?;
     if args.admin.json {
         return print_json(&token);
     }
-    println!("token:  {}", str_of(&token, "token"));
+    println!("token:  {}", token.token);
     println!(
         "id:     {} (revoke: DELETE /api/v1/tokens/{{id}})",
-        str_of(&token, "id")
+        token.id
     );
     eprintln!("the token is shown once: keep it (export HATCHERY_TOKEN=...)");
     Ok(())
@@ -1702,7 +1681,11 @@ mod tests {
 
     #[test]
     fn duration_is_readable() {
-        let at = |text: &str| parse_time(&json!(text));
+        let at = |text: &str| {
+            DateTime::parse_from_rfc3339(text)
+                .ok()
+                .map(|t| t.with_timezone(&Utc))
+        };
         let start = at("2026-01-01T00:00:00Z");
         assert_eq!(duration_of(start, at("2026-01-01T00:00:00.250Z")), "250ms");
         assert_eq!(duration_of(start, at("2026-01-01T00:00:02.5Z")), "2.5s");

@@ -16,7 +16,7 @@ use crate::manifest::{event_matches, parse_expression};
 const MAX_KEY_LEN: usize = 256;
 
 /// An event to push.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventRequest {
     /// Its key, matched against the workflows' `on_events` patterns.
@@ -25,13 +25,13 @@ pub struct EventRequest {
     #[serde(default)]
     pub payload: Value,
     /// Additional metadata of the event and its runs (a JSON object).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub additional_metadata: Option<Value>,
     /// Selects the filters that apply (those without a scope always do).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
     /// A second push with the same key returns the first event and starts nothing.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
 }
 
