@@ -257,20 +257,7 @@ fn the_cli_drives_a_node_as_a_user_would() {
     let database = FreshDatabase::create();
     let work = tempfile::tempdir().expect("temporary directory");
     let admin = "admin-secret-for-the-cli-test";
-    let mut node = ChildGuard(
-        cli(work.path())
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("DATABASE_URL", &database.url)
-            .env("HATCHERY_ADMIN_TOKEN", admin)
-            .env("HATCHERY_CACHE_DIR", work.path().join("cache"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start hatchery serve"),
-    );
-    let mut stdout = BufReader::new(node.0.stdout.take().expect("piped stdout"));
-    let listening = read_until(&mut stdout, "listening on ");
-    let url = listening["listening on ".len()..].to_owned();
+    let (mut node, url) = serve(&database, work.path(), admin, |_| {});
     let dir = work.path();
 
     // The admin creates a tenant; the user takes its token.
@@ -607,24 +594,38 @@ fn dev_starts_and_stops_a_private_cluster_when_no_server_answers() {
     );
 }
 
-/// Starts `hatchery serve` on `database` (with `key` as HATCHERY_SECRET_KEY); returns the node
-/// and its URL.
-fn serve_with_key(database: &FreshDatabase, dir: &Path, key: &str) -> (ChildGuard, String) {
+/// Starts `hatchery serve` on `database` in `dir` with `admin` as its admin token, after
+/// `configure` adds its own arguments and environment; returns the node and its URL.
+fn serve(
+    database: &FreshDatabase,
+    dir: &Path,
+    admin: &str,
+    configure: impl FnOnce(&mut Command),
+) -> (ChildGuard, String) {
     let mut command = cli(dir);
     command
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("DATABASE_URL", &database.url)
-        .env("HATCHERY_ADMIN_TOKEN", "admin-of-the-secrets-test")
+        .env("HATCHERY_ADMIN_TOKEN", admin)
         .env("HATCHERY_CACHE_DIR", dir.join("cache"))
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if !key.is_empty() {
-        command.env("HATCHERY_SECRET_KEY", key);
-    }
+        .stderr(Stdio::null());
+    configure(&mut command);
     let mut node = ChildGuard(command.spawn().expect("start hatchery serve"));
     let mut stdout = BufReader::new(node.0.stdout.take().expect("piped stdout"));
     let listening = read_until(&mut stdout, "listening on ");
     (node, listening["listening on ".len()..].to_owned())
+}
+
+/// Starts `hatchery serve` on `database` (with `key` as HATCHERY_SECRET_KEY, its stderr piped);
+/// returns the node and its URL.
+fn serve_with_key(database: &FreshDatabase, dir: &Path, key: &str) -> (ChildGuard, String) {
+    serve(database, dir, "admin-of-the-secrets-test", |command| {
+        command.stderr(Stdio::piped());
+        if !key.is_empty() {
+            command.env("HATCHERY_SECRET_KEY", key);
+        }
+    })
 }
 
 #[test]
@@ -833,24 +834,13 @@ fn serve_exports_traces_of_requests_claims_and_attempts_over_otlp() {
     let collector = Collector::start();
     let work = tempfile::tempdir().expect("temporary directory");
     let admin = "admin-secret-for-the-otlp-test";
-    let mut node = ChildGuard(
-        cli(work.path())
-            .args(["serve", "--listen", "127.0.0.1:0"])
+    let (node, url) = serve(&database, work.path(), admin, |command| {
+        command
             .args(["--otlp-endpoint", &format!("http://{}", collector.addr)])
             .args(["--otlp-protocol", "http/json"])
-            .env("DATABASE_URL", &database.url)
-            .env("HATCHERY_ADMIN_TOKEN", admin)
-            .env("HATCHERY_CACHE_DIR", work.path().join("cache"))
             // The batch exporter's delay, so the test need not wait its default 5 s.
-            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start hatchery serve"),
-    );
-    let mut stdout = BufReader::new(node.0.stdout.take().expect("piped stdout"));
-    let listening = read_until(&mut stdout, "listening on ");
-    let url = listening["listening on ".len()..].to_owned();
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100");
+    });
     let dir = work.path();
     let tenant = run_ok(
         cli(dir)

@@ -11,30 +11,13 @@ use axum::http::{Request, StatusCode};
 use hatchery::api::{ApiConfig, AppState, router};
 use hatchery::db::Db;
 use hatchery::scheduler::Node;
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::PgPool;
 use tower::ServiceExt as _;
 
-use crate::support::{new_runtime, test_node_config};
+use crate::support::{Served, call_ok, new_runtime, test_node_config};
 
 const ADMIN: &str = "dashboard-admin-token";
-
-async fn call(router: &axum::Router, method: &str, uri: &str, token: &str, body: Body) -> Value {
-    let request = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("authorization", format!("Bearer {token}"))
-        .body(body)
-        .expect("request");
-    let response = router.clone().oneshot(request).await.expect("infallible");
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .expect("body");
-    let body: Value = serde_json::from_slice(&bytes).expect("JSON");
-    assert!(status.is_success(), "{method} {uri}: {status} {body}");
-    body
-}
 
 async fn get_raw(router: &axum::Router, uri: &str) -> (StatusCode, axum::http::HeaderMap, String) {
     let request = Request::builder()
@@ -137,7 +120,7 @@ async fn the_dashboard_works_in_a_real_browser(pool: PgPool) {
         },
     );
     let router = router(state);
-    let tenant = call(
+    let tenant = call_ok(
         &router,
         "POST",
         "/api/v1/tenants",
@@ -147,7 +130,7 @@ async fn the_dashboard_works_in_a_real_browser(pool: PgPool) {
     .await;
     let token = tenant["token"].as_str().expect("token").to_owned();
     for guest in [hatchery_guests::ETL, hatchery_guests::DURABLE] {
-        call(
+        call_ok(
             &router,
             "POST",
             "/api/v1/modules",
@@ -157,16 +140,7 @@ async fn the_dashboard_works_in_a_real_browser(pool: PgPool) {
         .await;
     }
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("address");
-    let stop = tokio_util::sync::CancellationToken::new();
-    let server = tokio::spawn(
-        axum::serve(listener, router)
-            .with_graceful_shutdown(stop.clone().cancelled_owned())
-            .into_future(),
-    );
+    let served = Served::start(router).await;
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let shots = root.join("target/browser/screenshots");
@@ -174,7 +148,7 @@ async fn the_dashboard_works_in_a_real_browser(pool: PgPool) {
     let mut command = std::process::Command::new("node");
     command
         .arg(root.join("tests/browser/dashboard.mjs"))
-        .env("HATCHERY_URL", format!("http://{addr}"))
+        .env("HATCHERY_URL", &served.url)
         .env("HATCHERY_TOKEN", &token)
         .env("PLAYWRIGHT_DIR", &playwright)
         .env("HATCHERY_CHROMIUM", &chromium)
@@ -195,7 +169,6 @@ async fn the_dashboard_works_in_a_real_browser(pool: PgPool) {
     assert_eq!(stdout.matches("ok  ").count(), 11, "{stdout}");
     assert!(shots.join("run.png").exists());
 
-    stop.cancel();
-    server.await.expect("joins").expect("serves");
+    served.stop().await;
     node.shutdown().await;
 }

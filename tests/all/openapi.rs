@@ -17,29 +17,12 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use tower::ServiceExt as _;
 
-use crate::support::{new_runtime, test_node_config};
+use crate::support::{Served, call_ok, new_runtime, test_node_config};
 
 const ADMIN: &str = "openapi-admin-token";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-async fn call(router: &axum::Router, method: &str, uri: &str, token: &str, body: Body) -> Value {
-    let request = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("authorization", format!("Bearer {token}"))
-        .body(body)
-        .expect("request");
-    let response = router.clone().oneshot(request).await.expect("infallible");
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .expect("body");
-    let body: Value = serde_json::from_slice(&bytes).expect("JSON");
-    assert!(status.is_success(), "{method} {uri}: {status} {body}");
-    body
 }
 
 /// (method, path) of every `.route(…)` in the router's source, but the dashboard's and the
@@ -186,7 +169,7 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer(pool: PgP
     );
     let router = router(state);
     // A tenant with something in every list, so reads return real objects to check.
-    let tenant = call(
+    let tenant = call_ok(
         &router,
         "POST",
         "/api/v1/tenants",
@@ -196,7 +179,7 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer(pool: PgP
     .await;
     let tenant: TenantCreated = serde_json::from_value(tenant).expect("a TenantCreated");
     let token = tenant.token;
-    call(
+    call_ok(
         &router,
         "POST",
         "/api/v1/modules",
@@ -204,7 +187,7 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer(pool: PgP
         Body::from(hatchery_guests::read(hatchery_guests::ETL)),
     )
     .await;
-    let run = call(
+    let run = call_ok(
         &router,
         "POST",
         "/api/v1/workflows/etl/runs?wait=30",
@@ -222,7 +205,7 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer(pool: PgP
         ["extract", "transform", "load"]
     );
     let body = json!({"expression": "0 * * * *"}).to_string();
-    call(
+    call_ok(
         &router,
         "POST",
         "/api/v1/workflows/etl/crons",
@@ -231,9 +214,9 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer(pool: PgP
     )
     .await;
     let body = json!({"key": "order.created", "payload": {"id": 1}}).to_string();
-    call(&router, "POST", "/api/v1/events", &token, Body::from(body)).await;
+    call_ok(&router, "POST", "/api/v1/events", &token, Body::from(body)).await;
     let body = json!({"limit": 10, "duration": "second"}).to_string();
-    call(
+    call_ok(
         &router,
         "PUT",
         "/api/v1/rate-limits/fuzz",
@@ -242,16 +225,8 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer(pool: PgP
     )
     .await;
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("address"));
-    let stop = tokio_util::sync::CancellationToken::new();
-    let server = tokio::spawn(
-        axum::serve(listener, router)
-            .with_graceful_shutdown(stop.clone().cancelled_owned())
-            .into_future(),
-    );
+    let served = Served::start(router).await;
+    let url = served.url.clone();
 
     let (tenant_url, admin_url) = (url.clone(), url.clone());
     let (tenant_token, admin_token) = (token.clone(), ADMIN.to_owned());
@@ -271,7 +246,6 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer(pool: PgP
         assert!(report.contains("passed"), "{report}");
     }
 
-    stop.cancel();
-    server.await.expect("joins").expect("serves");
+    served.stop().await;
     node.shutdown().await;
 }

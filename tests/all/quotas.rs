@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use hatchery::api::{ApiConfig, AppState, router};
 use hatchery::db::quota::{TenantQuotasRow, tenant_quotas_set, tenant_unfinished_runs};
 use hatchery::db::{DEFAULT_TENANT as T, Db};
@@ -16,47 +16,11 @@ use hatchery::quota::Quotas;
 use hatchery::scheduler::{RunRequest, cancel_run, replay_run, start_runs, wait_for_run};
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use tower::ServiceExt as _;
 
 use crate::flow::{guest_interval, max_overlap, two_nodes};
-use crate::support::{deployed, new_runtime};
+use crate::support::{Answer, call, deployed, new_runtime};
 
 const ADMIN: &str = "quota-admin-token";
-
-/// An answer: status, `Retry-After` in seconds if sent, JSON body.
-struct Answer {
-    status: StatusCode,
-    retry_after: Option<u64>,
-    body: Value,
-}
-
-async fn call(router: &Router, method: &str, uri: &str, token: &str, body: Body) -> Answer {
-    let request = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("authorization", format!("Bearer {token}"))
-        .body(body)
-        .expect("request");
-    let response = router.clone().oneshot(request).await.expect("infallible");
-    let status = response.status();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().expect("ascii").parse().expect("seconds"));
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .expect("body");
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).expect("JSON")
-    };
-    Answer {
-        status,
-        retry_after,
-        body,
-    }
-}
 
 async fn post(router: &Router, uri: &str, token: &str, body: Value) -> Answer {
     call(router, "POST", uri, token, Body::from(body.to_string())).await

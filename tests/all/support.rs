@@ -95,3 +95,95 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+/// An answer of the API: status, `Retry-After` in seconds if sent, JSON body (`null` if empty).
+pub struct Answer {
+    pub status: axum::http::StatusCode,
+    pub retry_after: Option<u64>,
+    pub body: serde_json::Value,
+}
+
+/// Calls `router` (no socket) with `token`.
+pub async fn call(
+    router: &axum::Router,
+    method: &str,
+    uri: &str,
+    token: &str,
+    body: axum::body::Body,
+) -> Answer {
+    use tower::ServiceExt as _;
+    let request = axum::http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {token}"))
+        .body(body)
+        .expect("request");
+    let response = router.clone().oneshot(request).await.expect("infallible");
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().expect("ascii").parse().expect("seconds"));
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    let body = if bytes.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&bytes).expect("JSON")
+    };
+    Answer {
+        status,
+        retry_after,
+        body,
+    }
+}
+
+/// Calls `router` and insists on a 2xx; returns the body.
+pub async fn call_ok(
+    router: &axum::Router,
+    method: &str,
+    uri: &str,
+    token: &str,
+    body: axum::body::Body,
+) -> serde_json::Value {
+    let answer = call(router, method, uri, token, body).await;
+    assert!(
+        answer.status.is_success(),
+        "{method} {uri}: {} {}",
+        answer.status,
+        answer.body
+    );
+    answer.body
+}
+
+/// `router` served on a free port of 127.0.0.1 until `stop`.
+pub struct Served {
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Served {
+    /// Serves `router` on a real socket.
+    pub async fn start(router: axum::Router) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop.clone().cancelled_owned())
+                .into_future(),
+        );
+        Self { url, stop, task }
+    }
+
+    /// Stops serving and waits for the server to end.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.expect("joins").expect("serves");
+    }
+}
