@@ -397,6 +397,47 @@ fn the_cli_drives_a_node_as_a_user_would() {
     let cancelled = String::from_utf8_lossy(&cancelled.stdout);
     assert!(cancelled.contains("is succeeded"), "{cancelled}");
 
+    // The admin's view of the tenant, and the tenant's own usage.
+    let admin_cli = |args: &[&str]| {
+        let mut command = cli(dir);
+        command
+            .args(args)
+            .args(["--url", &url])
+            .env("HATCHERY_ADMIN_TOKEN", admin);
+        command
+    };
+    let weighted = run_ok(&mut admin_cli(&["tenants", "weight", &tenant_id, "5"]));
+    assert!(
+        String::from_utf8_lossy(&weighted.stdout).contains("weight:    5"),
+        "{weighted:?}"
+    );
+    let kept = run_ok(&mut admin_cli(&["tenants", "retention", &tenant_id, "30"]));
+    assert!(
+        String::from_utf8_lossy(&kept.stdout).contains("retention: 30 days"),
+        "{kept:?}"
+    );
+    let shown = stdout_json(&run_ok(&mut admin_cli(&[
+        "tenants", "show", &tenant_id, "--json",
+    ])));
+    assert_eq!(shown["weight"], 5, "{shown}");
+    assert_eq!(shown["retention_days"], 30, "{shown}");
+    let shown = run_ok(&mut admin_cli(&["tenants", "show", &tenant_id]));
+    assert!(
+        String::from_utf8_lossy(&shown.stdout).contains("tenant:    acme"),
+        "{shown:?}"
+    );
+    let usage = stdout_json(&run_ok(&mut user(&["usage", "--json"])));
+    assert!(
+        usage["totals"]["runs"].as_i64().unwrap_or(0) >= 2,
+        "{usage}"
+    );
+    let usage = run_ok(&mut user(&["usage"]));
+    let usage = String::from_utf8_lossy(&usage.stdout);
+    assert!(
+        usage.contains("total") && usage.contains("hello"),
+        "{usage}"
+    );
+
     // Crons, events and fuel, through the API's own types.
     let cron = stdout_json(&run_ok(&mut user(&[
         "crons",

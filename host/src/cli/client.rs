@@ -818,8 +818,17 @@ impl Client {
         self.call_as(Method::POST, &path, body).await
     }
 
+    /// `PUT path` with `body` as JSON, read as `T`.
+    pub(crate) async fn put_as<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<T, ClientError> {
+        self.send_as(Method::PUT, path, body).await
+    }
+
     /// `GET path?query` read as `T`.
-    async fn get_as<T: DeserializeOwned>(
+    pub(crate) async fn get_as<T: DeserializeOwned>(
         &self,
         path: &str,
         query: &[(&str, Option<String>)],

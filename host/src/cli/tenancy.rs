@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 
 use super::client::{AdminArgs, Body, Client, ClientArgs, encode, print_json, print_table};
+use crate::api::types::{RetentionSet, TenantSettings, UsageReport, UsageRow, WeightSet};
 
 /// Arguments of `hatchery usage`.
 #[derive(Debug, clap::Args)]
@@ -36,7 +37,7 @@ pub async fn usage(args: UsageArgs) -> anyhow::Result<()> {
         ),
         ("workflow", args.workflow.clone()),
     ];
-    let usage = match &args.tenant {
+    let usage: UsageReport = match &args.tenant {
         Some(tenant) => {
             let admin = AdminArgs {
                 url: args.client.url.clone(),
@@ -44,52 +45,54 @@ pub async fn usage(args: UsageArgs) -> anyhow::Result<()> {
                 json: args.client.json,
             };
             Client::admin(&admin)?
-                .get(&format!("/api/v1/tenants/{}/usage", encode(tenant)), &query)
+                .get_as(&format!("/api/v1/tenants/{}/usage", encode(tenant)), &query)
                 .await?
         }
         None => {
             Client::tenant(&args.client)?
-                .get("/api/v1/usage", &query)
+                .get_as("/api/v1/usage", &query)
                 .await?
         }
     };
     if args.client.json {
         return print_json(&usage);
     }
-    let number = |v: &Value| v.as_i64().unwrap_or(0);
-    let rows: Vec<Vec<String>> = usage["hours"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|row| {
-            vec![
-                row["hour"].as_str().unwrap_or("").to_owned(),
-                row["workflow"].as_str().unwrap_or("").to_owned(),
-                number(&row["runs"]).to_string(),
-                number(&row["attempts"]).to_string(),
-                format!("{:.1}", number(&row["wall_ms"]) as f64 / 1e3),
-                number(&row["fuel"]).to_string(),
-                mib(number(&row["peak_memory_bytes"])),
-                number(&row["egress_requests"]).to_string(),
-            ]
-        })
+    let row = |hour: String, workflow: String, u: &UsageRow| {
+        vec![
+            hour,
+            workflow,
+            u.runs.to_string(),
+            u.attempts.to_string(),
+            format!("{:.1}", u.wall_ms as f64 / 1e3),
+            u.fuel.to_string(),
+            mib(u.peak_memory_bytes),
+            u.egress_requests.to_string(),
+        ]
+    };
+    let mut rows: Vec<Vec<String>> = usage
+        .hours
+        .iter()
+        .map(|u| row(u.hour.to_rfc3339(), u.workflow.clone(), u))
         .collect();
     if rows.is_empty() {
         println!("no usage in the last {} hours", args.hours.max(1));
         return Ok(());
     }
-    let totals = &usage["totals"];
-    let mut rows = rows;
-    rows.push(vec![
+    let totals = &usage.totals;
+    rows.push(row(
         "total".into(),
         String::new(),
-        number(&totals["runs"]).to_string(),
-        number(&totals["attempts"]).to_string(),
-        format!("{:.1}", number(&totals["wall_ms"]) as f64 / 1e3),
-        number(&totals["fuel"]).to_string(),
-        mib(number(&totals["peak_memory_bytes"])),
-        number(&totals["egress_requests"]).to_string(),
-    ]);
+        &UsageRow {
+            hour: usage.from,
+            workflow: String::new(),
+            runs: totals.runs,
+            attempts: totals.attempts,
+            wall_ms: totals.wall_ms,
+            fuel: totals.fuel,
+            peak_memory_bytes: totals.peak_memory_bytes,
+            egress_requests: totals.egress_requests,
+        },
+    ));
     print_table(
         &[
             "HOUR",
@@ -147,31 +150,22 @@ pub struct TenantRetentionArgs {
 /// `hatchery tenants show <id>`.
 pub async fn show(args: TenantShowArgs) -> anyhow::Result<()> {
     let client = Client::admin(&args.admin)?;
-    let tenant = client
-        .get(&format!("/api/v1/tenants/{}", encode(&args.tenant_id)), &[])
+    let tenant: TenantSettings = client
+        .get_as(&format!("/api/v1/tenants/{}", encode(&args.tenant_id)), &[])
         .await?;
     if args.admin.json {
         return print_json(&tenant);
     }
-    print_settings(&tenant);
+    println!("tenant:    {} ({})", tenant.name, tenant.id);
+    println!("weight:    {}", tenant.weight);
+    print_retention(tenant.retention_days);
     Ok(())
 }
 
-fn print_settings(tenant: &Value) {
-    if let Some(name) = tenant["name"].as_str() {
-        println!(
-            "tenant:    {name} ({})",
-            tenant["id"].as_str().unwrap_or("")
-        );
-    }
-    if let Some(weight) = tenant["weight"].as_i64() {
-        println!("weight:    {weight}");
-    }
-    if tenant.get("retention_days").is_some() {
-        match tenant["retention_days"].as_i64() {
-            Some(days) => println!("retention: {days} days"),
-            None => println!("retention: the nodes' default (--retention-days)"),
-        }
+fn print_retention(days: Option<i32>) {
+    match days {
+        Some(days) => println!("retention: {days} days"),
+        None => println!("retention: the nodes' default (--retention-days)"),
     }
 }
 
@@ -179,13 +173,13 @@ fn print_settings(tenant: &Value) {
 pub async fn weight(args: TenantWeightArgs) -> anyhow::Result<()> {
     let client = Client::admin(&args.admin)?;
     let path = format!("/api/v1/tenants/{}/weight", encode(&args.tenant_id));
-    let tenant = client
-        .put(&path, Body::Json(json!({ "weight": args.weight })))
+    let set: WeightSet = client
+        .put_as(&path, &json!({ "weight": args.weight }))
         .await?;
     if args.admin.json {
-        return print_json(&tenant);
+        return print_json(&set);
     }
-    print_settings(&tenant);
+    println!("weight:    {}", set.weight);
     Ok(())
 }
 
@@ -200,13 +194,11 @@ pub async fn retention(args: TenantRetentionArgs) -> anyhow::Result<()> {
     };
     let client = Client::admin(&args.admin)?;
     let path = format!("/api/v1/tenants/{}/retention", encode(&args.tenant_id));
-    let tenant = client
-        .put(&path, Body::Json(json!({ "days": days })))
-        .await?;
+    let set: RetentionSet = client.put_as(&path, &json!({ "days": days })).await?;
     if args.admin.json {
-        return print_json(&tenant);
+        return print_json(&set);
     }
-    print_settings(&tenant);
+    print_retention(set.retention_days);
     Ok(())
 }
 
