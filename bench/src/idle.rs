@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use hatchery::db::{DEFAULT_TENANT, Db};
 use hatchery::scheduler::{Node, NodeConfig, RunRequest, deploy_module, start_run, wait_for_run};
+use hatchery::status::RunStatus;
 use sqlx::{Connection, PgConnection};
 
 use crate::scratch::{self, drop_database, recreate, with_database};
@@ -90,7 +91,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
         let view = wait_for_run(&db, DEFAULT_TENANT, id, Duration::from_secs(30))
             .await?
             .context("run")?;
-        if view.run.status != "succeeded" {
+        if view.run.status != RunStatus::Succeeded {
             bail!("the warm-up run did not succeed: {:?}", view.run.error);
         }
     }

@@ -11,6 +11,7 @@ use hatchery::db::usage::usage_list;
 use hatchery::db::workflow_run::task_run_status_counts;
 use hatchery::db::{DEFAULT_TENANT, Db, database_size};
 use hatchery::scheduler::{RetentionConfig, RunRequest, start_runs};
+use hatchery::status::TaskStatus;
 use sqlx::{Connection, PgConnection};
 
 use crate::queue::rss_mib;
@@ -56,13 +57,13 @@ struct Sample {
 async fn sample(db: &Db) -> anyhow::Result<Sample> {
     let mut conn = db.pool.acquire().await?;
     let counts = task_run_status_counts(&mut conn, DEFAULT_TENANT).await?;
-    let of = |status: &str| counts.get(status).copied().unwrap_or(0);
+    let of = |status: TaskStatus| counts.get(&status).copied().unwrap_or(0);
     let epoch = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
     let far = chrono::Utc::now() + chrono::TimeDelta::days(1);
     let usage = usage_list(&mut conn, DEFAULT_TENANT, epoch, far, None, 10_000).await?;
     Ok(Sample {
         finished: usage.iter().map(|row| row.attempts).sum(),
-        backlog: of("queued") + of("pending") + of("running"),
+        backlog: of(TaskStatus::Queued) + of(TaskStatus::Pending) + of(TaskStatus::Running),
         runs: workflow_runs_count(&mut conn, DEFAULT_TENANT).await?,
     })
 }

@@ -10,6 +10,7 @@ use hatchery::db::workflow_run::task_runs_repeats;
 use hatchery::db::{CHANNEL_RUN_FINISHED, DEFAULT_TENANT, Db, parse_ids};
 use hatchery::runtime::Runtime;
 use hatchery::scheduler::{Node, NodeConfig, RunRequest, deploy_module, start_run, start_runs};
+use hatchery::status::RunStatus;
 use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection};
 
@@ -159,7 +160,7 @@ async fn round(args: &WorkloadsArgs, admin: &mut PgConnection) -> anyhow::Result
         .await?
         .context("the fanout run vanished")?;
     anyhow::ensure!(
-        view.run.status == "succeeded",
+        view.run.status == RunStatus::Succeeded,
         "fanout ended {}: {:?}",
         view.run.status,
         view.run.error

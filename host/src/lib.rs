@@ -14,4 +14,5 @@ pub mod quota;
 pub mod runtime;
 pub mod scheduler;
 pub mod secrets;
+pub mod status;
 pub mod telemetry;

@@ -96,6 +96,38 @@ impl Backoff {
     }
 }
 
+/// What follows a failed attempt: Hatchery's one retry decision. The node takes it for the
+/// durable queue (the completion statement only persists it) and `hatchery exec` for a local
+/// run, so both retry the same failures after the same waits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Retries after a failed attempt.
+    pub retries: u32,
+    /// Wait between retries; none: retry at once.
+    pub backoff: Option<Backoff>,
+}
+
+impl RetryPolicy {
+    /// The policy of `task`.
+    pub fn of(task: &TaskDef) -> Self {
+        Self {
+            retries: task.retries,
+            backoff: task.backoff,
+        }
+    }
+
+    /// After a failed attempt that follows `failures` earlier failed attempts: the wait before
+    /// the next attempt, or `None` when the task fails for good (the failure is not retryable,
+    /// or the retries are spent).
+    pub fn after_failure(&self, failures: u32, retryable: bool) -> Option<Duration> {
+        (retryable && failures < self.retries).then(|| {
+            self.backoff
+                .map(|b| b.delay(failures.saturating_add(2)))
+                .unwrap_or_default()
+        })
+    }
+}
+
 /// Limits how many runs sharing a key are in progress at once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConcurrencyRule {
@@ -659,5 +691,25 @@ mod tests {
         assert_eq!(backoff.delay(3), Duration::from_secs(2));
         assert_eq!(backoff.delay(5), Duration::from_secs(8));
         assert_eq!(backoff.delay(6), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn retries_follow_the_policy_until_spent() {
+        let policy = RetryPolicy {
+            retries: 2,
+            backoff: Some(Backoff {
+                factor: 3.0,
+                max_seconds: 5,
+            }),
+        };
+        assert_eq!(policy.after_failure(0, true), Some(Duration::from_secs(1)));
+        assert_eq!(policy.after_failure(1, true), Some(Duration::from_secs(3)));
+        assert_eq!(policy.after_failure(2, true), None, "retries spent");
+        assert_eq!(policy.after_failure(0, false), None, "not retryable");
+        let at_once = RetryPolicy {
+            retries: 1,
+            backoff: None,
+        };
+        assert_eq!(at_once.after_failure(0, true), Some(Duration::ZERO));
     }
 }

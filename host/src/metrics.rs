@@ -111,9 +111,9 @@ pub fn runs_started(trigger: &'static str, count: usize) {
 }
 
 /// Records `count` workflow runs that finished in `status`, once their transaction committed.
-pub fn runs_finished(status: &'static str, count: usize) {
+pub fn runs_finished(status: crate::status::RunStatus, count: usize) {
     if count > 0 {
-        metrics::counter!(RUNS_FINISHED, "status" => status).increment(count as u64);
+        metrics::counter!(RUNS_FINISHED, "status" => status.as_str()).increment(count as u64);
     }
 }
 

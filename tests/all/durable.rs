@@ -9,15 +9,19 @@ use hatchery::db::task_run::{
 };
 use hatchery::db::workflow_run::{task_run_attempt_counts, task_run_status_counts};
 use hatchery::db::{DEFAULT_TENANT, Db};
+use hatchery::manifest::RetryPolicy;
+use hatchery::runtime::local::LocalRunner;
+use hatchery::runtime::{Limits, Worker};
 use hatchery::scheduler::{
     Node, NodeConfig, RunRequest, RunView, cancel_run, get_run, replay_run, start_run, start_runs,
     wait_for_run,
 };
+use hatchery::status::{RunStatus, TaskStatus};
 use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::support::{deployed, eventually, test_node_config};
+use crate::support::{deployed, eventually, load, test_node_config};
 
 const T: Uuid = DEFAULT_TENANT;
 
@@ -42,9 +46,9 @@ async fn run(db: &Db, workflow: &str, input: serde_json::Value) -> Uuid {
         .expect("starts")
 }
 
-async fn task_status(db: &Db, run_id: Uuid, task: &str) -> String {
+async fn task_status(db: &Db, run_id: Uuid, task: &str) -> TaskStatus {
     let view = get_run(db, T, run_id).await.expect("db").expect("run");
-    view.task(task).expect("task").status.clone()
+    view.task(task).expect("task").status
 }
 
 #[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
@@ -55,7 +59,7 @@ async fn a_single_task_run_succeeds(pool: PgPool) {
         .expect("node");
     let id = run(&db, "hello", json!({"name": "Ada"})).await;
     let view = finished(&db, id).await;
-    assert_eq!(view.run.status, "succeeded");
+    assert_eq!(view.run.status, RunStatus::Succeeded);
     assert_eq!(view.run.output, Some(json!({"greeting": "Hello, Ada!"})));
     let greet = view.task("greet").expect("greet");
     assert_eq!((greet.status.as_str(), greet.attempt), ("succeeded", 1));
@@ -69,7 +73,7 @@ async fn a_dag_runs_in_order_and_passes_outputs(pool: PgPool) {
         .await
         .expect("node");
     let view = finished(&db, run(&db, "etl", json!({})).await).await;
-    assert_eq!(view.run.status, "succeeded");
+    assert_eq!(view.run.status, RunStatus::Succeeded);
     assert_eq!(view.run.output, Some(json!({"loaded": 3, "total": 10})));
     let (extract, transform, load) = (
         view.task("extract").expect("e"),
@@ -88,7 +92,7 @@ async fn a_diamond_joins_both_branches(pool: PgPool) {
         .await
         .expect("node");
     let view = finished(&db, run(&db, "diamond", json!({})).await).await;
-    assert_eq!(view.run.status, "succeeded");
+    assert_eq!(view.run.status, RunStatus::Succeeded);
     let a = json!({"task": "a", "parents": {}});
     let output = view.run.output.expect("output");
     assert_eq!(output["task"], "d");
@@ -111,7 +115,7 @@ async fn a_failure_fails_the_run_cancels_the_rest_and_runs_on_failure(pool: PgPo
         .expect("node");
     let id = run(&db, "doomed", json!({"x": 1})).await;
     let view = finished(&db, id).await;
-    assert_eq!(view.run.status, "failed");
+    assert_eq!(view.run.status, RunStatus::Failed);
     assert_eq!(
         view.run.error.as_deref(),
         Some("task `second` failed: broken on purpose")
@@ -122,9 +126,12 @@ async fn a_failure_fails_the_run_cancels_the_rest_and_runs_on_failure(pool: PgPo
         ("failed", 2),
         "one retry, then failed"
     );
-    assert_eq!(view.task("third").expect("third").status, "cancelled");
+    assert_eq!(
+        view.task("third").expect("third").status,
+        TaskStatus::Cancelled
+    );
     eventually(30, || async {
-        task_status(&db, id, "cleanup").await == "succeeded"
+        task_status(&db, id, "cleanup").await == TaskStatus::Succeeded
     })
     .await;
     let view = get_run(&db, T, id).await.expect("db").expect("run");
@@ -134,7 +141,8 @@ async fn a_failure_fails_the_run_cancels_the_rest_and_runs_on_failure(pool: PgPo
         Some(json!({"handled": "task `second` failed: broken on purpose"}))
     );
     assert_eq!(
-        view.run.status, "failed",
+        view.run.status,
+        RunStatus::Failed,
         "the on-failure task does not change the outcome"
     );
     node.shutdown().await;
@@ -147,9 +155,103 @@ async fn retries_until_success(pool: PgPool) {
         .await
         .expect("node");
     let view = finished(&db, run(&db, "flaky", json!({})).await).await;
-    assert_eq!(view.run.status, "succeeded");
+    assert_eq!(view.run.status, RunStatus::Succeeded);
     assert_eq!(view.run.output, Some(json!({"attempt": 3})));
     assert_eq!(view.task("flaky").expect("flaky").failures, 2);
+    node.shutdown().await;
+}
+
+/// `hatchery exec` (the local runner) and the durable queue take one retry decision
+/// (`RetryPolicy`): the same attempts for a task that succeeds on its third, one that spends its
+/// retries and one whose error is fatal; and the wait the node asks the completion to persist
+/// is the policy's.
+#[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
+async fn exec_and_the_scheduler_retry_alike(pool: PgPool) {
+    let (db, runtime) = deployed(pool, hatchery_guests::DURABLE).await;
+    let module = load(&runtime, hatchery_guests::DURABLE).await;
+
+    let backoff = module
+        .manifest
+        .workflow("backoff")
+        .and_then(|w| w.task("backoff"))
+        .expect("backoff task");
+    let id = run(&db, "backoff", json!({})).await;
+    let mut conn = db.pool.acquire().await.expect("conn");
+    let claimed = task_run_claim(
+        &mut conn,
+        &ClaimParams {
+            node: Uuid::new_v4(),
+            limit: 1,
+            full_modules: &[],
+            skip_tenants: &[],
+            lease: Duration::from_secs(30),
+        },
+    )
+    .await
+    .expect("claim")
+    .remove(0);
+    let policy = RetryPolicy::of(backoff);
+    assert_eq!(
+        claimed.retry_after_failure(true),
+        policy.after_failure(0, true)
+    );
+    assert_eq!(
+        claimed.retry_after_failure(true),
+        Some(Duration::from_secs(1))
+    );
+    assert_eq!(claimed.retry_after_failure(false), None);
+    let effects = task_runs_complete(
+        &mut conn,
+        &[Completion {
+            tenant_id: T,
+            task_run_id: claimed.id,
+            attempt: claimed.attempt,
+            lease_token: claimed.lease_token,
+            outcome: AttemptOutcome::Failed {
+                error: "broken".into(),
+                code: "error".into(),
+                retry_after: claimed.retry_after_failure(true),
+            },
+            logs: vec![],
+            usage: None,
+        }],
+    )
+    .await
+    .expect("complete");
+    assert_eq!(effects.accepted, 1);
+    let view = get_run(&db, T, id).await.expect("db").expect("run");
+    let task = view.task("backoff").expect("task");
+    assert_eq!((task.status, task.failures), (TaskStatus::Queued, 1));
+    drop(conn);
+
+    let runner = LocalRunner::new(Worker::new(runtime.clone(), module, 4), Limits::default());
+    let node = Node::start(db.clone(), runtime, test_node_config())
+        .await
+        .expect("node");
+    for (workflow, tasks) in [
+        ("flaky", &["flaky"][..]),
+        ("doomed", &["first", "second"][..]),
+        ("fatal", &["fatal"][..]),
+    ] {
+        let local = runner
+            .run_workflow(workflow, r#"{"x":1}"#.into(), "{}".into())
+            .await
+            .expect("known workflow");
+        let durable = finished(&db, run(&db, workflow, json!({"x": 1})).await).await;
+        for &name in tasks {
+            let report = local.tasks.iter().find(|t| t.task == name).expect("ran");
+            let locally = (
+                report.attempts.len(),
+                report.attempts.last().is_some_and(|a| a.outcome.is_ok()),
+            );
+            let task = durable.task(name).expect("task");
+            let queued = (
+                usize::try_from(task.attempt).expect("attempts"),
+                task.status == TaskStatus::Succeeded,
+            );
+            assert_eq!(locally, queued, "{workflow}/{name}: exec vs the queue");
+        }
+    }
     node.shutdown().await;
 }
 
@@ -160,7 +262,7 @@ async fn a_fatal_error_skips_the_retries(pool: PgPool) {
         .await
         .expect("node");
     let view = finished(&db, run(&db, "fatal", json!({})).await).await;
-    assert_eq!(view.run.status, "failed");
+    assert_eq!(view.run.status, RunStatus::Failed);
     let task = view.task("fatal").expect("fatal");
     assert_eq!(
         (task.attempt, task.error_code.as_deref()),
@@ -176,7 +278,7 @@ async fn the_execution_timeout_fails_each_attempt(pool: PgPool) {
         .await
         .expect("node");
     let view = finished(&db, run(&db, "slow", json!({"ms": 10_000})).await).await;
-    assert_eq!(view.run.status, "failed");
+    assert_eq!(view.run.status, RunStatus::Failed);
     let task = view.task("slow").expect("slow");
     assert_eq!(task.error.as_deref(), Some("timed out after 300ms"));
     assert_eq!(task.attempt, 2, "the timeout is retryable: one retry");
@@ -199,7 +301,7 @@ async fn the_schedule_timeout_cancels_a_run_that_waited_too_long(pool: PgPool) {
     tx.commit().await.expect("commit");
     assert_eq!(reaped.expired, 1);
     let view = get_run(&db, T, id).await.expect("db").expect("run");
-    assert_eq!(view.run.status, "failed");
+    assert_eq!(view.run.status, RunStatus::Failed);
     let task = view.task("impatient").expect("task");
     assert_eq!(
         (task.status.as_str(), task.error_code.as_deref()),
@@ -213,9 +315,9 @@ async fn cancelling_a_queued_run_cancels_its_tasks(pool: PgPool) {
     let id = run(&db, "diamond", json!({})).await;
     assert!(cancel_run(&db, T, id).await.expect("cancel"));
     let view = get_run(&db, T, id).await.expect("db").expect("run");
-    assert_eq!(view.run.status, "cancelled");
+    assert_eq!(view.run.status, RunStatus::Cancelled);
     assert!(
-        view.tasks.iter().all(|t| t.status == "cancelled"),
+        view.tasks.iter().all(|t| t.status == TaskStatus::Cancelled),
         "{:#?}",
         view.tasks
     );
@@ -259,10 +361,10 @@ async fn a_replay_reruns_the_failed_tasks(pool: PgPool) {
         .await
         .expect("node");
     let id = run(&db, "once", json!({})).await;
-    assert_eq!(finished(&db, id).await.run.status, "failed");
+    assert_eq!(finished(&db, id).await.run.status, RunStatus::Failed);
     assert!(replay_run(&db, T, id).await.expect("replay"));
     let view = finished(&db, id).await;
-    assert_eq!(view.run.status, "succeeded");
+    assert_eq!(view.run.status, RunStatus::Succeeded);
     assert_eq!(view.run.output, Some(json!({"attempt": 2})));
     assert!(
         !replay_run(&db, T, id).await.expect("replay"),
@@ -346,7 +448,12 @@ async fn a_task_fans_out_to_1000_children_and_waits(pool: PgPool) {
         .await
         .expect("node");
     let view = finished(&db, run(&db, "fanout", json!({"count": 1000})).await).await;
-    assert_eq!(view.run.status, "succeeded", "{:?}", view.run.error);
+    assert_eq!(
+        view.run.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        view.run.error
+    );
     assert_eq!(
         view.run.output,
         Some(json!({"sum": 333_833_500u64, "children": 1000}))
@@ -371,7 +478,12 @@ async fn a_waiting_parent_lends_its_only_slot_to_its_children(pool: PgPool) {
         .await
         .expect("node");
     let view = finished(&db, run(&db, "fanout", json!({"count": 5})).await).await;
-    assert_eq!(view.run.status, "succeeded", "{:?}", view.run.error);
+    assert_eq!(
+        view.run.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        view.run.error
+    );
     assert_eq!(view.run.output, Some(json!({"sum": 55, "children": 5})));
     node.shutdown().await;
 }
@@ -394,7 +506,7 @@ async fn two_nodes_share_2000_runs_and_run_each_exactly_once(pool: PgPool) {
         task_run_status_counts(&mut conn, T)
             .await
             .expect("counts")
-            .get("succeeded")
+            .get(&TaskStatus::Succeeded)
             == Some(&2000)
     })
     .await;
@@ -428,7 +540,7 @@ async fn a_dead_nodes_run_is_finished_by_another_without_using_a_retry(pool: PgP
         .await
         .expect("node");
     let view = finished(&db, id).await;
-    assert_eq!(view.run.status, "succeeded");
+    assert_eq!(view.run.status, RunStatus::Succeeded);
     let task = view.task("hold").expect("hold");
     assert_eq!((task.attempt, task.failures, task.lost_leases), (2, 0, 1));
     survivor.shutdown().await;
@@ -504,7 +616,8 @@ async fn shutdown_drains_then_hands_back_what_is_left(pool: PgPool) {
     node.shutdown().await;
     let quick = get_run(&db, T, quick).await.expect("db").expect("run");
     assert_eq!(
-        quick.run.status, "succeeded",
+        quick.run.status,
+        RunStatus::Succeeded,
         "finished within the grace period"
     );
     let endless = get_run(&db, T, endless).await.expect("db").expect("run");
@@ -523,7 +636,12 @@ async fn a_retried_parent_gets_the_same_child_back(pool: PgPool) {
         .await
         .expect("node");
     let view = finished(&db, run(&db, "respawn", json!({})).await).await;
-    assert_eq!(view.run.status, "succeeded", "{:?}", view.run.error);
+    assert_eq!(
+        view.run.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        view.run.error
+    );
     let mut conn = db.pool.acquire().await.expect("conn");
     let children = hatchery::db::workflow_run::workflow_run_children(&mut conn, T, view.run.id)
         .await
@@ -558,8 +676,11 @@ async fn cancelling_a_parent_cancels_its_children(pool: PgPool) {
         .await
         .expect("db")
         .expect("child");
-    assert_eq!(child.run.status, "cancelled");
-    assert_eq!(child.task("spin").expect("spin").status, "cancelled");
+    assert_eq!(child.run.status, RunStatus::Cancelled);
+    assert_eq!(
+        child.task("spin").expect("spin").status,
+        TaskStatus::Cancelled
+    );
     assert_eq!(
         get_run(&db, T, parent)
             .await
@@ -567,7 +688,7 @@ async fn cancelling_a_parent_cancels_its_children(pool: PgPool) {
             .expect("parent")
             .run
             .status,
-        "cancelled"
+        RunStatus::Cancelled
     );
     node.shutdown().await;
 }
@@ -623,7 +744,7 @@ async fn a_retry_waits_for_its_backoff(pool: PgPool) {
         .expect("node");
     // backoff(2.0, 60): the first retry waits 2^0 = 1 s.
     let view = finished(&db, run(&db, "backoff", json!({})).await).await;
-    assert_eq!(view.run.status, "failed");
+    assert_eq!(view.run.status, RunStatus::Failed);
     let task = view.task("backoff").expect("task");
     assert_eq!((task.attempt, task.failures), (2, 2));
     let (started, finished) = (
@@ -645,7 +766,12 @@ async fn an_event_pushed_by_a_task_starts_each_subscribed_workflow_once(pool: Pg
         .await
         .expect("node");
     let view = finished(&db, run(&db, "signal", json!({"order": 7})).await).await;
-    assert_eq!(view.run.status, "succeeded", "{:?}", view.run.error);
+    assert_eq!(
+        view.run.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        view.run.error
+    );
     let params = hatchery::db::workflow_run::RunListParams {
         workflow: Some("on-signal"),
         status: None,
@@ -705,7 +831,7 @@ async fn an_output_postgres_cannot_store_fails_its_task_and_blocks_nothing(pool:
     for (i, id) in ids.iter().enumerate() {
         let view = finished(&db, *id).await;
         if i == 10 {
-            assert_eq!(view.run.status, "failed");
+            assert_eq!(view.run.status, RunStatus::Failed);
             let task = view.task("nul").expect("nul");
             assert_eq!(task.error_code.as_deref(), Some("invalid_output"));
             assert!(
@@ -716,7 +842,8 @@ async fn an_output_postgres_cannot_store_fails_its_task_and_blocks_nothing(pool:
             );
         } else {
             assert_eq!(
-                view.run.status, "succeeded",
+                view.run.status,
+                RunStatus::Succeeded,
                 "the other completions of its batch are kept"
             );
         }
@@ -763,7 +890,7 @@ async fn one_tenants_backlog_does_not_starve_another(pool: PgPool) {
             .await
             .expect("db")
             .expect("run");
-        assert_eq!(view.run.status, "succeeded");
+        assert_eq!(view.run.status, RunStatus::Succeeded);
         last_other = last_other.max(view.run.started_at);
     }
     let mut backlog_before = 0;

@@ -13,6 +13,7 @@ use hatchery::db::flow::{rate_limit_set, rate_limits_list};
 use hatchery::scheduler::{
     Node, NodeConfig, RunError, RunRequest, RunView, get_run, start_run, start_runs, wait_for_run,
 };
+use hatchery::status::{RunStatus, TaskStatus};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -130,7 +131,7 @@ async fn round_robin_never_overlaps_more_than_max_runs_on_two_nodes(pool: PgPool
     let mut guest = Vec::new();
     let mut database = Vec::new();
     for view in &views {
-        assert_eq!(view.run.status, "succeeded", "{view:#?}");
+        assert_eq!(view.run.status, RunStatus::Succeeded, "{view:#?}");
         let key = view.run.input["user_id"].as_str().expect("user").to_owned();
         guest.push((key.clone(), guest_interval(view, "hold")));
         database.push((key, db_interval(view, "hold")));
@@ -158,7 +159,7 @@ async fn a_workflow_rule_holds_the_place_between_tasks(pool: PgPool) {
     let runs: Vec<(String, (i64, i64))> = views
         .iter()
         .map(|view| {
-            assert_eq!(view.run.status, "succeeded", "{view:#?}");
+            assert_eq!(view.run.status, RunStatus::Succeeded, "{view:#?}");
             let key = view.run.input["user_id"].as_str().expect("user").to_owned();
             (
                 key,
@@ -192,7 +193,7 @@ async fn round_robin_serves_every_key_in_turn(pool: PgPool) {
     let mut a_starts: Vec<i64> = Vec::new();
     let mut others_last = i64::MIN;
     for view in &views {
-        assert_eq!(view.run.status, "succeeded");
+        assert_eq!(view.run.status, RunStatus::Succeeded);
         let start = db_interval(view, "hold").0;
         if view.run.input["user_id"] == "A" {
             a_starts.push(start);
@@ -224,7 +225,7 @@ async fn every_rule_must_admit_a_run(pool: PgPool) {
     let mut by_a = Vec::new();
     let mut by_b = Vec::new();
     for view in &views {
-        assert_eq!(view.run.status, "succeeded");
+        assert_eq!(view.run.status, RunStatus::Succeeded);
         let interval = guest_interval(view, "hold");
         by_a.push((view.run.input["a"].to_string(), interval));
         by_b.push((view.run.additional_metadata["b"].to_string(), interval));
@@ -276,7 +277,7 @@ async fn cancel_newest_cancels_runs_that_find_their_key_full(pool: PgPool) {
             .expect("run")
             .run
             .status
-            == "running"
+            == RunStatus::Running
     })
     .await;
     let newer = start_run(&db, T, &request("newest", json!({"user_id": "u", "ms": 0})))
@@ -286,19 +287,22 @@ async fn cancel_newest_cancels_runs_that_find_their_key_full(pool: PgPool) {
         .await
         .expect("starts");
     let newer = finished(&db, newer).await;
-    assert_eq!(newer.run.status, "cancelled");
+    assert_eq!(newer.run.status, RunStatus::Cancelled);
     let error = newer.run.error.clone().expect("error");
     assert!(
         error.contains("CANCEL_NEWEST") && error.contains("`u`") && error.contains("input.user_id"),
         "the error names the rule and key: {error}"
     );
-    assert_eq!(finished(&db, other_key).await.run.status, "succeeded");
-    assert_eq!(finished(&db, holder).await.run.status, "succeeded");
+    assert_eq!(
+        finished(&db, other_key).await.run.status,
+        RunStatus::Succeeded
+    );
+    assert_eq!(finished(&db, holder).await.run.status, RunStatus::Succeeded);
     // The place is free again.
     let after = start_run(&db, T, &request("newest", json!({"user_id": "u", "ms": 0})))
         .await
         .expect("starts");
-    assert_eq!(finished(&db, after).await.run.status, "succeeded");
+    assert_eq!(finished(&db, after).await.run.status, RunStatus::Succeeded);
     node.shutdown().await;
 }
 
@@ -322,7 +326,7 @@ async fn cancel_in_progress_cancels_the_oldest_for_the_newest(pool: PgPool) {
             .expect("run")
             .run
             .status
-            == "running"
+            == RunStatus::Running
     })
     .await;
     let newest = start_run(
@@ -333,13 +337,13 @@ async fn cancel_in_progress_cancels_the_oldest_for_the_newest(pool: PgPool) {
     .await
     .expect("starts");
     let oldest = finished(&db, oldest).await;
-    assert_eq!(oldest.run.status, "cancelled");
+    assert_eq!(oldest.run.status, RunStatus::Cancelled);
     let error = oldest.run.error.clone().expect("error");
     assert!(
         error.contains("CANCEL_IN_PROGRESS") && error.contains("`u`"),
         "the error names the rule and key: {error}"
     );
-    assert_eq!(finished(&db, newest).await.run.status, "succeeded");
+    assert_eq!(finished(&db, newest).await.run.status, RunStatus::Succeeded);
     // Queued together, only the newest of a burst survives.
     let burst: Vec<RunRequest> = (0..5)
         .map(|_| request("in-progress", json!({"user_id": "w", "ms": 0})))
@@ -407,7 +411,7 @@ async fn a_static_rate_limit_holds_in_every_sliding_window(pool: PgPool) {
     let ids = start_runs(&db, T, &requests).await.expect("starts");
     let (first, second) = two_nodes(&db, &runtime).await;
     let views = all_finished(&db, &ids).await;
-    assert!(views.iter().all(|v| v.run.status == "succeeded"));
+    assert!(views.iter().all(|v| v.run.status == RunStatus::Succeeded));
     let starts = starts(&views, "hold");
     assert_eq!(most_in_any_window(&starts, 1_000_000), 10);
     let span = starts.last().expect("starts") - starts[0];
@@ -471,7 +475,7 @@ async fn asking_more_units_than_the_limit_fails_at_once(pool: PgPool) {
         .await
         .expect("starts");
     let view = finished(&db, id).await;
-    assert_eq!(view.run.status, "failed");
+    assert_eq!(view.run.status, RunStatus::Failed);
     let task = view.task("hold").expect("task");
     assert_eq!(task.error_code.as_deref(), Some("rate_limit"));
     assert!(
@@ -504,7 +508,7 @@ async fn queued_tasks_say_what_they_wait_for(pool: PgPool) {
             .expect("run")
             .run
             .status
-            == "running"
+            == RunStatus::Running
     })
     .await;
     let waiting = start_run(
@@ -516,7 +520,7 @@ async fn queued_tasks_say_what_they_wait_for(pool: PgPool) {
     .expect("starts");
     let view = get_run(&db, T, waiting).await.expect("db").expect("run");
     let task = view.task("hold").expect("task");
-    assert_eq!(task.status, "queued");
+    assert_eq!(task.status, TaskStatus::Queued);
     let why = &view.waiting_for[&task.id];
     assert_eq!((why.kind, why.key.as_deref()), ("concurrency", Some("u")));
     // A limit declared nowhere: the task waits for it.
@@ -538,7 +542,10 @@ async fn queued_tasks_say_what_they_wait_for(pool: PgPool) {
     let view = get_run(&db, T, staged).await.expect("db").expect("run");
     let call = view.task("call").expect("call");
     assert_eq!(view.waiting_for[&call.id].kind, "parents");
-    assert_eq!(finished(&db, waiting).await.run.status, "succeeded");
+    assert_eq!(
+        finished(&db, waiting).await.run.status,
+        RunStatus::Succeeded
+    );
     node.shutdown().await;
 }
 
@@ -572,8 +579,8 @@ async fn a_killed_node_gives_its_places_back(pool: PgPool) {
     eventually(20, || async {
         let staged = get_run(&db, T, staged).await.expect("db").expect("run");
         let whole = get_run(&db, T, whole).await.expect("db").expect("run");
-        staged.task("call").expect("call").status == "running"
-            && whole.task("hold").expect("hold").status == "running"
+        staged.task("call").expect("call").status == TaskStatus::Running
+            && whole.task("hold").expect("hold").status == TaskStatus::Running
     })
     .await;
     doomed.kill();
@@ -593,7 +600,7 @@ async fn a_killed_node_gives_its_places_back(pool: PgPool) {
         .expect("node");
     let views = all_finished(&db, &[staged, whole, staged_next, whole_next]).await;
     for view in &views {
-        assert_eq!(view.run.status, "succeeded", "{view:#?}");
+        assert_eq!(view.run.status, RunStatus::Succeeded, "{view:#?}");
     }
     // Never two at once: the earlier run re-ran on the survivor before the later one started.
     let calls: Vec<(i64, i64)> = [&views[0], &views[2]]
@@ -633,7 +640,7 @@ async fn a_run_keeps_its_place_through_retries_and_frees_it_when_cancelled(pool:
         (&views[1], &views[0])
     };
     for view in [first, second] {
-        assert_eq!(view.run.status, "succeeded");
+        assert_eq!(view.run.status, RunStatus::Succeeded);
         assert_eq!(view.task("flaky").expect("flaky").attempt, 2);
     }
     assert!(
@@ -656,7 +663,7 @@ async fn a_run_keeps_its_place_through_retries_and_frees_it_when_cancelled(pool:
             .expect("run")
             .run
             .status
-            == "running"
+            == RunStatus::Running
     })
     .await;
     let next = start_run(
@@ -673,7 +680,7 @@ async fn a_run_keeps_its_place_through_retries_and_frees_it_when_cancelled(pool:
         .await
         .expect("db")
         .expect("run");
-    assert_eq!(next.run.status, "succeeded", "{next:#?}");
+    assert_eq!(next.run.status, RunStatus::Succeeded, "{next:#?}");
     node.shutdown().await;
 }
 
@@ -735,8 +742,14 @@ async fn cancel_strategies_never_overlap_more_than_max_runs_on_two_nodes(pool: P
             tokio::time::sleep(Duration::from_millis(20 * wave)).await;
         }
         let views = all_finished(&db, &ids).await;
-        let succeeded = views.iter().filter(|v| v.run.status == "succeeded").count();
-        let cancelled = views.iter().filter(|v| v.run.status == "cancelled").count();
+        let succeeded = views
+            .iter()
+            .filter(|v| v.run.status == RunStatus::Succeeded)
+            .count();
+        let cancelled = views
+            .iter()
+            .filter(|v| v.run.status == RunStatus::Cancelled)
+            .count();
         assert_eq!(
             succeeded + cancelled,
             views.len(),
@@ -773,15 +786,15 @@ async fn a_replayed_run_is_admitted_again(pool: PgPool) {
     .await
     .expect("starts");
     let views = all_finished(&db, &ids).await;
-    assert_eq!(views[0].run.status, "succeeded");
-    assert_eq!(views[1].run.status, "cancelled");
+    assert_eq!(views[0].run.status, RunStatus::Succeeded);
+    assert_eq!(views[1].run.status, RunStatus::Cancelled);
     assert!(
         hatchery::scheduler::replay_run(&db, T, ids[1])
             .await
             .expect("replays")
     );
     let replayed = finished(&db, ids[1]).await;
-    assert_eq!(replayed.run.status, "succeeded", "{replayed:#?}");
+    assert_eq!(replayed.run.status, RunStatus::Succeeded, "{replayed:#?}");
     assert!(millis(replayed.task("hold").expect("hold").started_at) > 0);
     node.shutdown().await;
 }

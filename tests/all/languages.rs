@@ -13,6 +13,7 @@ use hatchery::runtime::{
     TaskFailure, inspect,
 };
 use hatchery::scheduler::{Node, RunRequest, RunView, deploy_module, start_run, wait_for_run};
+use hatchery::status::RunStatus;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -99,7 +100,7 @@ async fn dag_with_children(pool: PgPool, guest: &str, prefix: &str) {
     .await
     .expect("starts");
     let view = finished(&db, id).await;
-    assert_eq!(view.run.status, "succeeded", "{view:#?}");
+    assert_eq!(view.run.status, RunStatus::Succeeded, "{view:#?}");
     assert_eq!(
         view.run.output,
         Some(json!({"loaded": 3, "total": 10, "squares": 38}))
@@ -128,7 +129,7 @@ async fn a_thrown_error(pool: PgPool, guest: &str, prefix: &str, kind: &str, sta
     .await
     .expect("starts");
     let view = finished(&db, id).await;
-    assert_eq!(view.run.status, "failed");
+    assert_eq!(view.run.status, RunStatus::Failed);
     let extract = view.task("extract").expect("extract");
     assert_eq!(extract.attempt, 2, "retries = 1: two attempts");
     assert_eq!(

@@ -13,6 +13,7 @@ use hatchery::api::types::{RunDetail, TenantCreated};
 use hatchery::api::{ApiConfig, AppState, router};
 use hatchery::db::Db;
 use hatchery::scheduler::Node;
+use hatchery::status::RunStatus;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tower::ServiceExt as _;
@@ -198,7 +199,7 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer(pool: PgP
     )
     .await;
     let run: RunDetail = serde_json::from_value(run).expect("a RunDetail");
-    assert_eq!(run.run.status, "succeeded", "{run:?}");
+    assert_eq!(run.run.status, RunStatus::Succeeded, "{run:?}");
     assert_eq!(
         run.tasks
             .iter()

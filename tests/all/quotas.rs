@@ -14,6 +14,7 @@ use hatchery::db::quota::{TenantQuotasRow, tenant_quotas_set, tenant_unfinished_
 use hatchery::db::{DEFAULT_TENANT as T, Db};
 use hatchery::quota::Quotas;
 use hatchery::scheduler::{RunRequest, cancel_run, replay_run, start_runs, wait_for_run};
+use hatchery::status::RunStatus;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -269,7 +270,7 @@ async fn most_executing_at_once(
             .await
             .expect("db")
             .expect("run");
-        assert_eq!(view.run.status, "succeeded", "{view:#?}");
+        assert_eq!(view.run.status, RunStatus::Succeeded, "{view:#?}");
         intervals.push(guest_interval(&view, "hold"));
     }
     first.shutdown().await;

@@ -12,6 +12,7 @@ use hatchery::db::task_run::{ClaimParams, task_run_claim, task_runs_expire, task
 use hatchery::db::workflow_run::{task_run_attempt_counts, task_run_status_counts};
 use hatchery::db::{DEFAULT_TENANT, Db};
 use hatchery::scheduler::{Node, NodeConfig, RunRequest, start_runs};
+use hatchery::status::TaskStatus;
 use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -29,12 +30,12 @@ async fn enqueue(db: &Db, workflow: &str, runs: usize) {
     }
 }
 
-async fn count(db: &Db, status: &str) -> i64 {
+async fn count(db: &Db, status: TaskStatus) -> i64 {
     let mut conn = db.pool.acquire().await.expect("conn");
     task_run_status_counts(&mut conn, T)
         .await
         .expect("counts")
-        .get(status)
+        .get(&status)
         .copied()
         .unwrap_or(0)
 }
@@ -88,7 +89,10 @@ async fn a_finished_attempts_lease_is_renewed_until_its_result_is_written(pool: 
     })
     .await;
     assert!(held > 0, "the node claimed nothing during the stall");
-    eventually(60, || async { count(&db, "succeeded").await == 40 }).await;
+    eventually(60, || async {
+        count(&db, TaskStatus::Succeeded).await == 40
+    })
+    .await;
     assert_each_ran_once(
         &db,
         40,
@@ -111,7 +115,7 @@ async fn a_slow_database_makes_a_node_claim_less_and_lose_nothing(pool: PgPool) 
     let node = Node::start(db.clone(), runtime, config.clone())
         .await
         .expect("node");
-    eventually(60, || async { count(&db, "succeeded").await > 0 }).await;
+    eventually(60, || async { count(&db, TaskStatus::Succeeded).await > 0 }).await;
     let mut most_held = 0;
     stall_completions(&db, config.lease * 4, || {
         most_held = most_held.max(node.leases_held());
@@ -126,7 +130,10 @@ async fn a_slow_database_makes_a_node_claim_less_and_lose_nothing(pool: PgPool) 
         "results did not pile up during the stall ({most_held}): the test stalled nothing"
     );
     // The node catches up once the database is back, and nothing ran twice.
-    eventually(120, || async { count(&db, "succeeded").await == 3_000 }).await;
+    eventually(120, || async {
+        count(&db, TaskStatus::Succeeded).await == 3_000
+    })
+    .await;
     assert_each_ran_once(&db, 3_000, "nothing ran twice after the stall").await;
     node.shutdown().await;
 }
@@ -175,7 +182,7 @@ async fn maintenance_sweeps_touch_at_most_one_batch_per_statement(pool: PgPool) 
         expired.push(reaped.expired);
     }
     assert_eq!(expired, [5_000, 5_000, 2_000]);
-    assert_eq!(count(&db, "cancelled").await, 12_000);
+    assert_eq!(count(&db, TaskStatus::Cancelled).await, 12_000);
 }
 
 #[sqlx::test(migrator = "hatchery::db::MIGRATOR")]
@@ -225,7 +232,10 @@ async fn a_node_vacuums_the_dead_weight_autovacuum_leaves(pool: PgPool) {
     let node = Node::start(db.clone(), runtime, config)
         .await
         .expect("node");
-    eventually(120, || async { count(&db, "succeeded").await == 12_000 }).await;
+    eventually(120, || async {
+        count(&db, TaskStatus::Succeeded).await == 12_000
+    })
+    .await;
     eventually(60, || async {
         let mut conn = db.pool.acquire().await.expect("conn");
         let health = table_health(&mut conn, HotTable::TaskRuns)

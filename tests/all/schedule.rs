@@ -11,6 +11,7 @@ use hatchery::scheduler::{
     Node, NodeConfig, Rescheduled, RunError, RunRequest, RunView, cancel_run, get_run,
     reschedule_run, start_run, start_runs, wait_for_run,
 };
+use hatchery::status::{RunStatus, TaskStatus};
 use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -56,11 +57,11 @@ async fn a_scheduled_run_starts_at_its_time_not_before(pool: PgPool) {
     let run_at = Utc::now() + chrono::Duration::milliseconds(1_500);
     let id = start_run(&db, T, &at(run_at)).await.expect("starts");
     let waiting = get_run(&db, T, id).await.expect("db").expect("run");
-    assert_eq!(waiting.run.status, "scheduled");
+    assert_eq!(waiting.run.status, RunStatus::Scheduled);
     assert_eq!(waiting.run.triggered_by, "schedule");
-    assert_eq!(waiting.tasks[0].status, "pending");
+    assert_eq!(waiting.tasks[0].status, TaskStatus::Pending);
     let view = finished(&db, id).await;
-    assert_eq!(view.run.status, "succeeded");
+    assert_eq!(view.run.status, RunStatus::Succeeded);
     let late = lateness(&view);
     assert!(
         late >= chrono::Duration::zero() && late < chrono::Duration::seconds(1),
@@ -92,7 +93,7 @@ async fn scheduled_runs_start_once_on_two_nodes_even_when_one_dies(pool: PgPool)
         .expect("node");
     for id in &ids {
         let view = finished(&db, *id).await;
-        assert_eq!(view.run.status, "succeeded");
+        assert_eq!(view.run.status, RunStatus::Succeeded);
         assert_eq!(view.tasks[0].attempt, 1, "started exactly once");
         let late = lateness(&view);
         assert!(
@@ -123,7 +124,7 @@ async fn a_scheduled_run_can_be_moved_or_cancelled(pool: PgPool) {
     );
     assert!(cancel_run(&db, T, dropped).await.expect("cancels"));
     let moved_view = finished(&db, moved).await;
-    assert_eq!(moved_view.run.status, "succeeded");
+    assert_eq!(moved_view.run.status, RunStatus::Succeeded);
     assert_eq!(
         moved_view.run.run_at.map(|t| t.timestamp_micros()),
         Some(soon.timestamp_micros())
@@ -134,14 +135,14 @@ async fn a_scheduled_run_can_be_moved_or_cancelled(pool: PgPool) {
     // Well past its old time, the cancelled run never ran.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let dropped = get_run(&db, T, dropped).await.expect("db").expect("run");
-    assert_eq!(dropped.run.status, "cancelled");
-    assert_eq!(dropped.tasks[0].status, "cancelled");
+    assert_eq!(dropped.run.status, RunStatus::Cancelled);
+    assert_eq!(dropped.tasks[0].status, TaskStatus::Cancelled);
     assert_eq!(dropped.tasks[0].attempt, 0);
 
     // Only a scheduled run moves, only to a time to come.
     assert_eq!(
         reschedule_run(&db, T, moved, far).await.expect("answers"),
-        Rescheduled::NotScheduled("succeeded".into())
+        Rescheduled::NotScheduled(RunStatus::Succeeded)
     );
     assert_eq!(
         reschedule_run(&db, T, Uuid::now_v7(), far)

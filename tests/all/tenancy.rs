@@ -11,6 +11,7 @@ use hatchery::runtime::Runtime;
 use hatchery::scheduler::{
     Node, NodeConfig, RunRequest, cancel_run, deploy_module, start_run, start_runs,
 };
+use hatchery::status::RunStatus;
 use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -56,7 +57,7 @@ async fn succeeds(db: &Db, node: &Node, tenant: Uuid, id: Uuid) {
         .await
         .expect("db")
         .expect("run");
-    assert_eq!(view.run.status, "succeeded", "{view:#?}");
+    assert_eq!(view.run.status, RunStatus::Succeeded, "{view:#?}");
 }
 
 /// One slot per node and a batch of 100: every node holds a long local queue of A's runs.
@@ -283,7 +284,7 @@ async fn retention_deletes_exactly_the_finished_runs_past_their_tenants_retentio
             .await
             .expect("db")
             .expect("run");
-        assert_eq!(view.run.status, "succeeded");
+        assert_eq!(view.run.status, RunStatus::Succeeded);
     }
     node.shutdown().await;
     // A run that never finished, created long ago: a run scheduled far ahead.
@@ -389,7 +390,7 @@ async fn usage_counts_exactly_the_runs_and_attempts_that_ran(pool: PgPool) {
             .await
             .expect("db")
             .expect("run");
-        assert_eq!(view.run.status, "succeeded");
+        assert_eq!(view.run.status, RunStatus::Succeeded);
     }
     node.shutdown().await;
 

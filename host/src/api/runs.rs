@@ -26,16 +26,7 @@ use crate::scheduler::{
     Rescheduled, RunRequest, RunView, cancel_run, get_run, replay_run, reschedule_run, start_runs,
     wait_for_run,
 };
-
-/// Statuses a workflow run can be in.
-const RUN_STATUSES: [&str; 6] = [
-    "scheduled",
-    "queued",
-    "running",
-    "succeeded",
-    "failed",
-    "cancelled",
-];
+use crate::status::{RunStatus, TaskStatus};
 
 /// How a run may have started, for `?triggered_by=`.
 const TRIGGERS: [&str; 6] = ["api", "cron", "schedule", "event", "spawn", "replay"];
@@ -165,8 +156,8 @@ pub struct Run {
     pub workflow: String,
     /// The workflow version it runs.
     pub version: i32,
-    /// `scheduled`, `queued`, `running`, `succeeded`, `failed` or `cancelled`.
-    pub status: String,
+    /// Where the run is.
+    pub status: RunStatus,
     /// Its input.
     pub input: Value,
     /// Its output once succeeded (the leaf task's, or the leaves' keyed by name).
@@ -199,7 +190,7 @@ impl From<&WorkflowRunRow> for Run {
             id: run.id,
             workflow: run.workflow.clone(),
             version: run.version,
-            status: run.status.clone(),
+            status: run.status,
             input: run.input.clone(),
             output: run.output.clone(),
             error: run.error.clone(),
@@ -236,8 +227,8 @@ pub struct TaskRun {
     pub id: Uuid,
     /// Task name.
     pub name: String,
-    /// `pending`, `queued`, `running`, `succeeded`, `failed` or `cancelled`.
-    pub status: String,
+    /// Where the task run is.
+    pub status: TaskStatus,
     /// Attempts started.
     pub attempt: i32,
     /// Attempts that failed (and consumed retries).
@@ -281,7 +272,7 @@ impl From<&RunView> for RunDetail {
             .map(|task| TaskRun {
                 id: task.id,
                 name: task.task.clone(),
-                status: task.status.clone(),
+                status: task.status,
                 attempt: task.attempt,
                 failures: task.failures,
                 lost_leases: task.lost_leases,
@@ -355,10 +346,7 @@ pub struct LogPage {
 }
 
 fn is_finished(view: &RunView) -> bool {
-    matches!(
-        view.run.status.as_str(),
-        "succeeded" | "failed" | "cancelled"
-    )
+    view.run.status.is_finished()
 }
 
 fn no_run(id: impl std::fmt::Display) -> ApiError {
@@ -461,17 +449,12 @@ pub async fn list(
     State(state): State<AppState>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<RunPage>, ApiError> {
-    if let Some(status) = query.status.as_deref()
-        && !RUN_STATUSES.contains(&status)
-    {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            format!(
-                "unknown status `{status}`: use one of {}",
-                RUN_STATUSES.join(", ")
-            ),
-        ));
-    }
+    let status = query
+        .status
+        .as_deref()
+        .map(str::parse::<RunStatus>)
+        .transpose()
+        .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
     if let Some(trigger) = query.triggered_by.as_deref()
         && !TRIGGERS.contains(&trigger)
     {
@@ -501,7 +484,7 @@ pub async fn list(
     };
     let params = RunListParams {
         workflow: query.workflow.as_deref(),
-        status: query.status.as_deref(),
+        status,
         metadata: metadata.as_ref(),
         parent_run_id: None,
         triggered_by: query.triggered_by.as_deref(),

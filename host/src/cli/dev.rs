@@ -19,7 +19,7 @@ use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
 use super::CacheArgs;
-use super::client::DEV_DIR;
+use super::api_client::DEV_DIR;
 use super::serve::{ServeArgs, Server};
 use crate::api::{hash_token, new_token};
 use crate::db::Db;

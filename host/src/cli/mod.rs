@@ -3,9 +3,12 @@
 //! Commands print results on stdout and diagnostics on stderr; `--json` gives scripts a stable
 //! shape. Errors reach `main` as `anyhow` errors and become exit code 1.
 
-pub mod client;
+mod api_client;
+pub mod args;
+mod commands;
 pub mod dev;
 mod exec;
+mod render;
 pub mod serve;
 mod tenancy;
 
@@ -37,37 +40,37 @@ pub enum Command {
     /// creates a `dev` tenant and writes its token to .hatchery/token.
     Dev(dev::DevArgs),
     /// Upload a component to a node (HATCHERY_URL, HATCHERY_TOKEN).
-    Deploy(client::DeployArgs),
+    Deploy(args::DeployArgs),
     /// Start a workflow run on a node, optionally waiting for its output.
-    Run(client::RunArgs),
+    Run(args::RunArgs),
     /// List, show, cancel, replay runs and read their logs.
     #[command(subcommand)]
-    Runs(client::RunsCommand),
+    Runs(args::RunsCommand),
     /// Push events.
     #[command(subcommand)]
-    Events(client::EventsCommand),
+    Events(args::EventsCommand),
     /// List, create and delete crons.
     #[command(subcommand)]
-    Crons(client::CronsCommand),
+    Crons(args::CronsCommand),
     /// List and set rate limits.
     #[command(subcommand)]
-    RateLimits(client::RateLimitsCommand),
+    RateLimits(args::RateLimitsCommand),
     /// Store, list and delete secrets.
     #[command(subcommand)]
-    Secrets(client::SecretsCommand),
+    Secrets(args::SecretsCommand),
     /// Show and set where tasks may send HTTP requests.
     #[command(subcommand)]
-    Egress(client::EgressCommand),
+    Egress(args::EgressCommand),
     /// Set a task's fuel budget for new runs: `hatchery fuel py-etl load 50000000000` (or `default`).
-    Fuel(client::FuelArgs),
+    Fuel(args::FuelArgs),
     /// Show usage per hour and workflow: runs, attempts, time, fuel, memory, HTTP requests.
     Usage(tenancy::UsageArgs),
     /// Create tenants and set their weight and retention (admin).
     #[command(subcommand)]
-    Tenants(client::TenantsCommand),
+    Tenants(args::TenantsCommand),
     /// Create tokens of tenants (admin).
     #[command(subcommand)]
-    Tokens(client::TokensCommand),
+    Tokens(args::TokensCommand),
 }
 
 /// Options shared by commands that load components locally.
@@ -105,17 +108,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::serve(args).await,
         Command::Migrate(args) => serve::migrate(args).await,
         Command::Dev(args) => dev::dev(args).await,
-        Command::Deploy(args) => client::deploy(args).await,
-        Command::Run(args) => client::run(args).await,
-        Command::Runs(command) => client::runs(command).await,
-        Command::Crons(command) => client::crons(command).await,
-        Command::Events(command) => client::events(command).await,
-        Command::RateLimits(command) => client::rate_limits(command).await,
-        Command::Fuel(args) => client::fuel(args).await,
-        Command::Egress(command) => client::egress(command).await,
-        Command::Secrets(command) => client::secrets(command).await,
+        Command::Deploy(args) => commands::deploy(args).await,
+        Command::Run(args) => commands::run(args).await,
+        Command::Runs(command) => commands::runs(command).await,
+        Command::Crons(command) => commands::crons(command).await,
+        Command::Events(command) => commands::events(command).await,
+        Command::RateLimits(command) => commands::rate_limits(command).await,
+        Command::Fuel(args) => commands::fuel(args).await,
+        Command::Egress(command) => commands::egress(command).await,
+        Command::Secrets(command) => commands::secrets(command).await,
         Command::Usage(args) => tenancy::usage(args).await,
-        Command::Tenants(command) => client::tenants(command).await,
-        Command::Tokens(command) => client::tokens(command).await,
+        Command::Tenants(command) => commands::tenants(command).await,
+        Command::Tokens(command) => commands::tokens(command).await,
     }
 }

@@ -3,7 +3,9 @@
 
 use serde_json::{Value, json};
 
-use super::client::{AdminArgs, Body, Client, ClientArgs, encode, print_json, print_table};
+use super::api_client::{Body, Client, encode};
+use super::args::{AdminArgs, ClientArgs};
+use super::render::{print_json, print_table};
 use crate::api::types::{RetentionSet, TenantSettings, UsageReport, UsageRow, WeightSet};
 
 /// Arguments of `hatchery usage`.

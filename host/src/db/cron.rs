@@ -56,8 +56,13 @@ pub struct NewCron<'a> {
     pub next_tick: Option<DateTime<Utc>>,
 }
 
-const COLUMNS: &str = "tenant_id, id, workflow, name, expression, timezone, input,
-     additional_metadata, source, catch_up, next_tick, created_at";
+/// The columns of a `CronRow`.
+macro_rules! cron_columns {
+    () => {
+        "tenant_id, id, workflow, name, expression, timezone, input,
+         additional_metadata, source, catch_up, next_tick, created_at"
+    };
+}
 
 /// Creates a cron with `source` ("manifest" or "api").
 pub async fn cron_create(
@@ -66,11 +71,12 @@ pub async fn cron_create(
     cron: &NewCron<'_>,
     source: &str,
 ) -> Result<CronRow, sqlx::Error> {
-    let row = sqlx::query_as(&format!(
+    let row = sqlx::query_as(sql!(
         "INSERT INTO crons (tenant_id, id, workflow, name, expression, timezone, input,
                             additional_metadata, source, catch_up, next_tick)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-         RETURNING {COLUMNS}"
+         RETURNING ",
+        cron_columns!()
     ))
     .bind(tenant_id)
     .bind(Uuid::now_v7())
@@ -96,11 +102,13 @@ pub async fn crons_replace_manifest(
     workflow: &str,
     crons: &[NewCron<'_>],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM crons WHERE tenant_id = $1 AND workflow = $2 AND source = 'manifest'")
-        .bind(tenant_id)
-        .bind(workflow)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(sql!(
+        "DELETE FROM crons WHERE tenant_id = $1 AND workflow = $2 AND source = 'manifest'"
+    ))
+    .bind(tenant_id)
+    .bind(workflow)
+    .execute(&mut *conn)
+    .await?;
     for cron in crons {
         cron_create(conn, tenant_id, cron, "manifest").await?;
     }
@@ -113,8 +121,10 @@ pub async fn crons_list(
     tenant_id: Uuid,
     limit: i64,
 ) -> Result<Vec<CronRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM crons WHERE tenant_id = $1
+    sqlx::query_as(sql!(
+        "SELECT ",
+        cron_columns!(),
+        " FROM crons WHERE tenant_id = $1
          ORDER BY workflow, created_at, id LIMIT $2"
     ))
     .bind(tenant_id)
@@ -129,7 +139,7 @@ pub async fn cron_delete(
     tenant_id: Uuid,
     id: Uuid,
 ) -> Result<bool, sqlx::Error> {
-    let deleted = sqlx::query("DELETE FROM crons WHERE tenant_id = $1 AND id = $2")
+    let deleted = sqlx::query(sql!("DELETE FROM crons WHERE tenant_id = $1 AND id = $2"))
         .bind(tenant_id)
         .bind(id)
         .execute(conn)
@@ -143,8 +153,10 @@ pub async fn crons_due(
     now: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<CronRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM crons WHERE next_tick <= $1
+    sqlx::query_as(sql!(
+        "SELECT ",
+        cron_columns!(),
+        " FROM crons WHERE next_tick <= $1
          ORDER BY next_tick LIMIT $2 FOR UPDATE SKIP LOCKED"
     ))
     .bind(now)
@@ -160,10 +172,10 @@ pub async fn cron_tick_record(
     cron_id: Uuid,
     tick: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
+    let inserted = sqlx::query(sql!(
         "INSERT INTO cron_ticks (tenant_id, cron_id, tick) VALUES ($1, $2, $3)
-         ON CONFLICT DO NOTHING",
-    )
+         ON CONFLICT DO NOTHING"
+    ))
     .bind(tenant_id)
     .bind(cron_id)
     .bind(tick)
@@ -180,9 +192,9 @@ pub async fn cron_tick_run(
     tick: DateTime<Utc>,
     run_id: Uuid,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE cron_ticks SET run_id = $4 WHERE tenant_id = $1 AND cron_id = $2 AND tick = $3",
-    )
+    sqlx::query(sql!(
+        "UPDATE cron_ticks SET run_id = $4 WHERE tenant_id = $1 AND cron_id = $2 AND tick = $3"
+    ))
     .bind(tenant_id)
     .bind(cron_id)
     .bind(tick)
@@ -199,25 +211,27 @@ pub async fn cron_advance(
     id: Uuid,
     next_tick: Option<DateTime<Utc>>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE crons SET next_tick = $3 WHERE tenant_id = $1 AND id = $2")
-        .bind(tenant_id)
-        .bind(id)
-        .bind(next_tick)
-        .execute(conn)
-        .await?;
+    sqlx::query(sql!(
+        "UPDATE crons SET next_tick = $3 WHERE tenant_id = $1 AND id = $2"
+    ))
+    .bind(tenant_id)
+    .bind(id)
+    .bind(next_tick)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
 /// When the next cron fires, if any.
 pub async fn crons_next_due(conn: &mut PgConnection) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    sqlx::query_scalar("SELECT min(next_tick) FROM crons")
+    sqlx::query_scalar(sql!("SELECT min(next_tick) FROM crons"))
         .fetch_one(conn)
         .await
 }
 
 /// Wakes the schedule service of every node (delivered at commit).
 async fn notify_crons(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify($1, '')")
+    sqlx::query(sql!("SELECT pg_notify($1, '')"))
         .bind(super::CHANNEL_SCHEDULED)
         .execute(conn)
         .await?;
@@ -230,9 +244,9 @@ pub async fn cron_ticks_of(
     tenant_id: Uuid,
     cron_id: Uuid,
 ) -> Result<Vec<(DateTime<Utc>, Option<Uuid>)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT tick, run_id FROM cron_ticks WHERE tenant_id = $1 AND cron_id = $2 ORDER BY tick",
-    )
+    sqlx::query_as(sql!(
+        "SELECT tick, run_id FROM cron_ticks WHERE tenant_id = $1 AND cron_id = $2 ORDER BY tick"
+    ))
     .bind(tenant_id)
     .bind(cron_id)
     .fetch_all(conn)

@@ -27,8 +27,12 @@ pub struct EventRow {
     pub created_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str =
-    "id, key, payload, additional_metadata, scope, idempotency_key, run_ids, created_at";
+/// The columns of an `EventRow`.
+macro_rules! event_columns {
+    () => {
+        "id, key, payload, additional_metadata, scope, idempotency_key, run_ids, created_at"
+    };
+}
 
 /// An event to store.
 #[derive(Debug, Clone)]
@@ -53,12 +57,12 @@ pub async fn event_insert(
     tenant_id: Uuid,
     event: &NewEvent<'_>,
 ) -> Result<Result<(), EventRow>, sqlx::Error> {
-    let inserted = sqlx::query(
+    let inserted = sqlx::query(sql!(
         "INSERT INTO events (tenant_id, id, key, payload, additional_metadata, scope,
                              idempotency_key)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
-         ON CONFLICT DO NOTHING",
-    )
+         ON CONFLICT DO NOTHING"
+    ))
     .bind(tenant_id)
     .bind(event.id)
     .bind(event.key)
@@ -71,8 +75,10 @@ pub async fn event_insert(
     if inserted.rows_affected() > 0 {
         return Ok(Ok(()));
     }
-    let existing: EventRow = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM events WHERE tenant_id = $1 AND idempotency_key = $2"
+    let existing: EventRow = sqlx::query_as(sql!(
+        "SELECT ",
+        event_columns!(),
+        " FROM events WHERE tenant_id = $1 AND idempotency_key = $2"
     ))
     .bind(tenant_id)
     .bind(event.idempotency_key)
@@ -88,12 +94,14 @@ pub async fn event_set_runs(
     id: Uuid,
     run_ids: &[Uuid],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE events SET run_ids = $3 WHERE tenant_id = $1 AND id = $2")
-        .bind(tenant_id)
-        .bind(id)
-        .bind(run_ids)
-        .execute(conn)
-        .await?;
+    sqlx::query(sql!(
+        "UPDATE events SET run_ids = $3 WHERE tenant_id = $1 AND id = $2"
+    ))
+    .bind(tenant_id)
+    .bind(id)
+    .bind(run_ids)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -103,8 +111,10 @@ pub async fn event_get(
     tenant_id: Uuid,
     id: Uuid,
 ) -> Result<Option<EventRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM events WHERE tenant_id = $1 AND id = $2"
+    sqlx::query_as(sql!(
+        "SELECT ",
+        event_columns!(),
+        " FROM events WHERE tenant_id = $1 AND id = $2"
     ))
     .bind(tenant_id)
     .bind(id)
@@ -120,8 +130,10 @@ pub async fn events_list(
     page: &super::PageParams<Uuid>,
 ) -> Result<Vec<EventRow>, sqlx::Error> {
     let (before_at, before_id) = page.before.unzip();
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM events
+    sqlx::query_as(sql!(
+        "SELECT ",
+        event_columns!(),
+        " FROM events
          WHERE tenant_id = $1 AND ($2::text IS NULL OR key = $2)
            AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
          ORDER BY created_at DESC, id DESC LIMIT $5"
@@ -158,11 +170,11 @@ pub async fn event_filter_create(
     expression: &str,
     scope: Option<&str>,
 ) -> Result<EventFilterRow, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(sql!(
         "INSERT INTO event_filters (tenant_id, id, workflow, expression, scope)
          VALUES ($1, $2, $3, $4, $5)
-         RETURNING id, workflow, expression, scope, created_at",
-    )
+         RETURNING id, workflow, expression, scope, created_at"
+    ))
     .bind(tenant_id)
     .bind(Uuid::now_v7())
     .bind(workflow)
@@ -178,10 +190,10 @@ pub async fn event_filters_of(
     tenant_id: Uuid,
     workflows: &[&str],
 ) -> Result<Vec<EventFilterRow>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(sql!(
         "SELECT id, workflow, expression, scope, created_at FROM event_filters
-         WHERE tenant_id = $1 AND workflow = ANY($2) ORDER BY created_at, id",
-    )
+         WHERE tenant_id = $1 AND workflow = ANY($2) ORDER BY created_at, id"
+    ))
     .bind(tenant_id)
     .bind(workflows)
     .fetch_all(conn)

@@ -31,24 +31,24 @@ pub async fn flow_keys_ensure(
 ) -> Result<(), sqlx::Error> {
     if !concurrency.is_empty() {
         let (tenants, keys) = split(concurrency);
-        sqlx::query(
+        sqlx::query(sql!(
             "INSERT INTO concurrency_keys (tenant_id, key)
              SELECT * FROM unnest($1::uuid[], $2::text[]) ORDER BY 1, 2
-             ON CONFLICT DO NOTHING",
-        )
+             ON CONFLICT DO NOTHING"
+        ))
         .bind(tenants)
         .bind(keys)
         .execute(&mut *conn)
         .await?;
     }
     if !dynamic_limits.is_empty() {
-        sqlx::query(
+        sqlx::query(sql!(
             "INSERT INTO rate_limits (tenant_id, key, limit_units, window_ms, source)
              SELECT t, k, l, w, 'dynamic'
              FROM unnest($1::uuid[], $2::text[], $3::int[], $4::bigint[]) AS r(t, k, l, w)
              ORDER BY 1, 2
-             ON CONFLICT DO NOTHING",
-        )
+             ON CONFLICT DO NOTHING"
+        ))
         .bind(dynamic_limits.iter().map(|d| d.0).collect::<Vec<_>>())
         .bind(
             dynamic_limits
@@ -84,7 +84,7 @@ pub async fn rate_limits_declare(
     if declared.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    sqlx::query(sql!(
         "INSERT INTO rate_limits (tenant_id, key, limit_units, window_ms, source)
          SELECT $1, k, l, w, 'manifest'
          FROM unnest($2::text[], $3::int[], $4::bigint[]) AS d(k, l, w)
@@ -92,8 +92,8 @@ pub async fn rate_limits_declare(
          ON CONFLICT (tenant_id, key) DO UPDATE
              SET limit_units = excluded.limit_units, window_ms = excluded.window_ms,
                  updated_at = now()
-             WHERE rate_limits.source = 'manifest' AND excluded.limit_units IS NOT NULL",
-    )
+             WHERE rate_limits.source = 'manifest' AND excluded.limit_units IS NOT NULL"
+    ))
     .bind(tenant_id)
     .bind(declared.iter().map(|d| d.0.as_str()).collect::<Vec<_>>())
     .bind(
@@ -121,13 +121,13 @@ pub async fn rate_limit_set(
     limit: u32,
     window: Duration,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query(sql!(
         "INSERT INTO rate_limits (tenant_id, key, limit_units, window_ms, source)
          VALUES ($1, $2, $3, $4, 'api')
          ON CONFLICT (tenant_id, key) DO UPDATE
              SET limit_units = excluded.limit_units, window_ms = excluded.window_ms,
-                 source = 'api', updated_at = now()",
-    )
+                 source = 'api', updated_at = now()"
+    ))
     .bind(tenant_id)
     .bind(key)
     .bind(limit as i32)
@@ -160,15 +160,15 @@ pub async fn rate_limits_list(
     tenant_id: Uuid,
     limit: i64,
 ) -> Result<Vec<RateLimitRow>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(sql!(
         "SELECT r.key, r.limit_units, r.window_ms, r.source, r.updated_at,
                 coalesce((SELECT sum(u.units) FROM rate_limit_usage u
                           WHERE u.tenant_id = r.tenant_id AND u.key = r.key
                             AND u.until_ms > (extract(epoch FROM clock_timestamp()) * 1000)::bigint
                                              - coalesce(r.window_ms, 0)), 0)::bigint AS used
          FROM rate_limits r WHERE r.tenant_id = $1
-         ORDER BY r.key LIMIT $2",
-    )
+         ORDER BY r.key LIMIT $2"
+    ))
     .bind(tenant_id)
     .bind(limit)
     .fetch_all(conn)
@@ -229,7 +229,7 @@ pub async fn gated_walk(
         Option<i16>,
         Option<DateTime<Utc>>,
     );
-    let rows: Vec<Row> = sqlx::query_as(
+    let rows: Vec<Row> = sqlx::query_as(sql!(
         "WITH RECURSIVE
          onward(tenant_id, gate, n) AS (
              (SELECT tenant_id, gate, 1 FROM task_runs
@@ -312,8 +312,8 @@ pub async fn gated_walk(
          SELECT 'rate_limit', tenant_id, key, NULL, NULL, NULL, NULL, limit_units, window_ms,
                 NULL, NULL
          FROM locked_rates
-         ORDER BY part, n, priority DESC, available_at, id",
-    )
+         ORDER BY part, n, priority DESC, available_at, id"
+    ))
     .bind(after.0)
     .bind(&after.1)
     .bind(walk)
@@ -372,7 +372,7 @@ pub async fn concurrency_holders_live(
         Option<Uuid>,
         Option<bool>,
     );
-    let rows: Vec<Row> = sqlx::query_as(
+    let rows: Vec<Row> = sqlx::query_as(sql!(
         "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint, h.tenant_id, h.key,
                 h.holder, h.run_id, h.live
          FROM (SELECT 1) one
@@ -389,8 +389,8 @@ pub async fn concurrency_holders_live(
              LEFT JOIN task_runs t
                ON h.lease_token IS NOT NULL AND t.tenant_id = h.tenant_id AND t.id = h.holder
          ) h ON true
-         ORDER BY h.since, h.holder",
-    )
+         ORDER BY h.since, h.holder"
+    ))
     .bind(&tenants)
     .bind(&names)
     .fetch_all(&mut *conn)
@@ -413,11 +413,11 @@ pub async fn concurrency_holders_live(
         }
     }
     if prune && !stale.is_empty() {
-        sqlx::query(
+        sqlx::query(sql!(
             "DELETE FROM concurrency_holders h
              USING unnest($1::uuid[], $2::text[], $3::uuid[]) AS s(tenant_id, key, holder)
-             WHERE h.tenant_id = s.tenant_id AND h.key = s.key AND h.holder = s.holder",
-        )
+             WHERE h.tenant_id = s.tenant_id AND h.key = s.key AND h.holder = s.holder"
+        ))
         .bind(stale.iter().map(|s| s.0).collect::<Vec<_>>())
         .bind(stale.iter().map(|s| s.1.as_str()).collect::<Vec<_>>())
         .bind(stale.iter().map(|s| s.2).collect::<Vec<_>>())
@@ -442,12 +442,12 @@ pub async fn rate_usage(
     let names: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
     let windows: Vec<i64> = keys.iter().map(|k| k.2).collect();
     if prune {
-        sqlx::query(
+        sqlx::query(sql!(
             "DELETE FROM rate_limit_usage u
              USING unnest($1::uuid[], $2::text[], $3::bigint[]) AS k(tenant_id, key, window_ms)
              WHERE u.tenant_id = k.tenant_id AND u.key = k.key
-               AND u.until_ms <= $4 - greatest(k.window_ms, 86400000)",
-        )
+               AND u.until_ms <= $4 - greatest(k.window_ms, 86400000)"
+        ))
         .bind(&tenants)
         .bind(&names)
         .bind(&windows)
@@ -455,13 +455,13 @@ pub async fn rate_usage(
         .execute(&mut *conn)
         .await?;
     }
-    let rows: Vec<(Uuid, String, i64)> = sqlx::query_as(
+    let rows: Vec<(Uuid, String, i64)> = sqlx::query_as(sql!(
         "SELECT k.tenant_id, k.key,
                 coalesce((SELECT sum(u.units) FROM rate_limit_usage u
                           WHERE u.tenant_id = k.tenant_id AND u.key = k.key
                             AND u.until_ms > $4 - k.window_ms), 0)::bigint
-         FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS k(tenant_id, key, window_ms)",
-    )
+         FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS k(tenant_id, key, window_ms)"
+    ))
     .bind(&tenants)
     .bind(&names)
     .bind(&windows)
@@ -525,7 +525,7 @@ pub async fn task_runs_claim_admitted(
     if admitted.is_empty() {
         return Ok(Vec::new());
     }
-    sqlx::query_as(concat!(
+    sqlx::query_as(sql!(
         "WITH picked AS (
              SELECT t.tenant_id, t.id FROM task_runs t
              JOIN unnest($2::uuid[], $3::uuid[]) AS a(tenant_id, id)
@@ -541,10 +541,9 @@ pub async fn task_runs_claim_admitted(
                  lease_expires_at = now() + $4 * interval '1 millisecond',
                  started_at = coalesce(t.started_at, to_timestamp($5 / 1000.0))
              FROM picked p
-             WHERE t.tenant_id = p.tenant_id AND t.id = p.id AND t.status = 'queued'
-             RETURNING t.tenant_id, t.id, t.workflow_run_id, t.workflow, t.task, t.module_digest,
-                       t.attempt, t.lease_token, t.execution_timeout_ms, t.fuel, t.input, t.parents,
-                       t.available_at
+             WHERE t.tenant_id = p.tenant_id AND t.id = p.id AND t.status = 'queued'",
+        claimed_returning!(),
+        "
          ),
          held AS (
              INSERT INTO concurrency_holders (tenant_id, key, holder, run_id, lease_token, since)
@@ -598,11 +597,11 @@ pub async fn task_run_gates_of_run(
     tenant_id: Uuid,
     run_id: Uuid,
 ) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(sql!(
         "SELECT id, gates::text FROM task_runs
          WHERE tenant_id = $1 AND workflow_run_id = $2 AND status = 'queued'
-           AND gates IS NOT NULL",
-    )
+           AND gates IS NOT NULL"
+    ))
     .bind(tenant_id)
     .bind(run_id)
     .fetch_all(conn)
@@ -618,11 +617,11 @@ pub async fn rate_limits_stored(
         return Ok(Vec::new());
     }
     let (tenants, names) = split(keys);
-    sqlx::query_as(
+    sqlx::query_as(sql!(
         "SELECT r.tenant_id, r.key, r.limit_units, r.window_ms FROM rate_limits r
          JOIN unnest($1::uuid[], $2::text[]) AS k(tenant_id, key)
-           ON r.tenant_id = k.tenant_id AND r.key = k.key",
-    )
+           ON r.tenant_id = k.tenant_id AND r.key = k.key"
+    ))
     .bind(tenants)
     .bind(names)
     .fetch_all(conn)
@@ -643,7 +642,7 @@ pub async fn task_runs_fail_gated(
 
 /// Wakes admission on every node (delivered at commit).
 pub async fn notify_gated(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify($1, '')")
+    sqlx::query(sql!("SELECT pg_notify($1, '')"))
         .bind(super::CHANNEL_GATED)
         .execute(conn)
         .await?;
@@ -657,11 +656,11 @@ pub async fn task_run_starts(
     tenant_id: Uuid,
     workflow: &str,
 ) -> Result<Vec<(DateTime<Utc>, DateTime<Utc>)>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(sql!(
         "SELECT t.created_at, t.started_at FROM task_runs t
          WHERE t.tenant_id = $1 AND t.workflow = $2 AND t.started_at IS NOT NULL
-         ORDER BY t.started_at",
-    )
+         ORDER BY t.started_at"
+    ))
     .bind(tenant_id)
     .bind(workflow)
     .fetch_all(conn)
@@ -670,7 +669,9 @@ pub async fn task_run_starts(
 
 /// The database clock now (not the transaction's start), in milliseconds since the epoch.
 pub async fn clock_ms(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint")
-        .fetch_one(conn)
-        .await
+    sqlx::query_scalar(sql!(
+        "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+    ))
+    .fetch_one(conn)
+    .await
 }

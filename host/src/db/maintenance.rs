@@ -70,10 +70,10 @@ pub async fn table_health(
     conn: &mut PgConnection,
     table: HotTable,
 ) -> Result<TableHealth, sqlx::Error> {
-    let row: Option<(i64, i64, i64, i64)> = sqlx::query_as(
+    let row: Option<(i64, i64, i64, i64)> = sqlx::query_as(sql!(
         "SELECT n_live_tup, n_dead_tup, vacuum_count, n_mod_since_analyze
-         FROM pg_stat_user_tables WHERE relid = to_regclass($1)",
-    )
+         FROM pg_stat_user_tables WHERE relid = to_regclass($1)"
+    ))
     .bind(table.name())
     .fetch_optional(conn)
     .await?;
@@ -93,7 +93,7 @@ const VACUUM_LOCK: i64 = 0x6861_7463_6876_6163; // "hatchvac"
 
 /// Takes the vacuum lock for this session if no other session holds it.
 pub async fn vacuum_lock_try(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+    sqlx::query_scalar(sql!("SELECT pg_try_advisory_lock($1)"))
         .bind(VACUUM_LOCK)
         .fetch_one(conn)
         .await
@@ -101,7 +101,7 @@ pub async fn vacuum_lock_try(conn: &mut PgConnection) -> Result<bool, sqlx::Erro
 
 /// Releases the vacuum lock of this session.
 pub async fn vacuum_unlock(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_unlock($1)")
+    sqlx::query(sql!("SELECT pg_advisory_unlock($1)"))
         .bind(VACUUM_LOCK)
         .execute(conn)
         .await?;
@@ -112,10 +112,10 @@ pub async fn vacuum_unlock(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
 /// the planner's statistics. Must run outside a transaction.
 pub async fn table_vacuum(conn: &mut PgConnection, table: HotTable) -> Result<(), sqlx::Error> {
     let statement = match table {
-        HotTable::TaskRuns => "VACUUM (ANALYZE) task_runs",
-        HotTable::WorkflowRuns => "VACUUM (ANALYZE) workflow_runs",
-        HotTable::TenantUnfinishedRuns => "VACUUM (ANALYZE) tenant_unfinished_runs",
-        HotTable::TaskRunLogs => "VACUUM (ANALYZE) task_run_logs",
+        HotTable::TaskRuns => sql!("VACUUM (ANALYZE) task_runs"),
+        HotTable::WorkflowRuns => sql!("VACUUM (ANALYZE) workflow_runs"),
+        HotTable::TenantUnfinishedRuns => sql!("VACUUM (ANALYZE) tenant_unfinished_runs"),
+        HotTable::TaskRunLogs => sql!("VACUUM (ANALYZE) task_run_logs"),
     };
     sqlx::query(statement).execute(conn).await?;
     Ok(())
@@ -125,10 +125,10 @@ pub async fn table_vacuum(conn: &mut PgConnection, table: HotTable) -> Result<()
 /// at any size).
 pub async fn table_analyze(conn: &mut PgConnection, table: HotTable) -> Result<(), sqlx::Error> {
     let statement = match table {
-        HotTable::TaskRuns => "ANALYZE task_runs",
-        HotTable::WorkflowRuns => "ANALYZE workflow_runs",
-        HotTable::TenantUnfinishedRuns => "ANALYZE tenant_unfinished_runs",
-        HotTable::TaskRunLogs => "ANALYZE task_run_logs",
+        HotTable::TaskRuns => sql!("ANALYZE task_runs"),
+        HotTable::WorkflowRuns => sql!("ANALYZE workflow_runs"),
+        HotTable::TenantUnfinishedRuns => sql!("ANALYZE tenant_unfinished_runs"),
+        HotTable::TaskRunLogs => sql!("ANALYZE task_run_logs"),
     };
     sqlx::query(statement).execute(conn).await?;
     Ok(())
@@ -208,7 +208,7 @@ macro_rules! purge_tenants {
 
 /// Finished runs past their retention, with their task runs and logs. A run's `created_at`
 /// is never after its `finished_at`, so the newest-first index bounds the walk per tenant.
-pub(crate) const PURGE_RUNS: &str = concat!(
+pub(crate) const PURGE_RUNS: &str = sql!(
     "WITH ",
     purge_tenants!(),
     ",
@@ -247,7 +247,7 @@ pub(crate) const PURGE_RUNS: &str = concat!(
 );
 
 /// Events past their tenant's retention.
-pub(crate) const PURGE_EVENTS: &str = concat!(
+pub(crate) const PURGE_EVENTS: &str = sql!(
     "WITH ",
     purge_tenants!(),
     ",

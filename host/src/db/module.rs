@@ -59,10 +59,10 @@ pub async fn module_insert(
     bytes: &[u8],
     manifest: &Manifest,
 ) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
+    let inserted = sqlx::query(sql!(
         "INSERT INTO modules (tenant_id, digest, bytes, manifest) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (tenant_id, digest) DO NOTHING",
-    )
+         ON CONFLICT (tenant_id, digest) DO NOTHING"
+    ))
     .bind(tenant_id)
     .bind(digest)
     .bind(bytes)
@@ -78,11 +78,13 @@ pub async fn module_exists(
     tenant_id: Uuid,
     digest: &str,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM modules WHERE tenant_id = $1 AND digest = $2)")
-        .bind(tenant_id)
-        .bind(digest)
-        .fetch_one(conn)
-        .await
+    sqlx::query_scalar(sql!(
+        "SELECT EXISTS (SELECT 1 FROM modules WHERE tenant_id = $1 AND digest = $2)"
+    ))
+    .bind(tenant_id)
+    .bind(digest)
+    .fetch_one(conn)
+    .await
 }
 
 /// The bytes of a module.
@@ -91,11 +93,13 @@ pub async fn module_bytes(
     tenant_id: Uuid,
     digest: &str,
 ) -> Result<Option<Vec<u8>>, sqlx::Error> {
-    sqlx::query_scalar("SELECT bytes FROM modules WHERE tenant_id = $1 AND digest = $2")
-        .bind(tenant_id)
-        .bind(digest)
-        .fetch_optional(conn)
-        .await
+    sqlx::query_scalar(sql!(
+        "SELECT bytes FROM modules WHERE tenant_id = $1 AND digest = $2"
+    ))
+    .bind(tenant_id)
+    .bind(digest)
+    .fetch_optional(conn)
+    .await
 }
 
 /// Adds the next version of workflow `definition.name`, run by module `digest`.
@@ -106,17 +110,19 @@ pub async fn workflow_version_create(
     definition: &WorkflowDef,
 ) -> Result<WorkflowVersion, sqlx::Error> {
     // Serialise concurrent deploys of the same workflow name so versions never collide.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text || '/' || $2, 0))")
-        .bind(tenant_id)
-        .bind(&definition.name)
-        .execute(&mut *conn)
-        .await?;
-    let row: WorkflowRow = sqlx::query_as(
+    sqlx::query(sql!(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1::text || '/' || $2, 0))"
+    ))
+    .bind(tenant_id)
+    .bind(&definition.name)
+    .execute(&mut *conn)
+    .await?;
+    let row: WorkflowRow = sqlx::query_as(sql!(
         "INSERT INTO workflows (tenant_id, name, version, module_digest, definition)
          SELECT $1, $2, coalesce(max(version), 0) + 1, $3, $4
          FROM workflows WHERE tenant_id = $1 AND name = $2
-         RETURNING tenant_id, name, version, module_digest, definition, created_at",
-    )
+         RETURNING tenant_id, name, version, module_digest, definition, created_at"
+    ))
     .bind(tenant_id)
     .bind(&definition.name)
     .bind(digest)
@@ -134,10 +140,10 @@ pub async fn module_artifact_store(
     engine: &str,
     sealed: &[u8],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query(sql!(
         "INSERT INTO module_artifacts (tenant_id, digest, engine, sealed) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (tenant_id, digest, engine) DO NOTHING",
-    )
+         ON CONFLICT (tenant_id, digest, engine) DO NOTHING"
+    ))
     .bind(tenant_id)
     .bind(digest)
     .bind(engine)
@@ -154,9 +160,9 @@ pub async fn module_artifact(
     digest: &str,
     engine: &str,
 ) -> Result<Option<Vec<u8>>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT sealed FROM module_artifacts WHERE tenant_id = $1 AND digest = $2 AND engine = $3",
-    )
+    sqlx::query_scalar(sql!(
+        "SELECT sealed FROM module_artifacts WHERE tenant_id = $1 AND digest = $2 AND engine = $3"
+    ))
     .bind(tenant_id)
     .bind(digest)
     .bind(engine)
@@ -170,13 +176,13 @@ pub async fn workflow_latest(
     tenant_id: Uuid,
     name: &str,
 ) -> Result<Option<WorkflowVersion>, sqlx::Error> {
-    let row: Option<WorkflowRow> = sqlx::query_as(
+    let row: Option<WorkflowRow> = sqlx::query_as(sql!(
         "SELECT tenant_id, name, version, module_digest, definition, created_at,
                 (SELECT jsonb_object_agg(f.task, f.fuel) FROM task_fuel f
                  WHERE f.tenant_id = w.tenant_id AND f.workflow = w.name) AS task_fuel
          FROM workflows w
-         WHERE tenant_id = $1 AND name = $2 ORDER BY version DESC LIMIT 1",
-    )
+         WHERE tenant_id = $1 AND name = $2 ORDER BY version DESC LIMIT 1"
+    ))
     .bind(tenant_id)
     .bind(name)
     .fetch_optional(conn)
@@ -190,11 +196,11 @@ pub async fn workflows_of_module(
     tenant_id: Uuid,
     digest: &str,
 ) -> Result<Vec<WorkflowVersion>, sqlx::Error> {
-    let rows: Vec<WorkflowRow> = sqlx::query_as(
+    let rows: Vec<WorkflowRow> = sqlx::query_as(sql!(
         "SELECT DISTINCT ON (name) tenant_id, name, version, module_digest, definition, created_at
          FROM workflows WHERE tenant_id = $1 AND module_digest = $2
-         ORDER BY name, version DESC",
-    )
+         ORDER BY name, version DESC"
+    ))
     .bind(tenant_id)
     .bind(digest)
     .fetch_all(conn)
@@ -208,11 +214,11 @@ pub async fn workflows_with_event_triggers(
     tenant_id: Uuid,
 ) -> Result<Vec<WorkflowVersion>, sqlx::Error> {
     let rows: Vec<WorkflowRow> = sqlx::query_as(
-        "SELECT * FROM (
+        sql!("SELECT * FROM (
              SELECT DISTINCT ON (name) tenant_id, name, version, module_digest, definition, created_at
              FROM workflows WHERE tenant_id = $1 ORDER BY name, version DESC
          ) latest
-         WHERE jsonb_array_length(definition -> 'on_events') > 0",
+         WHERE jsonb_array_length(definition -> 'on_events') > 0"),
     )
     .bind(tenant_id)
     .fetch_all(conn)
@@ -245,12 +251,12 @@ pub async fn modules_list(
         i64,
         sqlx::types::Json<Manifest>,
         chrono::DateTime<chrono::Utc>,
-    )> = sqlx::query_as(
+    )> = sqlx::query_as(sql!(
         "SELECT digest, octet_length(bytes)::bigint, manifest, created_at FROM modules
          WHERE tenant_id = $1
            AND ($2::timestamptz IS NULL OR (created_at, digest) < ($2, $3))
-         ORDER BY created_at DESC, digest DESC LIMIT $4",
-    )
+         ORDER BY created_at DESC, digest DESC LIMIT $4"
+    ))
     .bind(tenant_id)
     .bind(before_at)
     .bind(before_digest)
@@ -277,12 +283,12 @@ pub async fn workflows_list(
 ) -> Result<Vec<WorkflowVersion>, sqlx::Error> {
     let (before_at, before_name) = page.before.clone().unzip();
     let rows: Vec<WorkflowRow> = sqlx::query_as(
-        "SELECT * FROM (
+        sql!("SELECT * FROM (
              SELECT DISTINCT ON (name) tenant_id, name, version, module_digest, definition, created_at
              FROM workflows WHERE tenant_id = $1 ORDER BY name, version DESC
          ) latest
          WHERE $2::timestamptz IS NULL OR (created_at, name) < ($2, $3)
-         ORDER BY created_at DESC, name DESC LIMIT $4",
+         ORDER BY created_at DESC, name DESC LIMIT $4"),
     )
     .bind(tenant_id)
     .bind(before_at)
@@ -299,10 +305,10 @@ pub async fn workflow_versions(
     tenant_id: Uuid,
     name: &str,
 ) -> Result<Vec<WorkflowVersion>, sqlx::Error> {
-    let rows: Vec<WorkflowRow> = sqlx::query_as(
+    let rows: Vec<WorkflowRow> = sqlx::query_as(sql!(
         "SELECT tenant_id, name, version, module_digest, definition, created_at FROM workflows
-         WHERE tenant_id = $1 AND name = $2 ORDER BY version DESC",
-    )
+         WHERE tenant_id = $1 AND name = $2 ORDER BY version DESC"
+    ))
     .bind(tenant_id)
     .bind(name)
     .fetch_all(conn)

@@ -9,6 +9,7 @@ use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use super::task_run::{self, ClaimParams};
+use crate::status::RunStatus;
 
 /// Adds `runs` workflow runs of a three-task chain (`a` → `b` → `c`) for `tenant_id`, three task
 /// runs each. Every other run is history (all tasks succeeded); the rest are backlog (`a`
@@ -18,7 +19,7 @@ pub async fn backlog_fill(
     tenant_id: Uuid,
     runs: i64,
 ) -> Result<u64, sqlx::Error> {
-    let added = sqlx::query(
+    let added = sqlx::query(sql!(
         "WITH runs AS (
              INSERT INTO workflow_runs (tenant_id, id, workflow, version, module_digest, status,
                                         input, priority, finished_at)
@@ -45,8 +46,8 @@ pub async fn backlog_fill(
          CROSS JOIN (VALUES ('a', '{}'::text[], 0, 'queued', false),
                             ('b', '{a}'::text[], 1, 'pending', false),
                             ('c', '{b}'::text[], 1, 'pending', true))
-              AS t(task, parents, pending, status, leaf)",
-    )
+              AS t(task, parents, pending, status, leaf)"
+    ))
     .bind(tenant_id)
     .bind(runs)
     .execute(conn)
@@ -64,7 +65,7 @@ pub async fn history_fill(
     runs: i64,
     age_days: i32,
 ) -> Result<u64, sqlx::Error> {
-    let added = sqlx::query(
+    let added = sqlx::query(sql!(
         "WITH runs AS (
              INSERT INTO workflow_runs (tenant_id, id, workflow, version, module_digest, status,
                                         input, output, priority, created_at, started_at,
@@ -86,8 +87,8 @@ pub async fn history_fill(
              RETURNING tenant_id, id, created_at
          )
          INSERT INTO task_run_logs (tenant_id, task_run_id, attempt, seq, at, level, message)
-         SELECT tenant_id, id, 1, 0, created_at, 'info', 'a line of history' FROM tasks",
-    )
+         SELECT tenant_id, id, 1, 0, created_at, 'info', 'a line of history' FROM tasks"
+    ))
     .bind(tenant_id)
     .bind(workflow)
     .bind(runs)
@@ -102,23 +103,25 @@ pub async fn workflow_runs_count(
     conn: &mut PgConnection,
     tenant_id: Uuid,
 ) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM workflow_runs WHERE tenant_id = $1")
-        .bind(tenant_id)
-        .fetch_one(conn)
-        .await
+    sqlx::query_scalar(sql!(
+        "SELECT count(*) FROM workflow_runs WHERE tenant_id = $1"
+    ))
+    .bind(tenant_id)
+    .fetch_one(conn)
+    .await
 }
 
 /// Adds `count` tenants with nothing to do (for the claim's cost beside idle tenants).
 pub async fn idle_tenants_fill(conn: &mut PgConnection, count: i64) -> Result<u64, sqlx::Error> {
-    let added = sqlx::query(
+    let added = sqlx::query(sql!(
         "INSERT INTO tenants (id, name)
          SELECT gen_random_uuid(), 'idle-' || i || '-' || gen_random_uuid()
-         FROM generate_series(1, $1) AS i",
-    )
+         FROM generate_series(1, $1) AS i"
+    ))
     .bind(count)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("ANALYZE tenants").execute(conn).await?;
+    sqlx::query(sql!("ANALYZE tenants")).execute(conn).await?;
     Ok(added.rows_affected())
 }
 
@@ -127,10 +130,12 @@ pub async fn queued_task_runs_of(
     conn: &mut PgConnection,
     tenant: Uuid,
 ) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM task_runs WHERE tenant_id = $1 AND status = 'queued'")
-        .bind(tenant)
-        .fetch_one(conn)
-        .await
+    sqlx::query_scalar(sql!(
+        "SELECT count(*) FROM task_runs WHERE tenant_id = $1 AND status = 'queued'"
+    ))
+    .bind(tenant)
+    .fetch_one(conn)
+    .await
 }
 
 /// Cancels every queued single-task run of `tenant` at once (a benchmark's clean-up between
@@ -139,15 +144,15 @@ pub async fn queued_task_runs_cancel(
     conn: &mut PgConnection,
     tenant: Uuid,
 ) -> Result<u64, sqlx::Error> {
-    let cancelled = sqlx::query(
+    let cancelled = sqlx::query(sql!(
         "WITH t AS (
              UPDATE task_runs SET status = 'cancelled', finished_at = now()
              WHERE tenant_id = $1 AND status = 'queued'
              RETURNING workflow_run_id
          )
          UPDATE workflow_runs SET status = 'cancelled', finished_at = now()
-         WHERE tenant_id = $1 AND id IN (SELECT workflow_run_id FROM t)",
-    )
+         WHERE tenant_id = $1 AND id IN (SELECT workflow_run_id FROM t)"
+    ))
     .bind(tenant)
     .execute(conn)
     .await?;
@@ -156,7 +161,7 @@ pub async fn queued_task_runs_cancel(
 
 /// Refreshes the planner's statistics of the hot tables.
 pub async fn backlog_analyze(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("ANALYZE task_runs, workflow_runs")
+    sqlx::query(sql!("ANALYZE task_runs, workflow_runs"))
         .execute(conn)
         .await?;
     Ok(())
@@ -164,7 +169,7 @@ pub async fn backlog_analyze(conn: &mut PgConnection) -> Result<(), sqlx::Error>
 
 /// Task runs in the table.
 pub async fn task_runs_count(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM task_runs")
+    sqlx::query_scalar(sql!("SELECT count(*) FROM task_runs"))
         .fetch_one(conn)
         .await
 }
@@ -360,21 +365,21 @@ pub async fn run_list_plans(
         (
             "runs: status=queued",
             RunListParams {
-                status: Some("queued"),
+                status: Some(RunStatus::Queued),
                 ..newest.clone()
             },
         ),
         (
             "runs: status=failed",
             RunListParams {
-                status: Some("failed"),
+                status: Some(RunStatus::Failed),
                 ..newest.clone()
             },
         ),
         (
             "runs: status=scheduled",
             RunListParams {
-                status: Some("scheduled"),
+                status: Some(RunStatus::Scheduled),
                 ..newest.clone()
             },
         ),

@@ -24,11 +24,11 @@ pub async fn tenant_quotas(
     conn: &mut PgConnection,
     id: Uuid,
 ) -> Result<Option<TenantQuotasRow>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(sql!(
         "SELECT max_queued_runs, max_executing, max_module_bytes, api_requests_per_second,
                 uploads_per_hour
-         FROM tenants WHERE id = $1",
-    )
+         FROM tenants WHERE id = $1"
+    ))
     .bind(id)
     .fetch_optional(conn)
     .await
@@ -41,11 +41,11 @@ pub async fn tenant_quotas_set(
     id: Uuid,
     quotas: &TenantQuotasRow,
 ) -> Result<bool, sqlx::Error> {
-    let updated = sqlx::query(
+    let updated = sqlx::query(sql!(
         "UPDATE tenants SET max_queued_runs = $2, max_executing = $3, max_module_bytes = $4,
                 api_requests_per_second = $5, uploads_per_hour = $6
-         WHERE id = $1",
-    )
+         WHERE id = $1"
+    ))
     .bind(id)
     .bind(quotas.max_queued_runs)
     .bind(quotas.max_executing)
@@ -62,10 +62,10 @@ pub async fn tenant_quotas_set(
 /// Holds tenant `id`'s quota lock until the transaction ends: starts and uploads that check a
 /// quota take it first, so two of them never both see room for the same last unit.
 pub async fn tenant_quota_lock(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query(sql!(
         "INSERT INTO tenant_quota_locks (tenant_id) VALUES ($1)
-         ON CONFLICT (tenant_id) DO UPDATE SET tenant_id = excluded.tenant_id",
-    )
+         ON CONFLICT (tenant_id) DO UPDATE SET tenant_id = excluded.tenant_id"
+    ))
     .bind(id)
     .execute(conn)
     .await?;
@@ -75,9 +75,9 @@ pub async fn tenant_quota_lock(conn: &mut PgConnection, id: Uuid) -> Result<(), 
 /// How many of tenant `id`'s workflow runs are unfinished (queued or running). Run after
 /// `tenant_quota_lock` in its own statement, it sees every start committed before the lock.
 pub async fn tenant_unfinished_runs(conn: &mut PgConnection, id: Uuid) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT coalesce(sum(runs), 0)::bigint FROM tenant_unfinished_runs WHERE tenant_id = $1",
-    )
+    sqlx::query_scalar(sql!(
+        "SELECT coalesce(sum(runs), 0)::bigint FROM tenant_unfinished_runs WHERE tenant_id = $1"
+    ))
     .bind(id)
     .fetch_one(conn)
     .await
@@ -86,7 +86,7 @@ pub async fn tenant_unfinished_runs(conn: &mut PgConnection, id: Uuid) -> Result
 /// Folds every tenant's unfinished-run changes into one row each (the vacuum service, every
 /// few seconds); returns the rows removed. Changes appended meanwhile are kept as they are.
 pub async fn tenant_unfinished_runs_compact(conn: &mut PgConnection) -> Result<u64, sqlx::Error> {
-    let removed: i64 = sqlx::query_scalar(
+    let removed: i64 = sqlx::query_scalar(sql!(
         "WITH gone AS (
              DELETE FROM tenant_unfinished_runs
              WHERE tenant_id IN (SELECT tenant_id FROM tenant_unfinished_runs
@@ -98,8 +98,8 @@ pub async fn tenant_unfinished_runs_compact(conn: &mut PgConnection) -> Result<u
              SELECT tenant_id, sum(runs) FROM gone GROUP BY tenant_id HAVING sum(runs) <> 0
              RETURNING 1
          )
-         SELECT (SELECT count(*) FROM gone) - (SELECT count(*) FROM folded)",
-    )
+         SELECT (SELECT count(*) FROM gone) - (SELECT count(*) FROM folded)"
+    ))
     .fetch_one(conn)
     .await?;
     Ok(u64::try_from(removed).unwrap_or(0))
@@ -107,9 +107,9 @@ pub async fn tenant_unfinished_runs_compact(conn: &mut PgConnection) -> Result<u
 
 /// The bytes of tenant `id`'s stored modules.
 pub async fn tenant_module_bytes(conn: &mut PgConnection, id: Uuid) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT coalesce(sum(octet_length(bytes)), 0)::bigint FROM modules WHERE tenant_id = $1",
-    )
+    sqlx::query_scalar(sql!(
+        "SELECT coalesce(sum(octet_length(bytes)), 0)::bigint FROM modules WHERE tenant_id = $1"
+    ))
     .bind(id)
     .fetch_one(conn)
     .await
@@ -117,9 +117,11 @@ pub async fn tenant_module_bytes(conn: &mut PgConnection, id: Uuid) -> Result<i6
 
 /// The tenants with their own cap on executing task runs.
 pub async fn tenants_capped(conn: &mut PgConnection) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar("SELECT id FROM tenants WHERE max_executing IS NOT NULL ORDER BY id")
-        .fetch_all(conn)
-        .await
+    sqlx::query_scalar(sql!(
+        "SELECT id FROM tenants WHERE max_executing IS NOT NULL ORDER BY id"
+    ))
+    .fetch_all(conn)
+    .await
 }
 
 /// Which tenants to look at in `capped_tenants_lock`.
@@ -145,7 +147,7 @@ pub async fn capped_tenants_lock(
 ) -> Result<Vec<(Uuid, i32)>, sqlx::Error> {
     match scope.only {
         None => {
-            sqlx::query_as(concat!(
+            sqlx::query_as(sql!(
                 tenants_with_ready_work!(),
                 "
              SELECT t.id, coalesce(t.max_executing, $1)
@@ -162,7 +164,7 @@ pub async fn capped_tenants_lock(
             .await
         }
         Some(only) => {
-            sqlx::query_as(
+            sqlx::query_as(sql!(
                 "SELECT t.id, t.max_executing
              FROM tenants t
              WHERE t.id = ANY($1) AND t.id <> ALL($2) AND t.max_executing IS NOT NULL
@@ -170,8 +172,8 @@ pub async fn capped_tenants_lock(
                            WHERE tr.tenant_id = t.id AND tr.status = 'queued'
                              AND tr.gate IS NULL AND tr.available_at <= now())
              ORDER BY t.id
-             FOR NO KEY UPDATE OF t SKIP LOCKED",
-            )
+             FOR NO KEY UPDATE OF t SKIP LOCKED"
+            ))
             .bind(only)
             .bind(scope.skip)
             .fetch_all(conn)
@@ -182,10 +184,10 @@ pub async fn capped_tenants_lock(
 
 /// How many of tenant `id`'s task runs are leased now (executing, or claimed and about to).
 pub async fn tenant_executing(conn: &mut PgConnection, id: Uuid) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar(sql!(
         "SELECT count(*) FROM task_runs
-         WHERE status = 'running' AND lease_expires_at >= '-infinity' AND tenant_id = $1",
-    )
+         WHERE status = 'running' AND lease_expires_at >= '-infinity' AND tenant_id = $1"
+    ))
     .bind(id)
     .fetch_one(conn)
     .await
@@ -199,11 +201,11 @@ pub async fn capped_among_lock(
     tenants: &[Uuid],
     default_cap: Option<i32>,
 ) -> Result<(Vec<(Uuid, i32)>, Vec<Uuid>), sqlx::Error> {
-    let capped: Vec<(Uuid, i32)> = sqlx::query_as(
+    let capped: Vec<(Uuid, i32)> = sqlx::query_as(sql!(
         "SELECT id, coalesce(max_executing, $2) FROM tenants
          WHERE id = ANY($1) AND coalesce(max_executing, $2) IS NOT NULL
-         ORDER BY id",
-    )
+         ORDER BY id"
+    ))
     .bind(tenants)
     .bind(default_cap)
     .fetch_all(&mut *conn)
@@ -212,9 +214,9 @@ pub async fn capped_among_lock(
         return Ok((capped, Vec::new()));
     }
     let ids: Vec<Uuid> = capped.iter().map(|c| c.0).collect();
-    let locked: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT id FROM tenants WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE SKIP LOCKED",
-    )
+    let locked: Vec<Uuid> = sqlx::query_scalar(sql!(
+        "SELECT id FROM tenants WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE SKIP LOCKED"
+    ))
     .bind(&ids)
     .fetch_all(conn)
     .await?;
@@ -227,11 +229,11 @@ pub async fn tenants_executing(
     conn: &mut PgConnection,
     tenants: &[Uuid],
 ) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(sql!(
         "SELECT tenant_id, count(*) FROM task_runs
          WHERE status = 'running' AND lease_expires_at >= '-infinity' AND tenant_id = ANY($1)
-         GROUP BY tenant_id",
-    )
+         GROUP BY tenant_id"
+    ))
     .bind(tenants)
     .fetch_all(conn)
     .await

@@ -48,14 +48,14 @@ pub async fn secret_set(
     sealed: &Sealed,
     workflows: Option<&[String]>,
 ) -> Result<SecretRow, sqlx::Error> {
-    let row = sqlx::query_as(
+    let row = sqlx::query_as(sql!(
         "INSERT INTO secrets (tenant_id, name, nonce, ciphertext, workflows)
          VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (tenant_id, name) DO UPDATE
              SET nonce = EXCLUDED.nonce, ciphertext = EXCLUDED.ciphertext,
                  workflows = EXCLUDED.workflows, updated_at = now()
-         RETURNING name, workflows, updated_at",
-    )
+         RETURNING name, workflows, updated_at"
+    ))
     .bind(tenant_id)
     .bind(name)
     .bind(&sealed.nonce)
@@ -72,9 +72,9 @@ pub async fn secrets_list(
     conn: &mut PgConnection,
     tenant_id: Uuid,
 ) -> Result<Vec<SecretRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT name, workflows, updated_at FROM secrets WHERE tenant_id = $1 ORDER BY name",
-    )
+    sqlx::query_as(sql!(
+        "SELECT name, workflows, updated_at FROM secrets WHERE tenant_id = $1 ORDER BY name"
+    ))
     .bind(tenant_id)
     .fetch_all(conn)
     .await
@@ -86,12 +86,14 @@ pub async fn secret_delete(
     tenant_id: Uuid,
     name: &str,
 ) -> Result<bool, sqlx::Error> {
-    let deleted = sqlx::query("DELETE FROM secrets WHERE tenant_id = $1 AND name = $2")
-        .bind(tenant_id)
-        .bind(name)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+    let deleted = sqlx::query(sql!(
+        "DELETE FROM secrets WHERE tenant_id = $1 AND name = $2"
+    ))
+    .bind(tenant_id)
+    .bind(name)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
     super::notify_ids(conn, super::CHANNEL_SECRETS, &[tenant_id]).await?;
     Ok(deleted == 1)
 }
@@ -101,9 +103,9 @@ pub async fn secrets_sealed(
     conn: &mut PgConnection,
     tenant_id: Uuid,
 ) -> Result<Vec<SealedSecretRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT name, nonce, ciphertext, workflows FROM secrets WHERE tenant_id = $1 ORDER BY name",
-    )
+    sqlx::query_as(sql!(
+        "SELECT name, nonce, ciphertext, workflows FROM secrets WHERE tenant_id = $1 ORDER BY name"
+    ))
     .bind(tenant_id)
     .fetch_all(conn)
     .await
@@ -111,7 +113,7 @@ pub async fn secrets_sealed(
 
 /// Whether any tenant has a secret (a node without a key must then refuse to start).
 pub async fn secrets_exist(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM secrets)")
+    sqlx::query_scalar(sql!("SELECT EXISTS (SELECT 1 FROM secrets)"))
         .fetch_one(conn)
         .await
 }

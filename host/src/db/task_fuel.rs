@@ -13,11 +13,11 @@ pub async fn task_fuel_set(
 ) -> Result<(), sqlx::Error> {
     match fuel {
         Some(fuel) => {
-            sqlx::query(
+            sqlx::query(sql!(
                 "INSERT INTO task_fuel (tenant_id, workflow, task, fuel) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (tenant_id, workflow, task)
-                 DO UPDATE SET fuel = EXCLUDED.fuel, updated_at = now()",
-            )
+                 DO UPDATE SET fuel = EXCLUDED.fuel, updated_at = now()"
+            ))
             .bind(tenant_id)
             .bind(workflow)
             .bind(task)
@@ -26,9 +26,9 @@ pub async fn task_fuel_set(
             .await?;
         }
         None => {
-            sqlx::query(
-                "DELETE FROM task_fuel WHERE tenant_id = $1 AND workflow = $2 AND task = $3",
-            )
+            sqlx::query(sql!(
+                "DELETE FROM task_fuel WHERE tenant_id = $1 AND workflow = $2 AND task = $3"
+            ))
             .bind(tenant_id)
             .bind(workflow)
             .bind(task)
@@ -45,9 +45,9 @@ pub async fn task_fuel_of_workflow(
     tenant_id: Uuid,
     workflow: &str,
 ) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT task, fuel FROM task_fuel WHERE tenant_id = $1 AND workflow = $2 ORDER BY task",
-    )
+    sqlx::query_as(sql!(
+        "SELECT task, fuel FROM task_fuel WHERE tenant_id = $1 AND workflow = $2 ORDER BY task"
+    ))
     .bind(tenant_id)
     .bind(workflow)
     .fetch_all(conn)

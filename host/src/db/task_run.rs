@@ -11,7 +11,9 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::manifest::{Backoff, RetryPolicy};
 use crate::runtime::LogLine;
+use crate::status::TaskStatus;
 
 /// What a node asks of the claim.
 #[derive(Debug, Clone)]
@@ -52,6 +54,14 @@ pub struct ClaimedTask {
     pub execution_timeout_ms: i64,
     /// Fuel budget of the attempt set for its task; `None`: the node's.
     pub fuel: Option<i64>,
+    /// Failed attempts before this one.
+    pub failures: i32,
+    /// Retries its task allows.
+    pub retries: i32,
+    /// Growth factor of its backoff; `None`: retry at once.
+    pub backoff_factor: Option<f64>,
+    /// Cap of one backoff wait, in seconds.
+    pub backoff_max_seconds: Option<i32>,
     /// Seconds from when it could first run (queued, or its retry's backoff over) to its claim.
     pub queue_wait_seconds: f64,
     /// JSON input (the task's own, or the run's).
@@ -60,6 +70,25 @@ pub struct ClaimedTask {
     pub metadata: String,
     /// JSON array of `[parent, output]` pairs.
     pub parent_outputs: String,
+}
+
+impl ClaimedTask {
+    /// What follows a failure of this attempt: the wait before the next one, or `None` (the
+    /// task fails for good). The completion statement persists this decision.
+    pub fn retry_after_failure(&self, retryable: bool) -> Option<Duration> {
+        let policy = RetryPolicy {
+            retries: u32::try_from(self.retries).unwrap_or(0),
+            backoff: self.backoff_factor.map(|factor| Backoff {
+                factor,
+                // SQL's `least` ignores a NULL cap, and so does an unbounded one here.
+                max_seconds: self
+                    .backoff_max_seconds
+                    .and_then(|s| u32::try_from(s).ok())
+                    .unwrap_or(u32::MAX),
+            }),
+        };
+        policy.after_failure(u32::try_from(self.failures).unwrap_or(0), retryable)
+    }
 }
 
 fn millis(duration: Duration) -> i64 {
@@ -71,7 +100,7 @@ fn millis(duration: Duration) -> i64 {
 /// tenant's backlog cannot starve another's. Rows locked by another claimer are skipped.
 ///
 /// The claim leaves `workflow_runs` alone: a run is shown `running` once one of its tasks has
-/// started (derived when read, see `workflow_run::RUN_COLUMNS`), which spares every task a
+/// started (derived when read, see `workflow_run::select_runs!`), which spares every task a
 /// second row version on the hot path.
 pub async fn task_run_claim(
     conn: &mut PgConnection,
@@ -112,14 +141,15 @@ pub async fn task_run_claim_capped(
 pub enum AttemptOutcome {
     /// Succeeded with this JSON output.
     Succeeded(String),
-    /// Failed; retried per the task's policy when `retryable`.
+    /// Failed.
     Failed {
         /// The message.
         error: String,
         /// `TaskFailure::code`.
         code: String,
-        /// Whether the retry policy applies.
-        retryable: bool,
+        /// The wait before the next attempt (`ClaimedTask::retry_after_failure`); `None`: the
+        /// task failed for good.
+        retry_after: Option<Duration>,
     },
     /// Handed back unfinished (node shutdown): queued again, no retry consumed.
     Released,
@@ -166,7 +196,7 @@ struct Finished {
     tenant_id: Uuid,
     workflow_run_id: Uuid,
     task: String,
-    status: String,
+    status: TaskStatus,
     is_on_failure: bool,
     is_leaf: bool,
     error: Option<String>,
@@ -206,42 +236,37 @@ pub async fn task_runs_complete(
         finished.extend(rows);
     }
 
-    let failed: Vec<(&Completion, &str, &str, bool)> = completions
+    let failed: Vec<(&Completion, &str, &str, Option<i64>)> = completions
         .iter()
         .filter_map(|c| match &c.outcome {
             AttemptOutcome::Failed {
                 error,
                 code,
-                retryable,
-            } => Some((c, error.as_str(), code.as_str(), *retryable)),
+                retry_after,
+            } => Some((c, error.as_str(), code.as_str(), retry_after.map(millis))),
             _ => None,
         })
         .collect();
     if !failed.is_empty() {
+        // The node decided whether and when to retry (`ClaimedTask::retry_after_failure`):
+        // `c.retry_ms` NULL is a failure for good.
         let rows: Vec<Finished> = sqlx::query_as(
-            "UPDATE task_runs t SET
+            sql!("UPDATE task_runs t SET
                  failures = t.failures + 1,
-                 status = CASE WHEN c.retryable AND t.failures < t.retries THEN 'queued' ELSE 'failed' END,
-                 available_at = CASE WHEN c.retryable AND t.failures < t.retries
-                     THEN now() + coalesce(make_interval(secs => least(t.backoff_max_seconds::float8,
-                                                          power(t.backoff_factor, t.failures))),
-                                           interval '0')
-                     ELSE t.available_at END,
-                 schedule_deadline = CASE WHEN c.retryable AND t.failures < t.retries
-                     THEN now() + coalesce(make_interval(secs => least(t.backoff_max_seconds::float8,
-                                                          power(t.backoff_factor, t.failures))),
-                                           interval '0')
-                          + t.schedule_timeout_ms * interval '1 millisecond'
-                     END,
-                 finished_at = CASE WHEN c.retryable AND t.failures < t.retries THEN NULL ELSE now() END,
+                 status = CASE WHEN c.retry_ms IS NULL THEN 'failed' ELSE 'queued' END,
+                 available_at = coalesce(now() + c.retry_ms * interval '1 millisecond',
+                                         t.available_at),
+                 schedule_deadline = now() + (c.retry_ms + t.schedule_timeout_ms)
+                                             * interval '1 millisecond',
+                 finished_at = CASE WHEN c.retry_ms IS NULL THEN now() END,
                  error = c.error, error_code = c.code,
                  lease_owner = NULL, lease_expires_at = NULL
-             FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::bool[])
-                  AS c(tenant_id, id, token, error, code, retryable)
+             FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::bigint[])
+                  AS c(tenant_id, id, token, error, code, retry_ms)
              WHERE t.tenant_id = c.tenant_id AND t.id = c.id AND t.lease_token = c.token
                AND t.status = 'running'
              RETURNING t.tenant_id, t.workflow_run_id, t.task, t.status, t.is_on_failure, t.is_leaf, t.error,
-                       t.gate IS NOT NULL AS gated",
+                       t.gate IS NOT NULL AS gated"),
         )
         .bind(failed.iter().map(|f| f.0.tenant_id).collect::<Vec<_>>())
         .bind(failed.iter().map(|f| f.0.task_run_id).collect::<Vec<_>>())
@@ -251,7 +276,7 @@ pub async fn task_runs_complete(
         .bind(failed.iter().map(|f| f.3).collect::<Vec<_>>())
         .fetch_all(&mut *conn)
         .await?;
-        effects.queued |= rows.iter().any(|r| r.status == "queued");
+        effects.queued |= rows.iter().any(|r| r.status == TaskStatus::Queued);
         finished.extend(rows);
     }
 
@@ -260,14 +285,14 @@ pub async fn task_runs_complete(
         .filter(|c| c.outcome == AttemptOutcome::Released)
         .collect();
     if !released.is_empty() {
-        let handed_back: Vec<bool> = sqlx::query_scalar(
+        let handed_back: Vec<bool> = sqlx::query_scalar(sql!(
             "UPDATE task_runs t SET status = 'queued', available_at = now(),
                  lease_owner = NULL, lease_expires_at = NULL
              FROM unnest($1::uuid[], $2::uuid[], $3::bigint[]) AS c(tenant_id, id, token)
              WHERE t.tenant_id = c.tenant_id AND t.id = c.id AND t.lease_token = c.token
                AND t.status = 'running'
-             RETURNING t.gate IS NOT NULL",
-        )
+             RETURNING t.gate IS NOT NULL"
+        ))
         .bind(released.iter().map(|c| c.tenant_id).collect::<Vec<_>>())
         .bind(released.iter().map(|c| c.task_run_id).collect::<Vec<_>>())
         .bind(released.iter().map(|c| c.lease_token).collect::<Vec<_>>())
@@ -337,12 +362,12 @@ async fn logs_insert(
     if columns.tenants.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    sqlx::query(sql!(
         "INSERT INTO task_run_logs (tenant_id, task_run_id, attempt, seq, at, level, message)
          SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::int[], $5::timestamptz[],
                               $6::text[], $7::text[])
-         ON CONFLICT DO NOTHING",
-    )
+         ON CONFLICT DO NOTHING"
+    ))
     .bind(columns.tenants)
     .bind(columns.task_runs)
     .bind(columns.attempts)
@@ -374,7 +399,7 @@ async fn runs_progress(
     let mut progress = Progress::default();
     let done: Vec<&Finished> = finished
         .iter()
-        .filter(|f| f.status == "succeeded" && !f.is_on_failure)
+        .filter(|f| f.status == TaskStatus::Succeeded && !f.is_on_failure)
         .collect();
     // Leaves have no children to queue.
     let parents: Vec<&&Finished> = done.iter().filter(|d| !d.is_leaf).collect();
@@ -419,7 +444,9 @@ async fn runs_progress(
 
     let failed: Vec<&Finished> = finished
         .iter()
-        .filter(|f| matches!(f.status.as_str(), "failed" | "cancelled") && !f.is_on_failure)
+        .filter(|f| {
+            matches!(f.status, TaskStatus::Failed | TaskStatus::Cancelled) && !f.is_on_failure
+        })
         .collect();
     if !failed.is_empty() {
         // The first failure of each still-active run fails it. Lock order: task_runs (the
@@ -432,12 +459,12 @@ async fn runs_progress(
                 first.push(failure);
             }
         }
-        let active: Vec<Uuid> = sqlx::query_scalar(
+        let active: Vec<Uuid> = sqlx::query_scalar(sql!(
             "SELECT w.id FROM workflow_runs w
              JOIN unnest($1::uuid[], $2::uuid[]) AS r(tenant_id, id)
                ON w.tenant_id = r.tenant_id AND w.id = r.id
-             WHERE w.status IN ('queued', 'running')",
-        )
+             WHERE w.status IN ('queued', 'running')"
+        ))
         .bind(first.iter().map(|f| f.tenant_id).collect::<Vec<_>>())
         .bind(first.iter().map(|f| f.workflow_run_id).collect::<Vec<_>>())
         .fetch_all(&mut *conn)
@@ -459,26 +486,26 @@ async fn runs_progress(
                     )
                 })
                 .collect();
-            sqlx::query(
+            sqlx::query(sql!(
                 "UPDATE task_runs t SET status = 'cancelled', finished_at = now(),
                      error = 'cancelled: the workflow run failed', error_code = 'cancelled'
                  FROM unnest($1::uuid[], $2::uuid[]) AS r(tenant_id, id)
                  WHERE t.tenant_id = r.tenant_id AND t.workflow_run_id = r.id
-                   AND t.status IN ('pending', 'queued') AND NOT t.is_on_failure",
-            )
+                   AND t.status IN ('pending', 'queued') AND NOT t.is_on_failure"
+            ))
             .bind(&tenants)
             .bind(&runs)
             .execute(&mut *conn)
             .await?;
-            let on_failure = sqlx::query(
+            let on_failure = sqlx::query(sql!(
                 "UPDATE task_runs t SET status = 'queued', available_at = now(),
                      schedule_deadline = now() + t.schedule_timeout_ms * interval '1 millisecond',
                      input = jsonb_build_object('error', r.error, 'input', w.input)
                  FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS r(tenant_id, id, error)
                  JOIN workflow_runs w ON w.tenant_id = r.tenant_id AND w.id = r.id
                  WHERE t.tenant_id = r.tenant_id AND t.workflow_run_id = r.id
-                   AND t.is_on_failure AND t.status = 'pending'",
-            )
+                   AND t.is_on_failure AND t.status = 'pending'"
+            ))
             .bind(&tenants)
             .bind(&runs)
             .bind(&errors)
@@ -486,12 +513,12 @@ async fn runs_progress(
             .await?;
             progress.queued |= on_failure.rows_affected() > 0;
             let failed_runs: Vec<(Uuid, bool)> = sqlx::query_as(
-                "UPDATE workflow_runs w SET status = 'failed', finished_at = now(), error = r.error,
+                sql!("UPDATE workflow_runs w SET status = 'failed', finished_at = now(), error = r.error,
                      started_at = (SELECT min(s.started_at) FROM task_runs s
                                    WHERE s.tenant_id = w.tenant_id AND s.workflow_run_id = w.id)
                  FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS r(tenant_id, id, error)
                  WHERE w.tenant_id = r.tenant_id AND w.id = r.id AND w.status IN ('queued', 'running')
-                 RETURNING w.id, w.gated",
+                 RETURNING w.id, w.gated"),
             )
             .bind(&tenants)
             .bind(&runs)
@@ -516,14 +543,14 @@ pub(crate) async fn task_runs_fail_queued(
     failed: &[(Uuid, Uuid, String)],
     code: &str,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
-    let rows: Vec<Finished> = sqlx::query_as(
+    let rows: Vec<Finished> = sqlx::query_as(sql!(
         "UPDATE task_runs t SET status = 'failed', finished_at = now(), error = f.reason,
              error_code = $4
          FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS f(tenant_id, id, reason)
          WHERE t.tenant_id = f.tenant_id AND t.id = f.id AND t.status = 'queued'
          RETURNING t.tenant_id, t.workflow_run_id, t.task, t.status, t.is_on_failure, t.is_leaf,
-                   t.error, t.gate IS NOT NULL AS gated",
-    )
+                   t.error, t.gate IS NOT NULL AS gated"
+    ))
     .bind(failed.iter().map(|f| f.0).collect::<Vec<_>>())
     .bind(failed.iter().map(|f| f.1).collect::<Vec<_>>())
     .bind(failed.iter().map(|f| f.2.as_str()).collect::<Vec<_>>())
@@ -574,14 +601,14 @@ pub async fn task_runs_heartbeat(
         .fetch_all(&mut *conn)
         .await?;
     // The last committed state of the rest (a plain read waits for no lock).
-    let lost: Vec<i64> = sqlx::query_scalar(
+    let lost: Vec<i64> = sqlx::query_scalar(sql!(
         "SELECT h.token
          FROM unnest($2::uuid[], $3::uuid[], $4::bigint[]) AS h(tenant_id, id, token)
          LEFT JOIN task_runs t ON t.tenant_id = h.tenant_id AND t.id = h.id
          WHERE NOT h.token = ANY($5)
            AND (t.id IS NULL OR t.lease_token IS DISTINCT FROM h.token
-                OR t.lease_owner IS DISTINCT FROM $1 OR t.status <> 'running')",
-    )
+                OR t.lease_owner IS DISTINCT FROM $1 OR t.status <> 'running')"
+    ))
     .bind(node)
     .bind(&tenants)
     .bind(&ids)
@@ -629,10 +656,16 @@ pub async fn task_runs_reap_lost(
         .bind(batch.max(1))
         .fetch_all(&mut *conn)
         .await?;
-    reaped.requeued = lost.iter().filter(|l| l.status == "queued").count();
+    reaped.requeued = lost
+        .iter()
+        .filter(|l| l.status == TaskStatus::Queued)
+        .count();
     reaped.failed = lost.len() - reaped.requeued;
     let gated = lost.iter().any(|l| l.gated);
-    let failed: Vec<Finished> = lost.into_iter().filter(|l| l.status == "failed").collect();
+    let failed: Vec<Finished> = lost
+        .into_iter()
+        .filter(|l| l.status == TaskStatus::Failed)
+        .collect();
     let progress = runs_progress(conn, &failed).await?;
     if reaped.requeued > 0 || progress.queued {
         super::notify_work(conn, &[]).await?;
@@ -692,7 +725,7 @@ pub async fn task_runs_reap(
 // The hot statements, named so that `plans` can show how each executes at any table size.
 
 /// The claim (see `task_run_claim`).
-pub(crate) const CLAIM: &str = concat!(
+pub(crate) const CLAIM: &str = sql!(
     tenants_with_ready_work!(),
     ",
          candidates AS (
@@ -721,7 +754,7 @@ pub(crate) const CLAIM: &str = concat!(
 /// its cap less its task runs leased now, anywhere in the fleet. `$6`/`$7`: the locked tenants
 /// and their caps. Running rows are counted through `task_runs_leases`, which holds only
 /// them (a fleet's worth of leases, not a table's worth of history).
-pub(crate) const CLAIM_CAPPED: &str = concat!(
+pub(crate) const CLAIM_CAPPED: &str = sql!(
     "WITH caps AS (
              SELECT * FROM unnest($6::uuid[], $7::int[]) AS c(tenant_id, cap)
          ),
@@ -757,7 +790,7 @@ pub(crate) const CLAIM_CAPPED: &str = concat!(
 );
 
 /// Records successful attempts whose lease is current.
-pub(crate) const COMPLETE_SUCCEEDED: &str = "UPDATE task_runs t SET status = 'succeeded', output = c.output::jsonb,
+pub(crate) const COMPLETE_SUCCEEDED: &str = sql!("UPDATE task_runs t SET status = 'succeeded', output = c.output::jsonb,
                  finished_at = now(), error = NULL, error_code = NULL,
                  lease_owner = NULL, lease_expires_at = NULL
              FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[])
@@ -765,10 +798,10 @@ pub(crate) const COMPLETE_SUCCEEDED: &str = "UPDATE task_runs t SET status = 'su
              WHERE t.tenant_id = c.tenant_id AND t.id = c.id AND t.lease_token = c.token
                AND t.status = 'running'
              RETURNING t.tenant_id, t.workflow_run_id, t.task, t.status, t.is_on_failure, t.is_leaf, t.error,
-                       t.gate IS NOT NULL AS gated";
+                       t.gate IS NOT NULL AS gated");
 
 /// DAG progress: children whose parents all succeeded become queued.
-pub(crate) const QUEUE_CHILDREN: &str = "WITH done AS (
+pub(crate) const QUEUE_CHILDREN: &str = sql!("WITH done AS (
                  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS d(tenant_id, run_id, task)
              ),
              hits AS (
@@ -786,10 +819,10 @@ pub(crate) const QUEUE_CHILDREN: &str = "WITH done AS (
                  schedule_deadline = CASE WHEN ch.pending_parents - hits.n <= 0
                      THEN now() + ch.schedule_timeout_ms * interval '1 millisecond' END
              FROM hits WHERE ch.tenant_id = hits.tenant_id AND ch.id = hits.id
-             RETURNING CASE WHEN ch.status = 'queued' THEN ch.id END";
+             RETURNING CASE WHEN ch.status = 'queued' THEN ch.id END");
 
 /// Finishes the runs whose tasks all succeeded, with the output of their leaves.
-pub(crate) const FINISH_RUNS: &str = "WITH runs AS (
+pub(crate) const FINISH_RUNS: &str = sql!("WITH runs AS (
                  SELECT * FROM unnest($1::uuid[], $2::uuid[]) AS r(tenant_id, id)
              ),
              summary AS (
@@ -809,10 +842,11 @@ pub(crate) const FINISH_RUNS: &str = "WITH runs AS (
              FROM summary s
              WHERE w.tenant_id = s.tenant_id AND w.id = s.id AND s.open = 0
                AND w.status IN ('queued', 'running')
-             RETURNING w.id, w.gated";
+             RETURNING w.id, w.gated");
 
 /// Extends the leases a node holds, skipping rows locked by another transaction.
-pub(crate) const RENEW_LEASES: &str = "WITH mine AS (
+pub(crate) const RENEW_LEASES: &str = sql!(
+    "WITH mine AS (
              SELECT t.tenant_id, t.id
              FROM unnest($2::uuid[], $3::uuid[], $4::bigint[]) AS h(tenant_id, id, token)
              JOIN task_runs t ON t.tenant_id = h.tenant_id AND t.id = h.id
@@ -822,10 +856,11 @@ pub(crate) const RENEW_LEASES: &str = "WITH mine AS (
          )
          UPDATE task_runs t SET lease_expires_at = now() + $5 * interval '1 millisecond'
          FROM mine WHERE t.tenant_id = mine.tenant_id AND t.id = mine.id
-         RETURNING t.lease_token";
+         RETURNING t.lease_token"
+);
 
 /// Requeues (or fails) one batch of task runs whose lease expired.
-pub(crate) const REAP_LOST: &str = "WITH expired AS (
+pub(crate) const REAP_LOST: &str = sql!("WITH expired AS (
              SELECT tenant_id, id FROM task_runs
              WHERE status = 'running' AND lease_expires_at < $1
              ORDER BY lease_expires_at
@@ -844,10 +879,10 @@ pub(crate) const REAP_LOST: &str = "WITH expired AS (
              lease_owner = NULL, lease_expires_at = NULL
          FROM expired e WHERE t.tenant_id = e.tenant_id AND t.id = e.id
          RETURNING t.tenant_id, t.workflow_run_id, t.task, t.status, t.is_on_failure, t.is_leaf, t.error,
-                       t.gate IS NOT NULL AS gated";
+                       t.gate IS NOT NULL AS gated");
 
 /// Cancels one batch of queued task runs past their schedule deadline.
-pub(crate) const EXPIRE: &str = "WITH late AS (
+pub(crate) const EXPIRE: &str = sql!("WITH late AS (
              SELECT tenant_id, id FROM task_runs
              WHERE status = 'queued' AND schedule_deadline < $1
              ORDER BY schedule_deadline
@@ -860,7 +895,7 @@ pub(crate) const EXPIRE: &str = "WITH late AS (
                      || (t.schedule_timeout_ms / 1000.0)::text || 's'
          FROM late WHERE t.tenant_id = late.tenant_id AND t.id = late.id
          RETURNING t.tenant_id, t.workflow_run_id, t.task, t.status, t.is_on_failure, t.is_leaf, t.error,
-                       t.gate IS NOT NULL AS gated";
+                       t.gate IS NOT NULL AS gated");
 
 /// Queued task runs by tenant and workflow, the deepest queues first, at most `limit` groups
 /// (the metrics scrape).
@@ -868,10 +903,10 @@ pub async fn task_runs_queued_by_workflow(
     conn: &mut PgConnection,
     limit: i64,
 ) -> Result<Vec<(Uuid, String, i64)>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(sql!(
         "SELECT tenant_id, workflow, count(*) FROM task_runs WHERE status = 'queued'
-         GROUP BY tenant_id, workflow ORDER BY count(*) DESC LIMIT $1",
-    )
+         GROUP BY tenant_id, workflow ORDER BY count(*) DESC LIMIT $1"
+    ))
     .bind(limit)
     .fetch_all(conn)
     .await

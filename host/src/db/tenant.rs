@@ -21,10 +21,10 @@ pub async fn tenant_create(
     id: Uuid,
     name: &str,
 ) -> Result<Option<TenantRow>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(sql!(
         "INSERT INTO tenants (id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING
-         RETURNING id, name, created_at",
-    )
+         RETURNING id, name, created_at"
+    ))
     .bind(id)
     .bind(name)
     .fetch_optional(conn)
@@ -36,15 +36,17 @@ pub async fn tenant_get(
     conn: &mut PgConnection,
     id: Uuid,
 ) -> Result<Option<TenantRow>, sqlx::Error> {
-    sqlx::query_as("SELECT id, name, created_at FROM tenants WHERE id = $1")
-        .bind(id)
-        .fetch_optional(conn)
-        .await
+    sqlx::query_as(sql!(
+        "SELECT id, name, created_at FROM tenants WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
 }
 
 /// The ids of every tenant (for operators' tools and the benchmarks).
 pub async fn tenant_ids(conn: &mut PgConnection) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar("SELECT id FROM tenants ORDER BY id")
+    sqlx::query_scalar(sql!("SELECT id FROM tenants ORDER BY id"))
         .fetch_all(conn)
         .await
 }
@@ -65,10 +67,12 @@ pub async fn tenant_settings(
     conn: &mut PgConnection,
     id: Uuid,
 ) -> Result<Option<TenantSettingsRow>, sqlx::Error> {
-    sqlx::query_as("SELECT egress_allow, egress_ceiling, weight FROM tenants WHERE id = $1")
-        .bind(id)
-        .fetch_optional(conn)
-        .await
+    sqlx::query_as(sql!(
+        "SELECT egress_allow, egress_ceiling, weight FROM tenants WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
 }
 
 /// Sets tenant `id`'s weight (admin); `false` if there is no such tenant. Nodes drop their
@@ -78,7 +82,7 @@ pub async fn tenant_weight_set(
     id: Uuid,
     weight: i32,
 ) -> Result<bool, sqlx::Error> {
-    let updated = sqlx::query("UPDATE tenants SET weight = $2 WHERE id = $1")
+    let updated = sqlx::query(sql!("UPDATE tenants SET weight = $2 WHERE id = $1"))
         .bind(id)
         .bind(weight)
         .execute(&mut *conn)
@@ -95,7 +99,7 @@ pub async fn tenant_retention_set(
     id: Uuid,
     days: Option<i32>,
 ) -> Result<bool, sqlx::Error> {
-    let updated = sqlx::query("UPDATE tenants SET retention_days = $2 WHERE id = $1")
+    let updated = sqlx::query(sql!("UPDATE tenants SET retention_days = $2 WHERE id = $1"))
         .bind(id)
         .bind(days)
         .execute(&mut *conn)
@@ -126,10 +130,10 @@ pub async fn tenant_admin_get(
     conn: &mut PgConnection,
     id: Uuid,
 ) -> Result<Option<TenantAdminRow>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(sql!(
         "SELECT id, name, created_at, weight, retention_days, egress_ceiling
-         FROM tenants WHERE id = $1",
-    )
+         FROM tenants WHERE id = $1"
+    ))
     .bind(id)
     .fetch_optional(conn)
     .await
@@ -140,10 +144,12 @@ pub async fn tenant_egress(
     conn: &mut PgConnection,
     id: Uuid,
 ) -> Result<Option<(serde_json::Value, serde_json::Value)>, sqlx::Error> {
-    sqlx::query_as("SELECT egress_allow, egress_ceiling FROM tenants WHERE id = $1")
-        .bind(id)
-        .fetch_optional(conn)
-        .await
+    sqlx::query_as(sql!(
+        "SELECT egress_allow, egress_ceiling FROM tenants WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
 }
 
 /// Sets tenant `id`'s egress ceiling (admin); `false` if there is no such tenant. Nodes drop
@@ -153,7 +159,7 @@ pub async fn tenant_egress_ceiling_set(
     id: Uuid,
     ceiling: &serde_json::Value,
 ) -> Result<bool, sqlx::Error> {
-    let updated = sqlx::query("UPDATE tenants SET egress_ceiling = $2 WHERE id = $1")
+    let updated = sqlx::query(sql!("UPDATE tenants SET egress_ceiling = $2 WHERE id = $1"))
         .bind(id)
         .bind(ceiling)
         .execute(&mut *conn)
@@ -170,7 +176,7 @@ pub async fn tenant_egress_allow_set(
     id: Uuid,
     allow: &serde_json::Value,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE tenants SET egress_allow = $2 WHERE id = $1")
+    sqlx::query(sql!("UPDATE tenants SET egress_allow = $2 WHERE id = $1"))
         .bind(id)
         .bind(allow)
         .execute(&mut *conn)
@@ -185,8 +191,10 @@ pub async fn tenant_egress_ceiling_locked(
     conn: &mut PgConnection,
     id: Uuid,
 ) -> Result<serde_json::Value, sqlx::Error> {
-    sqlx::query_scalar("SELECT egress_ceiling FROM tenants WHERE id = $1 FOR UPDATE")
-        .bind(id)
-        .fetch_one(conn)
-        .await
+    sqlx::query_scalar(sql!(
+        "SELECT egress_ceiling FROM tenants WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_one(conn)
+    .await
 }

@@ -25,10 +25,10 @@ pub async fn token_create(
     conn: &mut PgConnection,
     params: &NewTokenParams<'_>,
 ) -> Result<DateTime<Utc>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar(sql!(
         "INSERT INTO tokens (tenant_id, id, name, hash) VALUES ($1, $2, $3, $4)
-         RETURNING created_at",
-    )
+         RETURNING created_at"
+    ))
     .bind(params.tenant_id)
     .bind(params.id)
     .bind(params.name)
@@ -42,10 +42,12 @@ pub async fn token_tenant(
     conn: &mut PgConnection,
     hash: &[u8],
 ) -> Result<Option<Uuid>, sqlx::Error> {
-    sqlx::query_scalar("SELECT tenant_id FROM tokens WHERE hash = $1 AND revoked_at IS NULL")
-        .bind(hash)
-        .fetch_optional(conn)
-        .await
+    sqlx::query_scalar(sql!(
+        "SELECT tenant_id FROM tokens WHERE hash = $1 AND revoked_at IS NULL"
+    ))
+    .bind(hash)
+    .fetch_optional(conn)
+    .await
 }
 
 /// Revokes token `id`; returns its hash, or `None` if there is no such unrevoked token.
@@ -53,9 +55,9 @@ pub async fn token_revoke(
     conn: &mut PgConnection,
     id: Uuid,
 ) -> Result<Option<Vec<u8>>, sqlx::Error> {
-    sqlx::query_scalar(
-        "UPDATE tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING hash",
-    )
+    sqlx::query_scalar(sql!(
+        "UPDATE tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING hash"
+    ))
     .bind(id)
     .fetch_optional(conn)
     .await

@@ -68,12 +68,12 @@ pub async fn usage_runs_add(
     }
     let mut runs = runs.to_vec();
     runs.sort_unstable();
-    sqlx::query(
+    sqlx::query(sql!(
         "INSERT INTO usage_hourly AS u (tenant_id, hour, workflow, runs)
          SELECT $1, $2, r.workflow, sum(r.n) FROM unnest($3::text[], $4::bigint[]) AS r(workflow, n)
          GROUP BY r.workflow ORDER BY r.workflow
-         ON CONFLICT (tenant_id, hour, workflow) DO UPDATE SET runs = u.runs + excluded.runs",
-    )
+         ON CONFLICT (tenant_id, hour, workflow) DO UPDATE SET runs = u.runs + excluded.runs"
+    ))
     .bind(tenant)
     .bind(hour_of(Utc::now()))
     .bind(runs.iter().map(|r| r.0).collect::<Vec<_>>())
@@ -91,7 +91,7 @@ pub async fn usage_attempts_add(
     if attempts.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    sqlx::query(sql!(
         "INSERT INTO usage_hourly AS u (tenant_id, hour, workflow, attempts, wall_ms, fuel,
                                         peak_memory_bytes, egress_requests)
          SELECT a.tenant_id, $1, a.workflow, count(*), sum(a.wall_ms), sum(a.fuel),
@@ -104,8 +104,8 @@ pub async fn usage_attempts_add(
              wall_ms = u.wall_ms + excluded.wall_ms,
              fuel = u.fuel + excluded.fuel,
              peak_memory_bytes = greatest(u.peak_memory_bytes, excluded.peak_memory_bytes),
-             egress_requests = u.egress_requests + excluded.egress_requests",
-    )
+             egress_requests = u.egress_requests + excluded.egress_requests"
+    ))
     .bind(hour_of(Utc::now()))
     .bind(attempts.iter().map(|a| a.0).collect::<Vec<_>>())
     .bind(
@@ -143,14 +143,14 @@ pub async fn usage_list(
     workflow: Option<&str>,
     limit: i64,
 ) -> Result<Vec<UsageRow>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(sql!(
         "SELECT hour, workflow, runs, attempts, wall_ms, fuel, peak_memory_bytes, egress_requests
          FROM usage_hourly
          WHERE tenant_id = $1 AND hour >= $2 AND hour < $3
            AND ($4::text IS NULL OR workflow = $4)
          ORDER BY hour, workflow
-         LIMIT $5",
-    )
+         LIMIT $5"
+    ))
     .bind(tenant)
     .bind(from)
     .bind(to)

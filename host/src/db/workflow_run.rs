@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::module::WorkflowVersion;
 use crate::flow::{Gate, RunGates};
 use crate::manifest::TaskDef;
+use crate::status::{RunStatus, TaskStatus};
 
 /// Defaults of the host for what a task does not declare.
 pub const DEFAULT_EXECUTION_TIMEOUT_MS: i64 = 60_000;
@@ -65,7 +66,7 @@ pub async fn workflow_runs_create(
         .iter()
         .map(|run| run.id.unwrap_or_else(Uuid::now_v7))
         .collect();
-    let inserted: Vec<Uuid> = sqlx::query_scalar(
+    let inserted: Vec<Uuid> = sqlx::query_scalar(sql!(
         "INSERT INTO workflow_runs (tenant_id, id, workflow, version, module_digest, status, input,
                                     additional_metadata, priority, idempotency_key,
                                     parent_task_run_id, spawn_key, gated, run_at, triggered_by,
@@ -80,8 +81,8 @@ pub async fn workflow_runs_create(
               AS r(id, workflow, version, digest, input, metadata, priority, key, parent, spawn_key,
                    gated, run_at, kind, trigger_id)
          ON CONFLICT DO NOTHING
-         RETURNING id",
-    )
+         RETURNING id"
+    ))
     .bind(tenant_id)
     .bind(&ids)
     .bind(
@@ -136,7 +137,7 @@ pub async fn workflow_runs_create(
         }
     }
     if runs.iter().any(|r| r.run_at.is_some()) {
-        sqlx::query("SELECT pg_notify($1, '')")
+        sqlx::query(sql!("SELECT pg_notify($1, '')"))
             .bind(super::CHANNEL_SCHEDULED)
             .execute(&mut *conn)
             .await?;
@@ -164,10 +165,10 @@ async fn existing_run_id(
 ) -> Result<Uuid, sqlx::Error> {
     match (run.parent, run.idempotency_key) {
         (Some((parent, key)), _) => {
-            sqlx::query_scalar(
+            sqlx::query_scalar(sql!(
                 "SELECT id FROM workflow_runs
-                 WHERE tenant_id = $1 AND parent_task_run_id = $2 AND spawn_key = $3",
-            )
+                 WHERE tenant_id = $1 AND parent_task_run_id = $2 AND spawn_key = $3"
+            ))
             .bind(tenant_id)
             .bind(parent)
             .bind(key)
@@ -175,10 +176,10 @@ async fn existing_run_id(
             .await
         }
         (None, Some(key)) => {
-            sqlx::query_scalar(
+            sqlx::query_scalar(sql!(
                 "SELECT id FROM workflow_runs
-                 WHERE tenant_id = $1 AND workflow = $2 AND idempotency_key = $3",
-            )
+                 WHERE tenant_id = $1 AND workflow = $2 AND idempotency_key = $3"
+            ))
             .bind(tenant_id)
             .bind(&run.workflow.name)
             .bind(key)
@@ -264,9 +265,9 @@ impl TaskRows {
         // A scheduled run's first tasks wait, `pending`, until it is due.
         self.statuses.push(
             if task.parents.is_empty() && !on_failure && run.run_at.is_none() {
-                "queued"
+                TaskStatus::Queued.as_str()
             } else {
-                "pending"
+                TaskStatus::Pending.as_str()
             },
         );
         self.priorities.push(run.priority);
@@ -318,7 +319,7 @@ impl TaskRows {
         if self.ids.is_empty() {
             return Ok(());
         }
-        sqlx::query(
+        sqlx::query(sql!(
             "INSERT INTO task_runs (tenant_id, id, workflow_run_id, workflow, task, module_digest,
                                     parents, pending_parents, is_on_failure, status, priority,
                                     retries, backoff_factor, backoff_max_seconds,
@@ -337,8 +338,8 @@ impl TaskRows {
                          $18::text[], $19::text[], $20::bigint[])
                   AS t(id, run_id, workflow, task, digest, parents, pending, on_failure, status,
                        priority, retries, factor, max_seconds, execution_timeout, schedule_timeout,
-                       leaf, gates, gate, fuel)",
-        )
+                       leaf, gates, gate, fuel)"
+        ))
         .bind(tenant_id)
         .bind(&self.ids)
         .bind(&self.run_ids)
@@ -374,8 +375,9 @@ pub struct WorkflowRunRow {
     pub workflow: String,
     /// Workflow version.
     pub version: i32,
-    /// queued | running | succeeded | failed | cancelled.
-    pub status: String,
+    /// Where the run is (`running` once a task started, though SQL stores `queued` until a
+    /// task finishes: see `select_runs!`).
+    pub status: RunStatus,
     /// Input.
     pub input: Value,
     /// Output once succeeded.
@@ -411,8 +413,8 @@ pub struct TaskRunRow {
     pub id: Uuid,
     /// Task name.
     pub task: String,
-    /// pending | queued | running | succeeded | failed | cancelled.
-    pub status: String,
+    /// Where the task run is.
+    pub status: TaskStatus,
     /// Attempts started.
     pub attempt: i32,
     /// Failed attempts (which consumed retries).
@@ -435,25 +437,26 @@ pub struct TaskRunRow {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-/// The columns of a `WorkflowRunRow`, over `workflow_runs r` joined with `PARENT_JOIN`. A stored
-/// `queued` run whose first task has started is `running` (claims do not touch the run row).
-const RUN_COLUMNS: &str = "r.id, r.workflow, r.version, {RUN_STATUS} AS status, r.input, r.output,
-     r.error, r.additional_metadata, r.priority, r.parent_task_run_id,
-     p.workflow_run_id AS parent_run_id, r.created_at,
-     coalesce(r.started_at, s.first_start) AS started_at, r.finished_at, r.run_at, r.triggered_by,
-     r.trigger_id";
-
-/// The status of run `r` as users see it (with `PARENT_JOIN`'s `s`).
-const RUN_STATUS: &str =
-    "CASE WHEN r.status = 'queued' AND s.first_start IS NOT NULL THEN 'running' ELSE r.status END";
-
-/// Joins the task run that spawned a run (for its workflow run id) and, for a queued run, when
-/// its first task started.
-const PARENT_JOIN: &str = "LEFT JOIN task_runs p
-     ON p.tenant_id = r.tenant_id AND p.id = r.parent_task_run_id
-     LEFT JOIN LATERAL (SELECT min(t.started_at) AS first_start FROM task_runs t
-                        WHERE t.tenant_id = r.tenant_id AND t.workflow_run_id = r.id) s
-     ON r.status = 'queued'";
+/// `SELECT` of `WorkflowRunRow`s `FROM workflow_runs r`, with the task run that spawned each (for
+/// its workflow run id) and, for a queued run, when its first task started: a stored `queued`
+/// run whose first task has started is shown `running` (claims do not touch the run row).
+macro_rules! select_runs {
+    () => {
+        "SELECT r.id, r.workflow, r.version,
+                CASE WHEN r.status = 'queued' AND s.first_start IS NOT NULL THEN 'running'
+                     ELSE r.status END AS status,
+                r.input, r.output, r.error, r.additional_metadata, r.priority,
+                r.parent_task_run_id, p.workflow_run_id AS parent_run_id, r.created_at,
+                coalesce(r.started_at, s.first_start) AS started_at, r.finished_at, r.run_at,
+                r.triggered_by, r.trigger_id
+         FROM workflow_runs r
+         LEFT JOIN task_runs p
+           ON p.tenant_id = r.tenant_id AND p.id = r.parent_task_run_id
+         LEFT JOIN LATERAL (SELECT min(t.started_at) AS first_start FROM task_runs t
+                            WHERE t.tenant_id = r.tenant_id AND t.workflow_run_id = r.id) s
+           ON r.status = 'queued'"
+    };
+}
 
 /// One workflow run.
 pub async fn workflow_run_get(
@@ -461,10 +464,9 @@ pub async fn workflow_run_get(
     tenant_id: Uuid,
     id: Uuid,
 ) -> Result<Option<WorkflowRunRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {} FROM workflow_runs r {PARENT_JOIN}
-         WHERE r.tenant_id = $1 AND r.id = $2",
-        RUN_COLUMNS.replace("{RUN_STATUS}", RUN_STATUS)
+    sqlx::query_as(sql!(
+        select_runs!(),
+        " WHERE r.tenant_id = $1 AND r.id = $2"
     ))
     .bind(tenant_id)
     .bind(id)
@@ -478,11 +480,11 @@ pub async fn task_runs_of_run(
     tenant_id: Uuid,
     run_id: Uuid,
 ) -> Result<Vec<TaskRunRow>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(sql!(
         "SELECT id, task, status, attempt, failures, lost_leases, is_on_failure, parents, output,
                 error, error_code, started_at, finished_at
-         FROM task_runs WHERE tenant_id = $1 AND workflow_run_id = $2 ORDER BY id",
-    )
+         FROM task_runs WHERE tenant_id = $1 AND workflow_run_id = $2 ORDER BY id"
+    ))
     .bind(tenant_id)
     .bind(run_id)
     .fetch_all(conn)
@@ -495,7 +497,7 @@ pub struct RunListParams<'a> {
     /// Only runs of this workflow.
     pub workflow: Option<&'a str>,
     /// Only runs in this status.
-    pub status: Option<&'a str>,
+    pub status: Option<RunStatus>,
     /// Only runs whose metadata contains this JSON object.
     pub metadata: Option<&'a Value>,
     /// Only runs spawned by the tasks of this run.
@@ -530,35 +532,33 @@ pub(crate) fn runs_list_query<'a>(
     tenant_id: Uuid,
     params: &RunListParams<'a>,
 ) -> sqlx::QueryBuilder<'a, sqlx::Postgres> {
-    let mut query = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!(
-        "{prefix}SELECT {} FROM workflow_runs r {PARENT_JOIN} WHERE r.tenant_id = ",
-        RUN_COLUMNS.replace("{RUN_STATUS}", RUN_STATUS)
-    ));
+    let mut query = sqlx::QueryBuilder::<sqlx::Postgres>::new(prefix);
+    query.push(concat!(select_runs!(), " WHERE r.tenant_id = "));
     query.push_bind(tenant_id);
     if let Some(workflow) = params.workflow {
         query.push(" AND r.workflow = ").push_bind(workflow);
     }
     match params.status {
         None => {}
-        // Shown statuses the stored one does not say alone (see `RUN_STATUS`).
-        Some("running") => {
+        // Shown statuses the stored one does not say alone (see `select_runs!`).
+        Some(RunStatus::Running) => {
             query.push(" AND r.status = 'queued' AND s.first_start IS NOT NULL");
         }
-        Some("queued") => {
+        Some(RunStatus::Queued) => {
             query.push(" AND r.status = 'queued' AND s.first_start IS NULL");
         }
         // Literals, so that the plan may use the partial index of these statuses.
-        Some("scheduled") => {
+        Some(RunStatus::Scheduled) => {
             query.push(" AND r.status = 'scheduled'");
         }
-        Some("failed") => {
+        Some(RunStatus::Succeeded) => {
+            query.push(" AND r.status = 'succeeded'");
+        }
+        Some(RunStatus::Failed) => {
             query.push(" AND r.status = 'failed'");
         }
-        Some("cancelled") => {
+        Some(RunStatus::Cancelled) => {
             query.push(" AND r.status = 'cancelled'");
-        }
-        Some(status) => {
-            query.push(" AND r.status = ").push_bind(status);
         }
     }
     if let Some(metadata) = params.metadata {
@@ -635,12 +635,12 @@ pub async fn task_run_logs_of_run(
     limit: i64,
 ) -> Result<Vec<RunLogLine>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT l.at, l.level, l.message, t.task, l.task_run_id, l.attempt, l.seq
+        sql!("SELECT l.at, l.level, l.message, t.task, l.task_run_id, l.attempt, l.seq
          FROM task_runs t
          JOIN task_run_logs l ON l.tenant_id = t.tenant_id AND l.task_run_id = t.id
          WHERE t.tenant_id = $1 AND t.workflow_run_id = $2
            AND ($3::timestamptz IS NULL OR (l.at, l.task_run_id, l.attempt, l.seq) > ($3, $4, $5, $6))
-         ORDER BY l.at, l.task_run_id, l.attempt, l.seq LIMIT $7",
+         ORDER BY l.at, l.task_run_id, l.attempt, l.seq LIMIT $7"),
     )
     .bind(tenant_id)
     .bind(run_id)
@@ -659,11 +659,11 @@ pub async fn workflow_run_children(
     tenant_id: Uuid,
     run_id: Uuid,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar(sql!(
         "SELECT c.id FROM task_runs t
          JOIN workflow_runs c ON c.tenant_id = t.tenant_id AND c.parent_task_run_id = t.id
-         WHERE t.tenant_id = $1 AND t.workflow_run_id = $2 ORDER BY c.id",
-    )
+         WHERE t.tenant_id = $1 AND t.workflow_run_id = $2 ORDER BY c.id"
+    ))
     .bind(tenant_id)
     .bind(run_id)
     .fetch_all(conn)
@@ -676,10 +676,10 @@ pub async fn workflow_run_children_by_key(
     tenant_id: Uuid,
     parent: Uuid,
 ) -> Result<HashMap<String, Uuid>, sqlx::Error> {
-    let rows: Vec<(String, Uuid)> = sqlx::query_as(
+    let rows: Vec<(String, Uuid)> = sqlx::query_as(sql!(
         "SELECT spawn_key, id FROM workflow_runs
-         WHERE tenant_id = $1 AND parent_task_run_id = $2",
-    )
+         WHERE tenant_id = $1 AND parent_task_run_id = $2"
+    ))
     .bind(tenant_id)
     .bind(parent)
     .fetch_all(conn)
@@ -696,25 +696,27 @@ pub async fn workflow_runs_results(
     tenant_id: Uuid,
     ids: &[Uuid],
 ) -> Result<Vec<(Uuid, RunResult)>, sqlx::Error> {
-    let rows: Vec<(Uuid, String, Option<Value>, Option<String>)> = sqlx::query_as(
+    let rows: Vec<(Uuid, RunStatus, Option<Value>, Option<String>)> = sqlx::query_as(sql!(
         "SELECT id, status, output, error FROM workflow_runs
-         WHERE tenant_id = $1 AND id = ANY($2)",
-    )
+         WHERE tenant_id = $1 AND id = ANY($2)"
+    ))
     .bind(tenant_id)
     .bind(ids)
     .fetch_all(conn)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, status, output, error)| (id, run_result(&status, output, error)))
+        .map(|(id, status, output, error)| (id, run_result(status, output, error)))
         .collect())
 }
 
-fn run_result(status: &str, output: Option<Value>, error: Option<String>) -> RunResult {
+fn run_result(status: RunStatus, output: Option<Value>, error: Option<String>) -> RunResult {
     match status {
-        "succeeded" => Some(Ok(output.unwrap_or(Value::Null))),
-        "failed" | "cancelled" => Some(Err(error.unwrap_or_else(|| status.to_owned()))),
-        _ => None,
+        RunStatus::Succeeded => Some(Ok(output.unwrap_or(Value::Null))),
+        RunStatus::Failed | RunStatus::Cancelled => {
+            Some(Err(error.unwrap_or_else(|| status.as_str().to_owned())))
+        }
+        RunStatus::Scheduled | RunStatus::Queued | RunStatus::Running => None,
     }
 }
 
@@ -729,14 +731,14 @@ pub async fn workflow_run_result(
     tenant_id: Uuid,
     id: Uuid,
 ) -> Result<Option<Option<Result<Value, String>>>, sqlx::Error> {
-    let row: Option<(String, Option<Value>, Option<String>)> = sqlx::query_as(
-        "SELECT status, output, error FROM workflow_runs WHERE tenant_id = $1 AND id = $2",
-    )
+    let row: Option<(RunStatus, Option<Value>, Option<String>)> = sqlx::query_as(sql!(
+        "SELECT status, output, error FROM workflow_runs WHERE tenant_id = $1 AND id = $2"
+    ))
     .bind(tenant_id)
     .bind(id)
     .fetch_optional(conn)
     .await?;
-    Ok(row.map(|(status, output, error)| run_result(&status, output, error)))
+    Ok(row.map(|(status, output, error)| run_result(status, output, error)))
 }
 
 /// What a cancellation touched.
@@ -757,34 +759,35 @@ pub async fn workflow_run_cancel(
     id: Uuid,
     reason: &str,
 ) -> Result<Option<Cancellation>, sqlx::Error> {
-    let exists: Option<Uuid> =
-        sqlx::query_scalar("SELECT id FROM workflow_runs WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant_id)
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let exists: Option<Uuid> = sqlx::query_scalar(sql!(
+        "SELECT id FROM workflow_runs WHERE tenant_id = $1 AND id = $2"
+    ))
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
     if exists.is_none() {
         return Ok(None);
     }
     // A scheduled run has no task that ever ran: the run row is locked first, as the schedule
     // service does when it promotes it (which then finds it cancelled, or has promoted it
     // already and this finds it no longer scheduled and goes the usual way).
-    let scheduled: Option<Uuid> = sqlx::query_scalar(
+    let scheduled: Option<Uuid> = sqlx::query_scalar(sql!(
         "UPDATE workflow_runs SET status = 'cancelled', finished_at = now(), error = $3
          WHERE tenant_id = $1 AND id = $2 AND status = 'scheduled'
-         RETURNING id",
-    )
+         RETURNING id"
+    ))
     .bind(tenant_id)
     .bind(id)
     .bind(reason)
     .fetch_optional(&mut *conn)
     .await?;
     if scheduled.is_some() {
-        sqlx::query(
+        sqlx::query(sql!(
             "UPDATE task_runs SET status = 'cancelled', finished_at = now(), error = $3,
                                   error_code = 'cancelled'
-             WHERE tenant_id = $1 AND workflow_run_id = $2 AND status = 'pending'",
-        )
+             WHERE tenant_id = $1 AND workflow_run_id = $2 AND status = 'pending'"
+        ))
         .bind(tenant_id)
         .bind(id)
         .bind(reason)
@@ -798,7 +801,7 @@ pub async fn workflow_run_cancel(
     }
     // Lock order everywhere: task_runs before workflow_runs (completions, claims and the
     // reaper update them in that order), so a cancel cannot deadlock with a completion.
-    let tree: Vec<Uuid> = sqlx::query_scalar(
+    let tree: Vec<Uuid> = sqlx::query_scalar(sql!(
         "WITH RECURSIVE tree(id) AS (
              SELECT $2::uuid
              UNION
@@ -806,13 +809,13 @@ pub async fn workflow_run_cancel(
              JOIN task_runs t ON t.tenant_id = $1 AND t.workflow_run_id = tree.id
              JOIN workflow_runs c ON c.tenant_id = $1 AND c.parent_task_run_id = t.id
          )
-         SELECT id FROM tree",
-    )
+         SELECT id FROM tree"
+    ))
     .bind(tenant_id)
     .bind(id)
     .fetch_all(&mut *conn)
     .await?;
-    let interrupted: Vec<Option<Uuid>> = sqlx::query_scalar(
+    let interrupted: Vec<Option<Uuid>> = sqlx::query_scalar(sql!(
         "WITH targets AS (
              SELECT id, status FROM task_runs
              WHERE tenant_id = $1 AND workflow_run_id = ANY($2)
@@ -824,15 +827,15 @@ pub async fn workflow_run_cancel(
                                 error_code = 'cancelled', lease_owner = NULL,
                                 lease_expires_at = NULL
          FROM targets WHERE t.tenant_id = $1 AND t.id = targets.id
-         RETURNING CASE WHEN targets.status = 'running' THEN t.id END",
-    )
+         RETURNING CASE WHEN targets.status = 'running' THEN t.id END"
+    ))
     .bind(tenant_id)
     .bind(&tree)
     .bind(reason)
     .fetch_all(&mut *conn)
     .await?;
     let interrupted: Vec<Uuid> = interrupted.into_iter().flatten().collect();
-    let runs: Vec<Uuid> = sqlx::query_scalar(
+    let runs: Vec<Uuid> = sqlx::query_scalar(sql!(
         "UPDATE workflow_runs w SET status = 'cancelled', finished_at = now(),
                                     error = coalesce(w.error, $3),
                                     started_at = coalesce(w.started_at, (
@@ -840,8 +843,8 @@ pub async fn workflow_run_cancel(
                                         WHERE s.tenant_id = w.tenant_id
                                           AND s.workflow_run_id = w.id))
          WHERE w.tenant_id = $1 AND w.id = ANY($2) AND w.status IN ('queued', 'running')
-         RETURNING w.id",
-    )
+         RETURNING w.id"
+    ))
     .bind(tenant_id)
     .bind(&tree)
     .bind(reason)
@@ -862,10 +865,10 @@ pub async fn workflow_run_replay(
     id: Uuid,
 ) -> Result<bool, sqlx::Error> {
     // task_runs before workflow_runs, the lock order of every other writer.
-    let replayable: Option<Uuid> = sqlx::query_scalar(
+    let replayable: Option<Uuid> = sqlx::query_scalar(sql!(
         "SELECT id FROM workflow_runs
-         WHERE tenant_id = $1 AND id = $2 AND status IN ('failed', 'cancelled')",
-    )
+         WHERE tenant_id = $1 AND id = $2 AND status IN ('failed', 'cancelled')"
+    ))
     .bind(tenant_id)
     .bind(id)
     .fetch_optional(&mut *conn)
@@ -873,7 +876,7 @@ pub async fn workflow_run_replay(
     if replayable.is_none() {
         return Ok(false);
     }
-    sqlx::query(
+    sqlx::query(sql!(
         "UPDATE task_runs t SET
              status = 'pending', failures = 0, lost_leases = 0, error = NULL, error_code = NULL,
              output = NULL, finished_at = NULL, lease_owner = NULL, lease_token = NULL,
@@ -882,15 +885,15 @@ pub async fn workflow_run_replay(
                                 WHERE p.tenant_id = t.tenant_id
                                   AND p.workflow_run_id = t.workflow_run_id
                                   AND p.task = ANY(t.parents) AND p.status <> 'succeeded')
-         WHERE t.tenant_id = $1 AND t.workflow_run_id = $2 AND t.status <> 'succeeded'",
-    )
+         WHERE t.tenant_id = $1 AND t.workflow_run_id = $2 AND t.status <> 'succeeded'"
+    ))
     .bind(tenant_id)
     .bind(id)
     .execute(&mut *conn)
     .await?;
     let reset = sqlx::query(
-        "UPDATE workflow_runs SET status = 'queued', error = NULL, output = NULL, finished_at = NULL
-         WHERE tenant_id = $1 AND id = $2 AND status IN ('failed', 'cancelled')",
+        sql!("UPDATE workflow_runs SET status = 'queued', error = NULL, output = NULL, finished_at = NULL
+         WHERE tenant_id = $1 AND id = $2 AND status IN ('failed', 'cancelled')"),
     )
     .bind(tenant_id)
     .bind(id)
@@ -900,10 +903,10 @@ pub async fn workflow_run_replay(
         return Ok(false);
     }
     sqlx::query(
-        "UPDATE task_runs SET status = 'queued', available_at = now(),
+        sql!("UPDATE task_runs SET status = 'queued', available_at = now(),
                               schedule_deadline = now() + schedule_timeout_ms * interval '1 millisecond'
          WHERE tenant_id = $1 AND workflow_run_id = $2 AND status = 'pending'
-           AND pending_parents = 0 AND NOT is_on_failure",
+           AND pending_parents = 0 AND NOT is_on_failure"),
     )
     .bind(tenant_id)
     .bind(id)
@@ -918,10 +921,10 @@ pub async fn workflow_run_replay(
 pub async fn task_run_status_counts(
     conn: &mut PgConnection,
     tenant_id: Uuid,
-) -> Result<HashMap<String, i64>, sqlx::Error> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT status, count(*) FROM task_runs WHERE tenant_id = $1 GROUP BY status",
-    )
+) -> Result<HashMap<TaskStatus, i64>, sqlx::Error> {
+    let rows: Vec<(TaskStatus, i64)> = sqlx::query_as(sql!(
+        "SELECT status, count(*) FROM task_runs WHERE tenant_id = $1 GROUP BY status"
+    ))
     .bind(tenant_id)
     .fetch_all(conn)
     .await?;
@@ -933,9 +936,9 @@ pub async fn task_run_attempt_counts(
     conn: &mut PgConnection,
     tenant_id: Uuid,
 ) -> Result<HashMap<i32, i64>, sqlx::Error> {
-    let rows: Vec<(i32, i64)> = sqlx::query_as(
-        "SELECT attempt, count(*) FROM task_runs WHERE tenant_id = $1 GROUP BY attempt",
-    )
+    let rows: Vec<(i32, i64)> = sqlx::query_as(sql!(
+        "SELECT attempt, count(*) FROM task_runs WHERE tenant_id = $1 GROUP BY attempt"
+    ))
     .bind(tenant_id)
     .fetch_all(conn)
     .await?;
@@ -946,7 +949,7 @@ pub async fn task_run_attempt_counts(
 /// can start or finish meanwhile. For the tests that play a slow database, and for operators
 /// who need a quiet moment.
 pub async fn workflow_runs_block_writes(tx: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("LOCK TABLE workflow_runs IN SHARE ROW EXCLUSIVE MODE")
+    sqlx::query(sql!("LOCK TABLE workflow_runs IN SHARE ROW EXCLUSIVE MODE"))
         .execute(tx)
         .await?;
     Ok(())
@@ -957,10 +960,10 @@ pub async fn task_runs_repeats(
     conn: &mut PgConnection,
     tenant_id: Uuid,
 ) -> Result<(i64, i64), sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(sql!(
         "SELECT coalesce(sum(lost_leases), 0)::bigint, count(*) FILTER (WHERE attempt > 1)
-         FROM task_runs WHERE tenant_id = $1",
-    )
+         FROM task_runs WHERE tenant_id = $1"
+    ))
     .bind(tenant_id)
     .fetch_one(conn)
     .await
@@ -984,7 +987,7 @@ pub async fn workflow_runs_promote_due(
     now: DateTime<Utc>,
     batch: i64,
 ) -> Result<Promoted, sqlx::Error> {
-    let (runs, gated): (i64, bool) = sqlx::query_as(
+    let (runs, gated): (i64, bool) = sqlx::query_as(sql!(
         "WITH due AS (
              SELECT tenant_id, id FROM workflow_runs
              WHERE status = 'scheduled' AND run_at <= $1
@@ -1005,8 +1008,8 @@ pub async fn workflow_runs_promote_due(
                AND t.status = 'pending' AND t.pending_parents = 0 AND NOT t.is_on_failure
              RETURNING t.gate IS NOT NULL AS gated
          )
-         SELECT (SELECT count(*) FROM runs), coalesce((SELECT bool_or(gated) FROM tasks), false)",
-    )
+         SELECT (SELECT count(*) FROM runs), coalesce((SELECT bool_or(gated) FROM tasks), false)"
+    ))
     .bind(now)
     .bind(batch.max(1))
     .fetch_one(&mut *conn)
@@ -1027,9 +1030,11 @@ pub async fn workflow_runs_promote_due(
 pub async fn workflow_runs_next_due(
     conn: &mut PgConnection,
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    sqlx::query_scalar("SELECT min(run_at) FROM workflow_runs WHERE status = 'scheduled'")
-        .fetch_one(conn)
-        .await
+    sqlx::query_scalar(sql!(
+        "SELECT min(run_at) FROM workflow_runs WHERE status = 'scheduled'"
+    ))
+    .fetch_one(conn)
+    .await
 }
 
 /// Moves a scheduled run to `run_at`. `None` if there is no such run; `Some(status)` with the
@@ -1039,29 +1044,31 @@ pub async fn workflow_run_reschedule(
     tenant_id: Uuid,
     id: Uuid,
     run_at: DateTime<Utc>,
-) -> Result<Option<String>, sqlx::Error> {
-    let moved: Option<String> = sqlx::query_scalar(
+) -> Result<Option<RunStatus>, sqlx::Error> {
+    let moved: Option<RunStatus> = sqlx::query_scalar(sql!(
         "UPDATE workflow_runs SET run_at = $3
          WHERE tenant_id = $1 AND id = $2 AND status = 'scheduled'
-         RETURNING status",
-    )
+         RETURNING status"
+    ))
     .bind(tenant_id)
     .bind(id)
     .bind(run_at)
     .fetch_optional(&mut *conn)
     .await?;
     if moved.is_some() {
-        sqlx::query("SELECT pg_notify($1, '')")
+        sqlx::query(sql!("SELECT pg_notify($1, '')"))
             .bind(super::CHANNEL_SCHEDULED)
             .execute(&mut *conn)
             .await?;
         return Ok(moved);
     }
-    sqlx::query_scalar("SELECT status FROM workflow_runs WHERE tenant_id = $1 AND id = $2")
-        .bind(tenant_id)
-        .bind(id)
-        .fetch_optional(conn)
-        .await
+    sqlx::query_scalar(sql!(
+        "SELECT status FROM workflow_runs WHERE tenant_id = $1 AND id = $2"
+    ))
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(conn)
+    .await
 }
 
 /// Workflow runs waiting for their time, by tenant (the metrics scrape).
@@ -1069,7 +1076,7 @@ pub async fn workflow_runs_scheduled_by_tenant(
     conn: &mut PgConnection,
 ) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT tenant_id, count(*) FROM workflow_runs WHERE status = 'scheduled' GROUP BY tenant_id",
+        sql!("SELECT tenant_id, count(*) FROM workflow_runs WHERE status = 'scheduled' GROUP BY tenant_id"),
     )
     .fetch_all(conn)
     .await

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{Attempt, AttemptReport, Limits, RunInfo, SpawnRequest, TaskHost, Worker};
-use crate::manifest::WorkflowDef;
+use crate::manifest::{RetryPolicy, WorkflowDef};
 
 /// Most child runs one local execution may start (a spawn loop must end).
 const MAX_LOCAL_RUNS: u64 = 100_000;
@@ -167,15 +167,17 @@ impl LocalRunner {
                 attempts.push(report);
                 match outcome {
                     Ok(output) => break Ok(output),
-                    Err(e) if e.is_retryable() && attempt <= task.retries => {
-                        let delay = task
-                            .backoff
-                            .map(|b| b.delay(attempt + 1))
-                            .unwrap_or_default();
-                        tokio::time::sleep(delay).await;
-                        attempt += 1;
+                    Err(e) => {
+                        // Locally no lease is lost: every attempt before this one failed.
+                        let failures = attempt - 1;
+                        match RetryPolicy::of(task).after_failure(failures, e.is_retryable()) {
+                            Some(delay) => {
+                                tokio::time::sleep(delay).await;
+                                attempt += 1;
+                            }
+                            None => break Err(format!("task `{}` failed: {e}", task.name)),
+                        }
                     }
-                    Err(e) => break Err(format!("task `{}` failed: {e}", task.name)),
                 }
             };
             reports.push(TaskReport {

@@ -101,12 +101,12 @@ impl TaskHost for DurableHost {
         // The child must be committed before anyone can run it.
         self.children.flush().await?;
         let id = self.children.resolve(id);
-        let notify = self.node.run_waiter(id);
+        let waiter = self.node.waiters().register(id);
         // While lent, this attempt holds one unit of the pool's headroom instead of a slot.
         let mut lent: Option<OwnedSemaphorePermit> = None;
         let result = loop {
             // Created before the check, so a notification in between is not lost.
-            let notified = notify.notified();
+            let notified = waiter.notified();
             match self.children.result(id).await {
                 Err(e) => break Err(e),
                 Ok(Some(result)) => break result.map(|output| output.to_string()),
@@ -128,7 +128,7 @@ impl TaskHost for DurableHost {
                 () = tokio::time::sleep(WAIT_POLL) => {}
             }
         };
-        self.node.forget_waiter(id);
+        drop(waiter);
         if let Some(headroom) = lent {
             // Take a slot again before the guest resumes.
             let capacity = self.node.slots.acquire(self.tenant_id, self.weight).await;

@@ -4,17 +4,20 @@
 //! All SQL is in `crate::db`; this module decides what to write and when.
 
 mod admission;
+mod completer;
 pub mod deploy;
 pub mod events;
 mod host;
 mod leases;
 pub mod node;
+mod reaper;
 pub mod retention;
 pub mod runs;
 mod schedule;
 mod slots;
 mod spawns;
 mod vacuum;
+pub mod waiters;
 
 pub use deploy::{DeployError, Deployed, deploy_module};
 pub use node::{Node, NodeConfig, NodeHandle, WorkerStats};

@@ -10,19 +10,21 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use sqlx::postgres::PgListener;
-use tokio::sync::{Notify, OnceCell, Semaphore, mpsc};
+use tokio::sync::{Notify, OnceCell, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
+use super::completer::{AfterWrite, Completer, Results};
 use super::host::DurableHost;
 use super::leases::{LeaseSignals, LeaseTable};
+use super::reaper::{self, ReaperConfig};
 use super::slots::SlotLender;
+use super::waiters::RunWaiters;
 use crate::db::task_run::{
-    AttemptOutcome, ClaimParams, ClaimedTask, Completion, task_run_claim, task_runs_complete,
-    task_runs_expire, task_runs_heartbeat, task_runs_reap_lost,
+    AttemptOutcome, ClaimParams, ClaimedTask, Completion, CompletionEffects, task_run_claim,
 };
 use crate::db::usage::AttemptUsage;
 use crate::db::{self, Db, module};
@@ -128,6 +130,18 @@ impl NodeConfig {
     pub fn max_held(&self) -> usize {
         self.claim_target() + 2 * self.capacity.max(1) as usize + self.max_unwritten.max(1)
     }
+
+    /// What the heartbeat and the reaper run by.
+    fn reaper(&self) -> ReaperConfig {
+        ReaperConfig {
+            node_id: self.node_id,
+            lease: self.lease,
+            heartbeat: self.heartbeat,
+            reap_interval: self.reap_interval,
+            max_lost_leases: self.max_lost_leases,
+            batch: self.maintenance_batch,
+        }
+    }
 }
 
 type WorkerCell = Arc<OnceCell<Result<Worker, String>>>;
@@ -179,8 +193,9 @@ pub(crate) struct NodeInner {
     /// (`claim_capped`); `None` until read, and again when a tenant's settings change.
     capped: Mutex<Option<Arc<Vec<Uuid>>>>,
     leases: Arc<LeaseTable>,
-    waiters: Mutex<HashMap<Uuid, Arc<Notify>>>,
-    pub(crate) work: Notify,
+    /// Who waits for which run, woken by this node's listener.
+    waiters: RunWaiters,
+    work: Arc<Notify>,
     /// Wakes the quiet-tenant claimer: work was announced for a tenant with few leases here
     /// (or for tenants unknown).
     urgent: Notify,
@@ -189,7 +204,7 @@ pub(crate) struct NodeInner {
     /// Wakes the schedule service: a run was scheduled or rescheduled.
     scheduled: Arc<Notify>,
     /// Results for the completer; bounded by `max_held` (every result is a held lease).
-    completions: mpsc::Sender<Completion>,
+    results: Results,
     /// Stops claiming.
     stopping: CancellationToken,
     attempts: TaskTracker,
@@ -205,8 +220,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Node {
     inner: Arc<NodeInner>,
     background: JoinSet<()>,
-    completer: tokio::task::JoinHandle<()>,
-    stop_completer: CancellationToken,
+    completer: Completer,
     stop_loops: CancellationToken,
 }
 
@@ -226,30 +240,41 @@ pub struct WorkerStats {
 impl Node {
     /// Starts a node on `db` with `runtime`.
     pub async fn start(db: Db, runtime: Runtime, config: NodeConfig) -> Result<Self, sqlx::Error> {
-        let (completions, receiver) = mpsc::channel(config.max_held());
         let leases = Arc::new(LeaseTable::default());
+        let mut completer = None;
         let headroom = (runtime.free_instances() as u32).saturating_sub(config.capacity);
-        let inner = Arc::new(NodeInner {
-            slots: SlotLender::new(config.capacity.max(1) as usize, config.tenant_slot_max()),
-            wait_releases: Arc::new(Semaphore::new(headroom as usize)),
-            db,
-            runtime,
-            config,
-            workers: Mutex::new(HashMap::new()),
-            tenants: Mutex::new(HashMap::new()),
-            secrets: Mutex::new(HashMap::new()),
-            capped: Mutex::new(None),
-            leases: leases.clone(),
-            waiters: Mutex::new(HashMap::new()),
-            work: Notify::new(),
-            urgent: Notify::new(),
-            // Look once at start: gated runs may be waiting already.
-            gated: AtomicBool::new(true),
-            scheduled: Arc::new(Notify::new()),
-            completions,
-            stopping: CancellationToken::new(),
-            attempts: TaskTracker::new(),
+        let inner = Arc::new_cyclic(|node: &Weak<NodeInner>| {
+            let (results, started) = Completer::start(
+                db.clone(),
+                leases.clone(),
+                Arc::new(AfterWriteOnNode(node.clone())),
+                config.max_held(),
+                config.completion_batch,
+            );
+            completer = Some(started);
+            NodeInner {
+                slots: SlotLender::new(config.capacity.max(1) as usize, config.tenant_slot_max()),
+                wait_releases: Arc::new(Semaphore::new(headroom as usize)),
+                db,
+                runtime,
+                config,
+                workers: Mutex::new(HashMap::new()),
+                tenants: Mutex::new(HashMap::new()),
+                secrets: Mutex::new(HashMap::new()),
+                capped: Mutex::new(None),
+                leases: leases.clone(),
+                waiters: RunWaiters::new(),
+                work: Arc::new(Notify::new()),
+                urgent: Notify::new(),
+                // Look once at start: gated runs may be waiting already.
+                gated: AtomicBool::new(true),
+                scheduled: Arc::new(Notify::new()),
+                results,
+                stopping: CancellationToken::new(),
+                attempts: TaskTracker::new(),
+            }
         });
+        let completer = completer.expect("Arc::new_cyclic runs its closure");
         let mut listener = PgListener::connect_with(&inner.db.pool).await?;
         listener
             .listen_all([
@@ -268,8 +293,19 @@ impl Node {
         background.spawn(listen(inner.clone(), listener, stop_loops.clone()));
         background.spawn(dispatch(inner.clone()));
         background.spawn(claim_for_quiet_tenants(inner.clone()));
-        background.spawn(heartbeat(inner.clone(), stop_loops.clone()));
-        background.spawn(reap(inner.clone(), stop_loops.clone()));
+        let reaper = inner.config.reaper();
+        background.spawn(reaper::heartbeat(
+            inner.db.clone(),
+            inner.leases.clone(),
+            reaper,
+            stop_loops.clone(),
+        ));
+        background.spawn(reaper::reap(
+            inner.db.clone(),
+            inner.work.clone(),
+            reaper,
+            stop_loops.clone(),
+        ));
         background.spawn(super::schedule::run(
             inner.db.clone(),
             inner.scheduled.clone(),
@@ -290,20 +326,10 @@ impl Node {
                 stop_loops.clone(),
             ));
         }
-        let stop_completer = CancellationToken::new();
-        let completer = tokio::spawn(complete(
-            inner.db.clone(),
-            leases,
-            Arc::downgrade(&inner),
-            receiver,
-            inner.config.completion_batch,
-            stop_completer.clone(),
-        ));
         Ok(Self {
             inner,
             background,
             completer,
-            stop_completer,
             stop_loops,
         })
     }
@@ -351,8 +377,7 @@ impl Node {
             self.inner.attempts.wait().await;
         }
         // Every attempt has sent its result: the completer drains the channel and ends.
-        self.stop_completer.cancel();
-        let _ = (&mut self.completer).await;
+        self.completer.stop().await;
         self.stop_loops.cancel();
         while self.background.join_next().await.is_some() {}
     }
@@ -406,37 +431,12 @@ impl NodeHandle {
         id: Uuid,
         timeout: Duration,
     ) -> Result<Option<super::RunView>, super::RunError> {
-        let Some(notify) = self.inner.upgrade().map(|inner| inner.run_waiter(id)) else {
+        let Some(waiters) = self.inner.upgrade().map(|inner| inner.waiters.clone()) else {
             return super::wait_for_run(db, tenant_id, id, timeout).await;
         };
-        let deadline = tokio::time::Instant::now() + timeout;
-        let result = loop {
-            // Created before the check, so a notification in between is not lost.
-            let notified = notify.notified();
-            let view = match super::get_run(db, tenant_id, id).await {
-                Ok(view) => view,
-                Err(e) => break Err(e),
-            };
-            let finished = view.as_ref().is_none_or(|view| {
-                matches!(
-                    view.run.status.as_str(),
-                    "succeeded" | "failed" | "cancelled"
-                )
-            });
-            if finished || tokio::time::Instant::now() >= deadline {
-                break Ok(view);
-            }
-            tokio::select! {
-                () = notified => {}
-                () = tokio::time::sleep(Duration::from_millis(500)) => {}
-                () = tokio::time::sleep_until(deadline) => {}
-            }
-        };
-        drop(notify);
-        if let Some(inner) = self.inner.upgrade() {
-            inner.forget_waiter(id);
-        }
-        result
+        waiters
+            .wait(id, timeout, || super::runs::look_at_run(db, tenant_id, id))
+            .await
     }
 }
 
@@ -615,19 +615,9 @@ impl NodeInner {
             .collect()
     }
 
-    /// A notifier woken when run `id` finishes on any node.
-    pub(crate) fn run_waiter(&self, id: Uuid) -> Arc<Notify> {
-        lock(&self.waiters).entry(id).or_default().clone()
-    }
-
-    pub(crate) fn forget_waiter(&self, id: Uuid) {
-        let mut waiters = lock(&self.waiters);
-        if waiters
-            .get(&id)
-            .is_some_and(|notify| Arc::strong_count(notify) == 1)
-        {
-            waiters.remove(&id);
-        }
+    /// Who waits for which run on this node (woken by its listener).
+    pub(crate) fn waiters(&self) -> &RunWaiters {
+        &self.waiters
     }
 }
 
@@ -700,12 +690,9 @@ async fn listen(inner: Arc<NodeInner>, mut listener: PgListener, stop: Cancellat
                     inner.leases.cancel_task_runs(&ids);
                 }
                 db::CHANNEL_RUN_FINISHED => {
-                    let waiters = lock(&inner.waiters);
-                    for id in db::parse_ids(notification.payload()) {
-                        if let Some(notify) = waiters.get(&id) {
-                            notify.notify_waiters();
-                        }
-                    }
+                    inner
+                        .waiters
+                        .finished(&db::parse_ids(notification.payload()));
                 }
                 _ => {}
             },
@@ -718,6 +705,7 @@ async fn listen(inner: Arc<NodeInner>, mut listener: PgListener, stop: Cancellat
                 *lock(&inner.capped) = None;
                 inner.gated.store(true, Ordering::Release);
                 inner.work.notify_one();
+                inner.waiters.wake_all();
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
@@ -1013,7 +1001,7 @@ async fn run_attempt(inner: Arc<NodeInner>, task: ClaimedTask, signals: LeaseSig
                 let outcome = AttemptOutcome::Failed {
                     error: format!("its module cannot be loaded: {e}"),
                     code: "host".into(),
-                    retryable: true,
+                    retry_after: task.retry_after_failure(true),
                 };
                 inner.send(completion(outcome, vec![], None)).await;
             }
@@ -1091,7 +1079,7 @@ async fn run_attempt(inner: Arc<NodeInner>, task: ClaimedTask, signals: LeaseSig
         (_, Err(error)) => AttemptOutcome::Failed {
             error,
             code: "host".into(),
-            retryable: true,
+            retry_after: task.retry_after_failure(true),
         },
         (Ok(output), Ok(())) => AttemptOutcome::Succeeded(output),
         (Err(TaskFailure::Cancelled), Ok(())) if handed_back.load(Ordering::SeqCst) => {
@@ -1100,7 +1088,7 @@ async fn run_attempt(inner: Arc<NodeInner>, task: ClaimedTask, signals: LeaseSig
         (Err(failure), Ok(())) => AttemptOutcome::Failed {
             error: failure.to_string(),
             code: failure.code().into(),
-            retryable: failure.is_retryable(),
+            retry_after: task.retry_after_failure(failure.is_retryable()),
         },
     };
     let usage = AttemptUsage {
@@ -1121,334 +1109,28 @@ impl NodeInner {
     /// Hands a result to the completer. The channel holds at most `max_held` results, one per
     /// held lease, so this never waits long; it fails only once the completer is gone (a kill).
     async fn send(&self, completion: Completion) {
-        let _ = self.completions.send(completion).await;
+        self.results.send(completion).await;
     }
 }
 
-/// Tenants with at most this many results waiting go in the express lane.
-const EXPRESS_TENANT_MAX: usize = 16;
-/// Most results in one express batch.
-const EXPRESS_BATCH: usize = 64;
+/// The node's part after the completer committed a batch.
+struct AfterWriteOnNode(Weak<NodeInner>);
 
-/// Results waiting for the completer, per tenant, taken round robin.
-#[derive(Default)]
-struct PendingResults {
-    by_tenant: HashMap<Uuid, std::collections::VecDeque<Completion>>,
-    /// Tenants with results waiting, in the order they are served.
-    turn: std::collections::VecDeque<Uuid>,
-    len: usize,
-}
-
-impl PendingResults {
-    fn push(&mut self, completion: Completion) {
-        let queue = self.by_tenant.entry(completion.tenant_id).or_default();
-        if queue.is_empty() {
-            self.turn.push_back(completion.tenant_id);
-        }
-        queue.push_back(completion);
-        self.len += 1;
-    }
-
-    /// Up to `max` results, one tenant at a time round robin, of the tenants `eligible`
-    /// accepts (given the tenant and how many results it has waiting).
-    fn take(&mut self, max: usize, eligible: impl Fn(&Uuid, usize) -> bool) -> Vec<Completion> {
-        let mut batch = Vec::new();
-        let mut passes = self.turn.len();
-        while batch.len() < max && passes > 0 {
-            let Some(tenant) = self.turn.pop_front() else {
-                break;
-            };
-            let Some(queue) = self.by_tenant.get_mut(&tenant) else {
-                continue;
-            };
-            if !eligible(&tenant, queue.len()) {
-                self.turn.push_back(tenant);
-                passes -= 1;
-                continue;
-            }
-            passes = self.turn.len() + 1;
-            if let Some(completion) = queue.pop_front() {
-                batch.push(completion);
-                self.len -= 1;
-            }
-            if queue.is_empty() {
-                self.by_tenant.remove(&tenant);
-            } else {
-                self.turn.push_back(tenant);
-            }
-        }
-        batch
-    }
-}
-
-type Lane = std::pin::Pin<Box<dyn Future<Output = db::task_run::CompletionEffects> + Send>>;
-
-/// Writes completions in batches: whatever arrived while the previous commit was in flight
-/// goes into the next one, so commits per task fall as load rises. Two lanes write at once:
-/// the main lane takes up to `max` results, round robin between tenants; the express lane
-/// takes the results of tenants with only a few waiting, in small batches, so a quiet
-/// tenant's result never waits behind another tenant's flood of them. A lease leaves the table
-/// only once its result is committed, so it is renewed while the result waits. On `stop` it
-/// writes what is left in the channel and ends.
-async fn complete(
-    db: Db,
-    leases: Arc<LeaseTable>,
-    node: Weak<NodeInner>,
-    mut receiver: mpsc::Receiver<Completion>,
-    max: usize,
-    stop: CancellationToken,
-) {
-    let max = max.max(1);
-    let mut pending = PendingResults::default();
-    let mut main: Option<Lane> = None;
-    // The tenants of each lane's batch in flight. A tenant's results are never in both lanes
-    // at once: two transactions completing sibling tasks of one run at the same time would
-    // each see the other's task unfinished, and neither would finish the run. (Two nodes can
-    // still do that: `FINISH_RUNS` reads the run's tasks without locking the run first. Not
-    // fixed yet: locking the run there reverses the lock order `cancel` relies on.) And a
-    // flooding tenant in the main lane keeps its large batches there.
-    let mut in_main: std::collections::HashSet<Uuid> = Default::default();
-    let mut in_express: std::collections::HashSet<Uuid> = Default::default();
-    let mut express: Option<Lane> = None;
-    let lane = |batch: Vec<Completion>| -> Lane {
-        let (db, leases, node) = (db.clone(), leases.clone(), node.clone());
-        Box::pin(async move {
-            let tokens: Vec<i64> = batch.iter().map(|c| c.lease_token).collect();
-            let tenants: Vec<Uuid> = batch.iter().map(|c| c.tenant_id).collect();
-            let effects = write_batch(&db, batch).await;
-            crate::metrics::runs_finished("succeeded", effects.runs_succeeded);
-            crate::metrics::runs_finished(
-                "failed",
-                effects.finished_runs.len() - effects.runs_succeeded,
-            );
-            leases.written(tokens);
-            if let Some(inner) = node.upgrade() {
-                // A capped tenant's finished attempts free places under its cap, on every
-                // node: say so, or its next runs would wait for a node's poll.
-                let freed = inner.capped_among(&tenants);
-                if effects.queued || !freed.is_empty() {
-                    inner.work.notify_one();
-                }
-                if !freed.is_empty()
-                    && let Err(e) = notify_freed(&inner.db, &freed).await
-                {
-                    tracing::warn!("cannot announce freed places of capped tenants: {e}");
-                }
-            }
-            effects
-        })
-    };
-    let mut closed = false;
-    loop {
-        while let Ok(completion) = receiver.try_recv() {
-            pending.push(completion);
-        }
-        if express.is_none() {
-            let batch = pending.take(EXPRESS_BATCH, |tenant, waiting| {
-                waiting <= EXPRESS_TENANT_MAX && !in_main.contains(tenant)
-            });
-            in_express = batch.iter().map(|c| c.tenant_id).collect();
-            if !batch.is_empty() {
-                express = Some(lane(batch));
-            }
-        }
-        if main.is_none() {
-            let batch = pending.take(max, |tenant, _| !in_express.contains(tenant));
-            in_main = batch.iter().map(|c| c.tenant_id).collect();
-            if !batch.is_empty() {
-                main = Some(lane(batch));
-            }
-        }
-        let idle = main.is_none() && express.is_none();
-        // Stopping: every attempt has sent its result (the node stops them first), so once
-        // the channel is empty and nothing is in flight, everything is written.
-        if idle && (stop.is_cancelled() || closed) {
+impl AfterWrite for AfterWriteOnNode {
+    async fn written(&self, tenants: Vec<Uuid>, effects: &CompletionEffects) {
+        let Some(inner) = self.0.upgrade() else {
             return;
-        }
-        let event = tokio::select! {
-            completion = receiver.recv(), if !closed => match completion {
-                Some(completion) => CompleterEvent::Received(completion),
-                None => CompleterEvent::Closed,
-            },
-            () = lane_done(&mut main) => CompleterEvent::MainWritten,
-            () = lane_done(&mut express) => CompleterEvent::ExpressWritten,
-            () = stop.cancelled(), if idle => CompleterEvent::Stopped,
         };
-        match event {
-            CompleterEvent::Received(completion) => pending.push(completion),
-            CompleterEvent::Closed => closed = true,
-            CompleterEvent::MainWritten => {
-                main = None;
-                in_main.clear();
-            }
-            CompleterEvent::ExpressWritten => {
-                express = None;
-                in_express.clear();
-            }
-            CompleterEvent::Stopped => {}
+        // A capped tenant's finished attempts free places under its cap, on every node: say
+        // so, or its next runs would wait for a node's poll.
+        let freed = inner.capped_among(&tenants);
+        if effects.queued || !freed.is_empty() {
+            inner.work.notify_one();
+        }
+        if !freed.is_empty()
+            && let Err(e) = notify_freed(&inner.db, &freed).await
+        {
+            tracing::warn!("cannot announce freed places of capped tenants: {e}");
         }
     }
-}
-
-enum CompleterEvent {
-    Received(Completion),
-    Closed,
-    MainWritten,
-    ExpressWritten,
-    Stopped,
-}
-
-/// Resolves when `lane`'s write is done; never if there is none.
-async fn lane_done(lane: &mut Option<Lane>) {
-    match lane {
-        Some(write) => {
-            write.await;
-        }
-        None => std::future::pending().await,
-    }
-}
-
-/// Whether the database refused the data itself (SQLSTATE class 22: e.g. a `\u0000` that
-/// `jsonb` cannot hold), so retrying the same write can never succeed.
-fn is_data_error(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(e) if e.code().is_some_and(|code| code.starts_with("22")))
-}
-
-/// Writes a batch, never dropping a result: transient errors are retried until the database
-/// is back (if the node dies meanwhile, the lease expires and the task runs elsewhere). A batch
-/// refused for its data is split, and the one completion the database cannot store becomes a
-/// fatal failure of its task, so one guest's output can never block the node's completions.
-async fn write_batch(db: &Db, batch: Vec<Completion>) -> db::task_run::CompletionEffects {
-    let mut delay = Duration::from_millis(50);
-    let mut batch = batch;
-    loop {
-        match write_completions(db, &batch).await {
-            Ok(effects) => return effects,
-            Err(e) if is_data_error(&e) && batch.len() > 1 => {
-                let mut effects = db::task_run::CompletionEffects::default();
-                for completion in batch {
-                    let single = Box::pin(write_batch(db, vec![completion])).await;
-                    effects.queued |= single.queued;
-                    effects.accepted += single.accepted;
-                    effects.rejected += single.rejected;
-                    effects.finished_runs.extend(single.finished_runs);
-                    effects.runs_succeeded += single.runs_succeeded;
-                }
-                return effects;
-            }
-            Err(e) if is_data_error(&e) => {
-                tracing::warn!("a completion cannot be stored, failing its task: {e}");
-                for completion in &mut batch {
-                    completion.logs.clear();
-                    completion.outcome = AttemptOutcome::Failed {
-                        error: format!("its result cannot be stored: {e}"),
-                        code: "invalid_output".into(),
-                        retryable: false,
-                    };
-                }
-            }
-            Err(e) => {
-                tracing::warn!("writing {} completions failed, retrying: {e}", batch.len());
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-}
-
-async fn write_completions(
-    db: &Db,
-    batch: &[Completion],
-) -> Result<db::task_run::CompletionEffects, sqlx::Error> {
-    let mut tx = db.pool.begin().await?;
-    let effects = task_runs_complete(&mut tx, batch).await?;
-    tx.commit().await?;
-    Ok(effects)
-}
-
-/// Renews every lease the node holds, including those whose results wait for the completer;
-/// stops the attempts whose leases are gone.
-async fn heartbeat(inner: Arc<NodeInner>, stop: CancellationToken) {
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(inner.config.heartbeat) => {}
-            () = stop.cancelled() => return,
-        }
-        let held = inner.leases.held();
-        if held.is_empty() {
-            continue;
-        }
-        let beat = match inner.db.lossy.acquire().await {
-            Ok(mut conn) => {
-                task_runs_heartbeat(&mut conn, inner.config.node_id, &held, inner.config.lease)
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        match beat {
-            Ok(beat) => {
-                metrics::counter!(crate::metrics::LEASES_LOST).increment(beat.lost.len() as u64);
-                inner.leases.lost(&beat.lost);
-            }
-            Err(e) => tracing::warn!("heartbeat failed: {e}"),
-        }
-    }
-}
-
-/// The maintenance sweeps, each in bounded batches of their own transaction: expired leases,
-/// then schedule timeouts. A sweep that filled its batch goes on at once.
-async fn reap(inner: Arc<NodeInner>, stop: CancellationToken) {
-    let batch = inner.config.maintenance_batch.max(1);
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(inner.config.reap_interval) => {}
-            () = stop.cancelled() => return,
-        }
-        for sweep in [Sweep::LostLeases, Sweep::ScheduleTimeouts] {
-            loop {
-                if stop.is_cancelled() {
-                    return;
-                }
-                let reaped = async {
-                    let mut tx = inner.db.pool.begin().await?;
-                    let now = chrono::Utc::now();
-                    let reaped = match sweep {
-                        Sweep::LostLeases => {
-                            task_runs_reap_lost(&mut tx, now, inner.config.max_lost_leases, batch)
-                                .await?
-                        }
-                        Sweep::ScheduleTimeouts => task_runs_expire(&mut tx, now, batch).await?,
-                    };
-                    tx.commit().await?;
-                    Ok::<_, sqlx::Error>(reaped)
-                };
-                match reaped.await {
-                    Ok(reaped) if reaped.touched() > 0 => {
-                        tracing::info!(?sweep, ?reaped, "reaped task runs");
-                        crate::metrics::runs_finished("failed", reaped.finished_runs.len());
-                        if matches!(sweep, Sweep::LostLeases) {
-                            metrics::counter!(crate::metrics::LEASES_REAPED)
-                                .increment(reaped.touched() as u64);
-                        }
-                        inner.work.notify_one();
-                        if (reaped.touched() as i64) < batch {
-                            break;
-                        }
-                    }
-                    Ok(_) => break,
-                    Err(e) => {
-                        tracing::warn!(?sweep, "reaper failed: {e}");
-                        break;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// A maintenance sweep of the reaper.
-#[derive(Debug, Clone, Copy)]
-enum Sweep {
-    LostLeases,
-    ScheduleTimeouts,
 }

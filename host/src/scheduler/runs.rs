@@ -8,6 +8,7 @@ use serde_json::Value;
 use sqlx::postgres::PgListener;
 use uuid::Uuid;
 
+use super::waiters::RunWaiters;
 use crate::db::module::{WorkflowVersion, workflow_latest};
 use crate::db::workflow_run::{
     self, NewWorkflowRun, TaskRunRow, WorkflowRunRow, workflow_runs_create,
@@ -15,6 +16,7 @@ use crate::db::workflow_run::{
 use crate::db::{self, Db};
 use crate::flow::{KeyError, RunGates, WaitingFor, run_gates};
 use crate::quota::{QuotaExceeded, Quotas};
+use crate::status::{RunStatus, TaskStatus};
 
 /// Why a run could not be started or changed.
 #[derive(Debug, thiserror::Error)]
@@ -125,16 +127,20 @@ pub fn effective_priority(asked: Option<u8>, workflow: &WorkflowVersion) -> Resu
 }
 
 /// A request checked against its workflow and serialised, ready to insert.
-struct Prepared {
-    priority: i16,
-    input: String,
-    metadata: String,
-    gates: Option<RunGates>,
+pub(crate) struct Prepared {
+    pub(crate) priority: i16,
+    pub(crate) input: String,
+    pub(crate) metadata: String,
+    pub(crate) gates: Option<RunGates>,
 }
 
 /// Checks what the database would refuse and settles the priority, so a bad request fails
-/// alone and before any transaction; both start paths go through here.
-fn prepare(request: &RunRequest, workflow: &WorkflowVersion) -> Result<Prepared, RunError> {
+/// alone and before any transaction. Every start goes through here: a transaction of runs
+/// (API bulk, events, crons), the group commit of single API runs and a task's `spawn`.
+pub(crate) fn prepare(
+    request: &RunRequest,
+    workflow: &WorkflowVersion,
+) -> Result<Prepared, RunError> {
     check_storable(&request.input, &request.additional_metadata)?;
     if let Some(run_at) = request.run_at
         && run_at < Utc::now()
@@ -296,16 +302,19 @@ pub async fn get_run(db: &Db, tenant_id: Uuid, id: Uuid) -> Result<Option<RunVie
     let tasks = workflow_run::task_runs_of_run(&mut conn, tenant_id, id).await?;
     let mut waiting_for = std::collections::HashMap::new();
     for task in &tasks {
-        match task.status.as_str() {
-            "pending" if run.status == "scheduled" => {
+        match task.status {
+            TaskStatus::Pending if run.status == RunStatus::Scheduled => {
                 waiting_for.insert(task.id, WaitingFor::schedule())
             }
-            "pending" => waiting_for.insert(task.id, WaitingFor::parents()),
-            "queued" => waiting_for.insert(task.id, WaitingFor::slots()),
-            _ => None,
+            TaskStatus::Pending => waiting_for.insert(task.id, WaitingFor::parents()),
+            TaskStatus::Queued => waiting_for.insert(task.id, WaitingFor::slots()),
+            TaskStatus::Running
+            | TaskStatus::Succeeded
+            | TaskStatus::Failed
+            | TaskStatus::Cancelled => None,
         };
     }
-    if tasks.iter().any(|t| t.status == "queued") {
+    if tasks.iter().any(|t| t.status == TaskStatus::Queued) {
         let gated = super::admission::waiting_for(&mut conn, tenant_id, id).await?;
         waiting_for.extend(gated);
     }
@@ -324,7 +333,7 @@ pub enum Rescheduled {
     /// No such run.
     NotFound,
     /// The run is no longer scheduled: it has this status.
-    NotScheduled(String),
+    NotScheduled(RunStatus),
 }
 
 /// Moves a scheduled run to `run_at` (a time to come).
@@ -340,10 +349,10 @@ pub async fn reschedule_run(
     let mut tx = db.pool.begin().await?;
     let status = workflow_run::workflow_run_reschedule(&mut tx, tenant_id, id, run_at).await?;
     tx.commit().await?;
-    Ok(match status.as_deref() {
+    Ok(match status {
         None => Rescheduled::NotFound,
-        Some("scheduled") => Rescheduled::Moved,
-        Some(_) => Rescheduled::NotScheduled(status.unwrap_or_default()),
+        Some(RunStatus::Scheduled) => Rescheduled::Moved,
+        Some(status) => Rescheduled::NotScheduled(status),
     })
 }
 
@@ -353,7 +362,7 @@ pub async fn cancel_run(db: &Db, tenant_id: Uuid, id: Uuid) -> Result<bool, RunE
     let cancelled = workflow_run::workflow_run_cancel(&mut tx, tenant_id, id, "cancelled").await?;
     tx.commit().await?;
     if let Some(cancelled) = &cancelled {
-        crate::metrics::runs_finished("cancelled", cancelled.runs.len());
+        crate::metrics::runs_finished(RunStatus::Cancelled, cancelled.runs.len());
     }
     Ok(cancelled.is_some())
 }
@@ -369,8 +378,23 @@ pub async fn replay_run(db: &Db, tenant_id: Uuid, id: Uuid) -> Result<bool, RunE
     Ok(replayed)
 }
 
-/// Waits until the run finishes (or `timeout` passes) and returns it. Listens for the
-/// run-finished notification; a slow poll covers a missed one.
+/// A run as it is now, and whether waiting for it is over (it finished, or does not exist).
+pub(crate) async fn look_at_run(
+    db: &Db,
+    tenant_id: Uuid,
+    id: Uuid,
+) -> Result<(Option<RunView>, bool), RunError> {
+    let view = get_run(db, tenant_id, id).await?;
+    let done = view
+        .as_ref()
+        .is_none_or(|view| view.run.status.is_finished());
+    Ok((view, done))
+}
+
+/// Waits until the run finishes (or `timeout` passes) and returns it as it is then; `None` if
+/// there is no such run. For a process without a node (tools, tests): it listens on a
+/// connection of its own for the call, where a node's waits share the node's listener
+/// (`NodeHandle::wait_for_run`).
 pub async fn wait_for_run(
     db: &Db,
     tenant_id: Uuid,
@@ -379,37 +403,22 @@ pub async fn wait_for_run(
 ) -> Result<Option<RunView>, RunError> {
     let mut listener = PgListener::connect_with(&db.pool).await?;
     listener.listen(db::CHANNEL_RUN_FINISHED).await?;
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let view = get_run(db, tenant_id, id).await?;
-        match &view {
-            None => return Ok(None),
-            Some(view)
-                if matches!(
-                    view.run.status.as_str(),
-                    "succeeded" | "failed" | "cancelled"
-                ) =>
-            {
-                return Ok(Some(view.clone()));
-            }
-            Some(_) => {}
-        }
-        let notified = async {
-            loop {
-                match listener.recv().await {
-                    Ok(notification) if db::parse_ids(notification.payload()).contains(&id) => {
-                        return;
-                    }
-                    Ok(_) => {}
-                    Err(_) => return,
+    let waiters = RunWaiters::new();
+    let hear = async {
+        loop {
+            match listener.recv().await {
+                Ok(notification) => waiters.finished(&db::parse_ids(notification.payload())),
+                Err(_) => {
+                    // Reconnecting: what was sent meanwhile is lost, so look again.
+                    waiters.wake_all();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
-        };
-        tokio::select! {
-            () = notified => {}
-            () = tokio::time::sleep(Duration::from_millis(500)) => {}
-            () = tokio::time::sleep_until(deadline) => return get_run(db, tenant_id, id).await,
         }
+    };
+    tokio::select! {
+        result = waiters.wait(id, timeout, || look_at_run(db, tenant_id, id)) => result,
+        () = hear => unreachable!("the listener loop does not end"),
     }
 }
 

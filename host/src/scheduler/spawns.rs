@@ -20,13 +20,13 @@ use std::time::Duration;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::runs::{check_storable, effective_priority};
+use super::runs::{RunRequest, prepare};
 use crate::db::module::{WorkflowVersion, workflow_latest};
 use crate::db::workflow_run::{
     NewWorkflowRun, workflow_run_children_by_key, workflow_runs_create, workflow_runs_results,
 };
 use crate::db::{self, Db};
-use crate::flow::{RunGates, run_gates};
+use crate::flow::RunGates;
 use crate::runtime::SpawnRequest;
 
 /// How long a spawn may wait in the buffer for others before it is committed.
@@ -93,21 +93,27 @@ impl SpawnBuffer {
         request: SpawnRequest,
         metadata: String,
     ) -> Result<Uuid, String> {
-        let input: Value = serde_json::from_str(&request.input)
-            .map_err(|e| format!("the child's input is not JSON: {e}"))?;
-        let parsed_metadata: Value = serde_json::from_str(&metadata)
-            .map_err(|_| "the child's additional metadata must be a JSON object".to_owned())?;
-        check_storable(&input, &parsed_metadata).map_err(|e| e.to_string())?;
+        let child = RunRequest {
+            workflow: request.workflow.clone(),
+            input: serde_json::from_str(&request.input)
+                .map_err(|e| format!("the child's input is not JSON: {e}"))?,
+            additional_metadata: serde_json::from_str::<Value>(&metadata)
+                .ok()
+                .filter(Value::is_object)
+                .ok_or_else(|| {
+                    "the child's additional metadata must be a JSON object".to_owned()
+                })?,
+            priority: request.priority,
+            key: None,
+            run_at: None,
+        };
         self.load_context(&request.workflow).await?;
         let (id, full, arm) = {
             let mut state = self.state();
             let Some(workflow) = state.versions.get(&request.workflow) else {
                 return Err(format!("unknown workflow `{}`", request.workflow));
             };
-            let priority =
-                effective_priority(request.priority, workflow).map_err(|e| e.to_string())?;
-            let gates = run_gates(&workflow.definition, &input, &parsed_metadata)
-                .map_err(|e| e.to_string())?;
+            let prepared = prepare(&child, workflow).map_err(|e| e.to_string())?;
             if let Some(id) = state.earlier.as_ref().and_then(|e| e.get(&request.key)) {
                 // Committed by an earlier attempt: the same child again.
                 return Ok(*id);
@@ -119,11 +125,11 @@ impl SpawnBuffer {
             state.pending.push(Pending {
                 id,
                 workflow: request.workflow,
-                input: request.input,
-                metadata,
-                priority,
+                input: prepared.input,
+                metadata: prepared.metadata,
+                priority: prepared.priority,
                 key: request.key,
-                gates,
+                gates: prepared.gates,
             });
             state.open.push(id);
             let arm = !state.linger_armed;
