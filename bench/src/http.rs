@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use hatchery::api::{ApiConfig, AppState, router};
+use hatchery::db::task_run::task_runs_repeats;
 use hatchery::db::tenant::tenant_ids;
-use hatchery::db::workflow_run::task_runs_repeats;
 use hatchery::db::{CHANNEL_RUN_FINISHED, Db, parse_ids};
 use hatchery::runtime::Runtime;
 use hatchery::scheduler::{Node, NodeConfig};

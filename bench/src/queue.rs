@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use hatchery::db::workflow_run::task_runs_repeats;
+use hatchery::db::task_run::task_runs_repeats;
 use hatchery::db::{CHANNEL_RUN_FINISHED, DEFAULT_TENANT, Db, parse_ids};
 use hatchery::scheduler::{
     Node, NodeConfig, RunRequest, deploy_module, get_run, start_run, start_runs,

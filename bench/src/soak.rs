@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use hatchery::db::plans::workflow_runs_count;
+use hatchery::db::task_run::task_run_status_counts;
 use hatchery::db::usage::usage_list;
-use hatchery::db::workflow_run::task_run_status_counts;
 use hatchery::db::{DEFAULT_TENANT, Db, database_size};
 use hatchery::scheduler::{RetentionConfig, RunRequest, start_runs};
 use hatchery::status::TaskStatus;

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use hatchery::db::workflow_run::task_runs_repeats;
+use hatchery::db::task_run::task_runs_repeats;
 use hatchery::db::{CHANNEL_RUN_FINISHED, DEFAULT_TENANT, Db, parse_ids};
 use hatchery::runtime::Runtime;
 use hatchery::scheduler::{Node, NodeConfig, RunRequest, deploy_module, start_run, start_runs};

@@ -10,7 +10,8 @@ fn main() -> std::process::ExitCode {
         _ => "warn",
     };
     let otlp = match &cli.command {
-        hatchery::cli::Command::Serve(args) => args.otlp(),
+        hatchery::cli::Command::Serve(args) => args.node.otlp(),
+        hatchery::cli::Command::Dev(args) => args.node.otlp(),
         _ => None,
     };
     // Held to the end: dropping it sends the traces not yet sent.

@@ -2,6 +2,11 @@
 //! the client commands (`deploy`, `run`, `runs …`, `tenants`, `tokens`) driving a real
 //! `hatchery serve`; and `hatchery dev` starting from nothing.
 
+#![allow(
+    clippy::expect_used,
+    reason = "in a test, a failed expectation is the failure to report"
+)]
+
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Output, Stdio};

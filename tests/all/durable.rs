@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use hatchery::db::task_run::{
     AttemptOutcome, ClaimParams, Completion, task_run_claim, task_runs_complete, task_runs_reap,
 };
-use hatchery::db::workflow_run::{task_run_attempt_counts, task_run_status_counts};
+use hatchery::db::task_run::{task_run_attempt_counts, task_run_status_counts};
 use hatchery::db::{DEFAULT_TENANT, Db};
 use hatchery::manifest::RetryPolicy;
 use hatchery::runtime::local::LocalRunner;

@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use hatchery::db::workflow_run::task_run_logs_of_run;
+use hatchery::db::task_run::task_run_logs_of_run;
 use hatchery::db::{DEFAULT_TENANT, Db};
 use hatchery::runtime::{
     Attempt, AttemptReport, EngineConfig, LoadError, PoolShare, Runtime, RuntimeConfig,

@@ -2,6 +2,11 @@
 //!
 //! One test binary (one link step), one module per topic.
 
+#![allow(
+    clippy::expect_used,
+    reason = "in a test, a failed expectation is the failure to report"
+)]
+
 mod api;
 mod crons;
 mod dashboard;

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hatchery::runtime::{
-    Attempt, Limits, LoadedModule, LogLevel, RunInfo, Runtime, SpawnRequest, TaskFailure, TaskHost,
+    Attempt, HostCallError, Limits, LoadedModule, LogLevel, RunInfo, Runtime, SpawnRequest,
+    TaskFailure, TaskHost,
 };
 use tokio::sync::Notify;
 
@@ -179,13 +180,13 @@ struct StartSignal(Notify);
 
 #[hatchery::runtime::async_trait]
 impl TaskHost for StartSignal {
-    async fn spawn(&self, _: &RunInfo, _: SpawnRequest) -> Result<String, String> {
-        Err("not in this test".into())
+    async fn spawn(&self, _: &RunInfo, _: SpawnRequest) -> Result<String, HostCallError> {
+        Err(HostCallError::refused("not in this test"))
     }
-    async fn wait(&self, _: &RunInfo, _: &str) -> Result<String, String> {
-        Err("not in this test".into())
+    async fn wait(&self, _: &RunInfo, _: &str) -> Result<String, HostCallError> {
+        Err(HostCallError::refused("not in this test"))
     }
-    async fn push_event(&self, _: &RunInfo, _: &str, _: &str) -> Result<(), String> {
+    async fn push_event(&self, _: &RunInfo, _: &str, _: &str) -> Result<(), HostCallError> {
         self.0.notify_one();
         Ok(())
     }

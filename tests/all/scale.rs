@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use hatchery::db::task_run::{ClaimParams, task_run_claim, task_runs_expire, task_runs_reap_lost};
-use hatchery::db::workflow_run::{task_run_attempt_counts, task_run_status_counts};
+use hatchery::db::task_run::{task_run_attempt_counts, task_run_status_counts};
 use hatchery::db::{DEFAULT_TENANT, Db};
 use hatchery::scheduler::{Node, NodeConfig, RunRequest, start_runs};
 use hatchery::status::TaskStatus;

@@ -6,6 +6,11 @@
 //! JavaScript examples are built with the pinned componentize-py and componentize-js that
 //! `scripts/polyglot-tools` installs into `target/polyglot` (run here when they are missing).
 
+#![allow(
+    clippy::expect_used,
+    reason = "a build script reports a failed step by panicking"
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

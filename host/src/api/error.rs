@@ -169,6 +169,19 @@ impl From<RunError> for ApiError {
             RunError::PastRunAt(_) => Self::bad_request("invalid_run_at", e.to_string()),
             RunError::Quota(exceeded) => Self::quota(&exceeded),
             RunError::Db(e) => e.into(),
+            RunError::ShuttingDown => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            ),
+            RunError::NotStored(why) => {
+                tracing::warn!("a run start was not stored: {why}");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the database failed and nothing was stored; retry later",
+                )
+            }
         }
     }
 }

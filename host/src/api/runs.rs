@@ -18,9 +18,9 @@ use super::auth::Tenant;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{self, Path, Query};
 use super::page::{self, PageQuery};
+use crate::db::task_run::{LogPosition, task_run_logs_of_run};
 use crate::db::workflow_run::{
-    LogPosition, RunListParams, WorkflowRunRow, task_run_logs_of_run, workflow_run_get,
-    workflow_runs_list,
+    RunListParams, WorkflowRunRow, workflow_run_get, workflow_runs_list,
 };
 use crate::scheduler::{
     Rescheduled, RunRequest, RunView, cancel_run, get_run, replay_run, reschedule_run, start_runs,

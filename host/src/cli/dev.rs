@@ -14,13 +14,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use clap::Parser as _;
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
-use super::CacheArgs;
 use super::api_client::DEV_DIR;
-use super::serve::{ServeArgs, Server};
+use super::serve::{NodeArgs, Server};
 use crate::api::{hash_token, new_token};
 use crate::db::Db;
 use crate::db::tenant::{tenant_create, tenant_get};
@@ -39,9 +37,6 @@ const EXAMPLES: [&str; 4] = ["hello", "etl", "fanout", "flow"];
 /// Arguments of `hatchery dev`.
 #[derive(Debug, clap::Args)]
 pub struct DevArgs {
-    /// Address to listen on (port 0 picks a free port).
-    #[arg(long, env = "HATCHERY_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: String,
     /// PostgreSQL to use [default: a server on 127.0.0.1:5432, else a private cluster under
     /// .hatchery/postgres].
     #[arg(long, env = "DATABASE_URL")]
@@ -56,16 +51,10 @@ pub struct DevArgs {
     /// current directory, then from the binary].
     #[arg(long)]
     pub examples_dir: Option<PathBuf>,
-    /// Compile cache options.
+    /// Every option of `hatchery serve` (but its database): the node runs as `serve` would
+    /// run it, with an admin token and a fleet key kept under .hatchery when none is given.
     #[command(flatten)]
-    pub cache: CacheArgs,
-}
-
-/// `ServeArgs` parsed from flags and the environment, as `serve` would see them.
-#[derive(Debug, clap::Parser)]
-struct ServeCommandLine {
-    #[command(flatten)]
-    serve: ServeArgs,
+    pub node: NodeArgs,
 }
 
 /// Runs `hatchery dev` until SIGTERM or ctrl-c.
@@ -83,8 +72,9 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     }
 
     let database = find_database(&args, &state_dir).await?;
-    let admin_token = match std::env::var("HATCHERY_ADMIN_TOKEN") {
-        Ok(token) if !token.is_empty() => token,
+    let mut node = args.node.clone();
+    let admin_token = match node.admin_token.take() {
+        Some(token) if !token.is_empty() => token,
         _ => {
             let (token, _) = new_token().map_err(|e| anyhow::anyhow!("{}", e.message))?;
             write_secret(&state_dir.join("admin-token"), &token)?;
@@ -93,8 +83,8 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     };
     // The fleet key of this development cluster: kept with its state, so secrets stored in
     // one session open in the next.
-    let secret_key = match std::env::var("HATCHERY_SECRET_KEY") {
-        Ok(key) if !key.is_empty() => key,
+    let secret_key = match node.secret_key.take() {
+        Some(key) if !key.is_empty() => key,
         _ => {
             let path = state_dir.join("secret-key");
             match std::fs::read_to_string(&path) {
@@ -110,22 +100,10 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let mut serve_args = ServeCommandLine::try_parse_from([
-        "serve",
-        "--database-url",
-        &database.url,
-        "--listen",
-        &args.listen,
-        "--admin-token",
-        &admin_token,
-        "--secret-key",
-        &secret_key,
-    ])
-    .context("invalid node configuration in the environment")?
-    .serve;
-    serve_args.cache = args.cache.clone();
+    node.admin_token = Some(admin_token);
+    node.secret_key = Some(secret_key);
 
-    let server = Server::start(&serve_args).await?;
+    let server = Server::start(&database.url, &node).await?;
     let addr = server.addr();
     println!("listening on http://{addr}");
     let db = server.db().clone();

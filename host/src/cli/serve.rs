@@ -23,6 +23,15 @@ pub struct ServeArgs {
     /// PostgreSQL connection URL.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
+    /// How the node runs.
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// How a node runs: every option of `hatchery serve` but the database, which `hatchery dev`
+/// takes as they are (and finds a database for itself).
+#[derive(Debug, Clone, clap::Args)]
+pub struct NodeArgs {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "HATCHERY_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
@@ -136,7 +145,7 @@ pub struct ServeArgs {
     pub cache: CacheArgs,
 }
 
-impl ServeArgs {
+impl NodeArgs {
     /// Where to export traces, if anywhere.
     pub fn otlp(&self) -> Option<crate::telemetry::Otlp> {
         let endpoint = self.otlp_endpoint.clone().filter(|e| !e.is_empty())?;
@@ -204,7 +213,7 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
 /// Runs one node until SIGTERM or ctrl-c, then shuts down gracefully: the server stops
 /// accepting and finishes its requests, the node lets attempts finish or hands them back.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let server = Server::start(&args).await?;
+    let server = Server::start(&args.database_url, &args.node).await?;
     println!("listening on http://{}", server.addr());
     server.run().await
 }
@@ -223,8 +232,8 @@ pub struct Server {
 impl Server {
     /// Connects to the database, applies the migrations, starts the node (dispatcher and
     /// workers) and binds the listen address.
-    pub async fn start(args: &ServeArgs) -> anyhow::Result<Self> {
-        let db = Db::connect(&args.database_url, args.db_connections.max(2))
+    pub async fn start(database_url: &str, args: &NodeArgs) -> anyhow::Result<Self> {
+        let db = Db::connect(database_url, args.db_connections.max(2))
             .await
             .context("cannot connect to the database")?
             .with_quotas(args.quotas());

@@ -1,4 +1,5 @@
-//! `workflow_runs` (and the task runs created with them): start, read, cancel, replay.
+//! `workflow_runs` (and the task runs created with them): start, read, cancel, replay,
+//! schedule.
 
 use std::collections::HashMap;
 
@@ -406,37 +407,6 @@ pub struct WorkflowRunRow {
     pub trigger_id: Option<Uuid>,
 }
 
-/// A task run as shown with its workflow run.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
-pub struct TaskRunRow {
-    /// Task run id.
-    pub id: Uuid,
-    /// Task name.
-    pub task: String,
-    /// Where the task run is.
-    pub status: TaskStatus,
-    /// Attempts started.
-    pub attempt: i32,
-    /// Failed attempts (which consumed retries).
-    pub failures: i32,
-    /// Leases lost to dead nodes.
-    pub lost_leases: i32,
-    /// Whether this is the on-failure task.
-    pub is_on_failure: bool,
-    /// The tasks whose outputs it waits for (its edges in the run's DAG).
-    pub parents: Vec<String>,
-    /// Output once succeeded.
-    pub output: Option<Value>,
-    /// Last error.
-    pub error: Option<String>,
-    /// Code of the last error.
-    pub error_code: Option<String>,
-    /// First started.
-    pub started_at: Option<DateTime<Utc>>,
-    /// Finished.
-    pub finished_at: Option<DateTime<Utc>>,
-}
-
 /// `SELECT` of `WorkflowRunRow`s `FROM workflow_runs r`, with the task run that spawned each (for
 /// its workflow run id) and, for a queued run, when its first task started: a stored `queued`
 /// run whose first task has started is shown `running` (claims do not touch the run row).
@@ -471,23 +441,6 @@ pub async fn workflow_run_get(
     .bind(tenant_id)
     .bind(id)
     .fetch_optional(conn)
-    .await
-}
-
-/// The task runs of a workflow run, in creation order.
-pub async fn task_runs_of_run(
-    conn: &mut PgConnection,
-    tenant_id: Uuid,
-    run_id: Uuid,
-) -> Result<Vec<TaskRunRow>, sqlx::Error> {
-    sqlx::query_as(sql!(
-        "SELECT id, task, status, attempt, failures, lost_leases, is_on_failure, parents, output,
-                error, error_code, started_at, finished_at
-         FROM task_runs WHERE tenant_id = $1 AND workflow_run_id = $2 ORDER BY id"
-    ))
-    .bind(tenant_id)
-    .bind(run_id)
-    .fetch_all(conn)
     .await
 }
 
@@ -592,65 +545,6 @@ pub(crate) fn runs_list_query<'a>(
         .push(" ORDER BY r.created_at DESC, r.id DESC LIMIT ")
         .push_bind(params.page.limit);
     query
-}
-
-/// One log line of a task attempt, with the task it belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct RunLogLine {
-    /// When the line was written.
-    pub at: DateTime<Utc>,
-    /// trace | debug | info | warn | error.
-    pub level: String,
-    /// The text.
-    pub message: String,
-    /// Task name.
-    pub task: String,
-    /// Task run id.
-    pub task_run_id: Uuid,
-    /// Attempt number.
-    pub attempt: i32,
-    /// Position within the attempt.
-    pub seq: i32,
-}
-
-/// Where a page of log lines starts: after this line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LogPosition {
-    /// Time of the line.
-    pub at: DateTime<Utc>,
-    /// Its task run.
-    pub task_run_id: Uuid,
-    /// Its attempt.
-    pub attempt: i32,
-    /// Its position within the attempt.
-    pub seq: i32,
-}
-
-/// Up to `limit` log lines of the attempts of run `run_id`, oldest first, after `after`.
-pub async fn task_run_logs_of_run(
-    conn: &mut PgConnection,
-    tenant_id: Uuid,
-    run_id: Uuid,
-    after: Option<LogPosition>,
-    limit: i64,
-) -> Result<Vec<RunLogLine>, sqlx::Error> {
-    sqlx::query_as(
-        sql!("SELECT l.at, l.level, l.message, t.task, l.task_run_id, l.attempt, l.seq
-         FROM task_runs t
-         JOIN task_run_logs l ON l.tenant_id = t.tenant_id AND l.task_run_id = t.id
-         WHERE t.tenant_id = $1 AND t.workflow_run_id = $2
-           AND ($3::timestamptz IS NULL OR (l.at, l.task_run_id, l.attempt, l.seq) > ($3, $4, $5, $6))
-         ORDER BY l.at, l.task_run_id, l.attempt, l.seq LIMIT $7"),
-    )
-    .bind(tenant_id)
-    .bind(run_id)
-    .bind(after.map(|p| p.at))
-    .bind(after.map(|p| p.task_run_id))
-    .bind(after.map(|p| p.attempt))
-    .bind(after.map(|p| p.seq))
-    .bind(limit)
-    .fetch_all(conn)
-    .await
 }
 
 /// The child workflow runs spawned by the task runs of a run.
@@ -917,34 +811,6 @@ pub async fn workflow_run_replay(
     Ok(true)
 }
 
-/// Counts of task runs by status, for tests and the benchmark.
-pub async fn task_run_status_counts(
-    conn: &mut PgConnection,
-    tenant_id: Uuid,
-) -> Result<HashMap<TaskStatus, i64>, sqlx::Error> {
-    let rows: Vec<(TaskStatus, i64)> = sqlx::query_as(sql!(
-        "SELECT status, count(*) FROM task_runs WHERE tenant_id = $1 GROUP BY status"
-    ))
-    .bind(tenant_id)
-    .fetch_all(conn)
-    .await?;
-    Ok(rows.into_iter().collect())
-}
-
-/// How many task runs took how many attempts, for tests and the benchmark.
-pub async fn task_run_attempt_counts(
-    conn: &mut PgConnection,
-    tenant_id: Uuid,
-) -> Result<HashMap<i32, i64>, sqlx::Error> {
-    let rows: Vec<(i32, i64)> = sqlx::query_as(sql!(
-        "SELECT attempt, count(*) FROM task_runs WHERE tenant_id = $1 GROUP BY attempt"
-    ))
-    .bind(tenant_id)
-    .fetch_all(conn)
-    .await?;
-    Ok(rows.into_iter().collect())
-}
-
 /// Blocks every write to `workflow_runs` (reads go on) until the transaction `tx` ends: no run
 /// can start or finish meanwhile. For the tests that play a slow database, and for operators
 /// who need a quiet moment.
@@ -953,20 +819,6 @@ pub async fn workflow_runs_block_writes(tx: &mut PgConnection) -> Result<(), sql
         .execute(tx)
         .await?;
     Ok(())
-}
-
-/// Leases lost in all, and task runs attempted more than once, for tests and the benchmark.
-pub async fn task_runs_repeats(
-    conn: &mut PgConnection,
-    tenant_id: Uuid,
-) -> Result<(i64, i64), sqlx::Error> {
-    sqlx::query_as(sql!(
-        "SELECT coalesce(sum(lost_leases), 0)::bigint, count(*) FILTER (WHERE attempt > 1)
-         FROM task_runs WHERE tenant_id = $1"
-    ))
-    .bind(tenant_id)
-    .fetch_one(conn)
-    .await
 }
 
 /// What one pass of the schedule service did.

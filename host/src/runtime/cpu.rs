@@ -20,7 +20,7 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::imports::{RunInfo, SpawnRequest, TaskHost};
+use super::imports::{HostCallError, RunInfo, SpawnRequest, TaskHost};
 
 /// Whose CPU time an attempt is: its tenant, that tenant's weight, and its workflow.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,34 +145,46 @@ impl HostOnCallerRuntime {
 
     async fn run<T: Send + 'static>(
         &self,
-        call: impl Future<Output = Result<T, String>> + Send + 'static,
-    ) -> Result<T, String> {
+        name: &'static str,
+        call: impl Future<Output = Result<T, HostCallError>> + Send + 'static,
+    ) -> Result<T, HostCallError> {
         let handle = AbortOnDrop(self.runtime.spawn(call));
         (&mut { handle }.0)
             .await
-            .unwrap_or_else(|e| Err(format!("the host call failed: {e}")))
+            .unwrap_or_else(|e| Err(HostCallError::unavailable(name, e)))
     }
 }
 
 #[async_trait::async_trait]
 impl TaskHost for HostOnCallerRuntime {
-    async fn spawn(&self, parent: &RunInfo, request: SpawnRequest) -> Result<String, String> {
+    async fn spawn(
+        &self,
+        parent: &RunInfo,
+        request: SpawnRequest,
+    ) -> Result<String, HostCallError> {
         let (host, parent) = (self.host.clone(), parent.clone());
-        self.run(async move { host.spawn(&parent, request).await })
+        self.run("spawn", async move { host.spawn(&parent, request).await })
             .await
     }
 
-    async fn wait(&self, parent: &RunInfo, run_id: &str) -> Result<String, String> {
+    async fn wait(&self, parent: &RunInfo, run_id: &str) -> Result<String, HostCallError> {
         let (host, parent, run_id) = (self.host.clone(), parent.clone(), run_id.to_owned());
-        self.run(async move { host.wait(&parent, &run_id).await })
+        self.run("wait", async move { host.wait(&parent, &run_id).await })
             .await
     }
 
-    async fn push_event(&self, parent: &RunInfo, key: &str, payload: &str) -> Result<(), String> {
+    async fn push_event(
+        &self,
+        parent: &RunInfo,
+        key: &str,
+        payload: &str,
+    ) -> Result<(), HostCallError> {
         let (host, parent) = (self.host.clone(), parent.clone());
         let (key, payload) = (key.to_owned(), payload.to_owned());
-        self.run(async move { host.push_event(&parent, &key, &payload).await })
-            .await
+        self.run("push-event", async move {
+            host.push_event(&parent, &key, &payload).await
+        })
+        .await
     }
 }
 
@@ -223,6 +235,24 @@ struct WorkflowQueue {
 }
 
 impl TenantQueue {
+    /// The queue of `workflow`, made on first use at the smallest virtual time among the
+    /// tenant's workflows, their slices in progress not counted.
+    fn workflow(&mut self, workflow: &Arc<str>) -> &mut WorkflowQueue {
+        let floor = self
+            .workflows
+            .values()
+            .map(|w| w.vtime.saturating_sub(w.holders as u64 * SLICE_NS))
+            .min()
+            .unwrap_or(0);
+        self.workflows
+            .entry(workflow.clone())
+            .or_insert_with(|| WorkflowQueue {
+                vtime: floor,
+                holders: 0,
+                waiters: VecDeque::new(),
+            })
+    }
+
     /// A permit granted: one more holder, a slice (by weight) charged in advance.
     fn start_slice(&mut self) {
         self.holders += 1;
@@ -258,10 +288,11 @@ impl WorkflowQueue {
 }
 
 impl GateState {
-    /// The queue of `share`'s tenant and workflow, made on first use at the smallest virtual
-    /// time among the active ones, their slices in progress not counted (no credit for
-    /// having been idle, no debt for what the others are running now).
-    fn queues(&mut self, share: &CpuShare) -> (&mut TenantQueue, Arc<str>) {
+    /// The queue of `share`'s tenant, made on first use at the smallest virtual time among the
+    /// active ones, their slices in progress not counted (no credit for having been idle, no
+    /// debt for what the others are running now). `TenantQueue::workflow` does the same for
+    /// the tenant's workflows.
+    fn queues(&mut self, share: &CpuShare) -> &mut TenantQueue {
         let floor = self
             .tenants
             .values()
@@ -282,21 +313,7 @@ impl GateState {
                 workflows: HashMap::new(),
             });
         tenant.weight = share.weight.max(1);
-        let floor = tenant
-            .workflows
-            .values()
-            .map(|w| w.vtime.saturating_sub(w.holders as u64 * SLICE_NS))
-            .min()
-            .unwrap_or(0);
         tenant
-            .workflows
-            .entry(share.workflow.clone())
-            .or_insert_with(|| WorkflowQueue {
-                vtime: floor,
-                holders: 0,
-                waiters: VecDeque::new(),
-            });
-        (tenant, share.workflow.clone())
     }
 
     /// Charges `share` a permit held `held_ns` that is given back: what it used, less the
@@ -404,11 +421,8 @@ impl CpuGate {
             state.charge(share, held_ns);
         }
         let immediate = state.free > 0 && state.waiting == 0;
-        let (tenant, workflow) = state.queues(share);
-        let workflow = tenant
-            .workflows
-            .get_mut(&workflow)
-            .expect("queues() made this workflow's queue");
+        let tenant = state.queues(share);
+        let workflow = tenant.workflow(&share.workflow);
         if immediate {
             workflow.start_slice();
             tenant.start_slice();

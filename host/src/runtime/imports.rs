@@ -53,34 +53,79 @@ pub struct SpawnRequest {
     pub priority: Option<u8>,
 }
 
+/// Why a host call (`spawn`, `wait`, `push-event`) failed. The guest reads its message as the
+/// call's error; the variant says whose fault it was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostCallError {
+    /// The runtime has no server behind it (`NoServer`).
+    #[error(
+        "this call needs a Hatchery server: run the workflow on `hatchery serve` \
+         (or with `hatchery exec`, which runs children in-process)"
+    )]
+    NeedsServer,
+    /// The task asked for something that cannot be: an unknown workflow or run, input that is
+    /// not JSON or fails validation, a limit reached.
+    #[error("{0}")]
+    Refused(String),
+    /// The awaited child run did not succeed: its error.
+    #[error("{0}")]
+    ChildFailed(String),
+    /// The host could not reach its database; the same call may succeed later.
+    #[error("{call} failed: {message}")]
+    Unavailable {
+        /// The call: `spawn`, `wait` or `push-event`.
+        call: &'static str,
+        /// The database's error.
+        message: String,
+    },
+}
+
+impl HostCallError {
+    /// `Refused` with this message.
+    pub fn refused(message: impl Into<String>) -> Self {
+        Self::Refused(message.into())
+    }
+
+    /// `Unavailable` for `call`, from the database's error.
+    pub fn unavailable(call: &'static str, error: impl std::fmt::Display) -> Self {
+        Self::Unavailable {
+            call,
+            message: error.to_string(),
+        }
+    }
+}
+
 /// What a task's `spawn`, `wait` and `push-event` calls are served by.
 #[async_trait::async_trait]
 pub trait TaskHost: Send + Sync + 'static {
     /// Starts a child workflow run of `parent`; returns its id.
-    async fn spawn(&self, parent: &RunInfo, request: SpawnRequest) -> Result<String, String>;
-    /// Waits for the run `run_id` to finish; returns its output or its error.
-    async fn wait(&self, parent: &RunInfo, run_id: &str) -> Result<String, String>;
+    async fn spawn(&self, parent: &RunInfo, request: SpawnRequest)
+    -> Result<String, HostCallError>;
+    /// Waits for the run `run_id` to finish; returns its output (`ChildFailed`: its error).
+    async fn wait(&self, parent: &RunInfo, run_id: &str) -> Result<String, HostCallError>;
     /// Publishes an event in the parent's tenant.
-    async fn push_event(&self, parent: &RunInfo, key: &str, payload: &str) -> Result<(), String>;
+    async fn push_event(
+        &self,
+        parent: &RunInfo,
+        key: &str,
+        payload: &str,
+    ) -> Result<(), HostCallError>;
 }
 
 /// The `TaskHost` of a runtime with no server behind it.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoServer;
 
-const NEEDS_A_SERVER: &str = "this call needs a Hatchery server: run the workflow on `hatchery serve` \
-     (or with `hatchery exec`, which runs children in-process)";
-
 #[async_trait::async_trait]
 impl TaskHost for NoServer {
-    async fn spawn(&self, _: &RunInfo, _: SpawnRequest) -> Result<String, String> {
-        Err(NEEDS_A_SERVER.into())
+    async fn spawn(&self, _: &RunInfo, _: SpawnRequest) -> Result<String, HostCallError> {
+        Err(HostCallError::NeedsServer)
     }
-    async fn wait(&self, _: &RunInfo, _: &str) -> Result<String, String> {
-        Err(NEEDS_A_SERVER.into())
+    async fn wait(&self, _: &RunInfo, _: &str) -> Result<String, HostCallError> {
+        Err(HostCallError::NeedsServer)
     }
-    async fn push_event(&self, _: &RunInfo, _: &str, _: &str) -> Result<(), String> {
-        Err(NEEDS_A_SERVER.into())
+    async fn push_event(&self, _: &RunInfo, _: &str, _: &str) -> Result<(), HostCallError> {
+        Err(HostCallError::NeedsServer)
     }
 }
 
@@ -167,7 +212,7 @@ impl runtime::Host for TaskState {
         };
         let (host, run, cancel) = (self.host.clone(), self.run.clone(), self.cancel.clone());
         tokio::select! {
-            result = host.spawn(&run, request) => Ok(result),
+            result = host.spawn(&run, request) => Ok(result.map_err(|e| e.to_string())),
             () = cancel.cancelled() => Err(cancelled_trap(self)),
         }
     }
@@ -175,7 +220,7 @@ impl runtime::Host for TaskState {
     async fn wait(&mut self, run_id: String) -> wasmtime::Result<Result<String, String>> {
         let (host, run, cancel) = (self.host.clone(), self.run.clone(), self.cancel.clone());
         tokio::select! {
-            result = host.wait(&run, &run_id) => Ok(result),
+            result = host.wait(&run, &run_id) => Ok(result.map_err(|e| e.to_string())),
             () = cancel.cancelled() => Err(cancelled_trap(self)),
         }
     }
@@ -199,7 +244,7 @@ impl runtime::Host for TaskState {
     ) -> wasmtime::Result<Result<(), String>> {
         let (host, run, cancel) = (self.host.clone(), self.run.clone(), self.cancel.clone());
         tokio::select! {
-            result = host.push_event(&run, &key, &payload) => Ok(result),
+            result = host.push_event(&run, &key, &payload) => Ok(result.map_err(|e| e.to_string())),
             () = cancel.cancelled() => Err(cancelled_trap(self)),
         }
     }

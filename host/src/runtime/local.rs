@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{Attempt, AttemptReport, Limits, RunInfo, SpawnRequest, TaskHost, Worker};
+use super::{
+    Attempt, AttemptReport, HostCallError, Limits, RunInfo, SpawnRequest, TaskHost, Worker,
+};
 use crate::manifest::{RetryPolicy, WorkflowDef};
 
 /// Most child runs one local execution may start (a spawn loop must end).
@@ -287,15 +289,23 @@ struct LocalHost(Arc<LocalRunner>);
 
 #[async_trait::async_trait]
 impl TaskHost for LocalHost {
-    async fn spawn(&self, parent: &RunInfo, request: SpawnRequest) -> Result<String, String> {
+    async fn spawn(
+        &self,
+        parent: &RunInfo,
+        request: SpawnRequest,
+    ) -> Result<String, HostCallError> {
         let runner = &self.0;
-        runner.workflow(&request.workflow)?;
+        runner
+            .workflow(&request.workflow)
+            .map_err(HostCallError::Refused)?;
         let idempotency = (parent.task_run_id.clone(), request.key.clone());
         if let Some(existing) = lock(&runner.spawned).get(&idempotency) {
             return Ok(existing.clone());
         }
         if runner.next_run.load(Ordering::Relaxed) > MAX_LOCAL_RUNS {
-            return Err(format!("more than {MAX_LOCAL_RUNS} local runs started"));
+            return Err(HostCallError::Refused(format!(
+                "more than {MAX_LOCAL_RUNS} local runs started"
+            )));
         }
         let run_id = runner.new_run_id();
         let (done, receiver) = watch::channel(None);
@@ -315,21 +325,27 @@ impl TaskHost for LocalHost {
         Ok(run_id)
     }
 
-    async fn wait(&self, _: &RunInfo, run_id: &str) -> Result<String, String> {
+    async fn wait(&self, _: &RunInfo, run_id: &str) -> Result<String, HostCallError> {
         let receiver = lock(&self.0.runs).get(run_id).cloned();
         let Some(mut receiver) = receiver else {
-            return Err(format!("unknown run `{run_id}`"));
+            return Err(HostCallError::Refused(format!("unknown run `{run_id}`")));
         };
         let finished = receiver
             .wait_for(Option::is_some)
             .await
-            .map_err(|_| format!("run `{run_id}` was abandoned"))?;
+            .map_err(|_| HostCallError::ChildFailed(format!("run `{run_id}` was abandoned")))?;
         finished
             .clone()
             .unwrap_or_else(|| Err("run vanished".into()))
+            .map_err(HostCallError::ChildFailed)
     }
 
-    async fn push_event(&self, _: &RunInfo, key: &str, _payload: &str) -> Result<(), String> {
+    async fn push_event(
+        &self,
+        _: &RunInfo,
+        key: &str,
+        _payload: &str,
+    ) -> Result<(), HostCallError> {
         tracing::info!(key, "event pushed (local execution does not route events)");
         Ok(())
     }

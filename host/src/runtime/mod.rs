@@ -36,7 +36,7 @@ pub use cache::Digest;
 pub use cpu::CpuShare;
 pub use engine::{EngineConfig, PoolShare};
 pub use failure::{TaskFailure, format_millis};
-pub use imports::{NoServer, RunInfo, SpawnRequest, TaskHost};
+pub use imports::{HostCallError, NoServer, RunInfo, SpawnRequest, TaskHost};
 pub use inspect::{ComponentShape, Footprint, inspect};
 pub use limits::Limits;
 pub use logs::{LogLevel, LogLine};

@@ -46,6 +46,10 @@ impl Results {
     }
 }
 
+/// The completer's end of the `Results` channel, until it starts.
+#[derive(Debug)]
+pub(crate) struct Inbox(mpsc::Receiver<Completion>);
+
 /// The running completer.
 #[derive(Debug)]
 pub(crate) struct Completer {
@@ -54,19 +58,23 @@ pub(crate) struct Completer {
 }
 
 impl Completer {
-    /// Starts writing the results sent to the returned `Results` (at most `bound` waiting),
-    /// in batches of at most `batch`.
+    /// The channel results travel by: at most `bound` wait in it.
+    pub(crate) fn channel(bound: usize) -> (Results, Inbox) {
+        let (sender, receiver) = mpsc::channel(bound.max(1));
+        (Results { sender }, Inbox(receiver))
+    }
+
+    /// Starts writing the results that arrive in `inbox`, in batches of at most `batch`.
     pub(crate) fn start<A: AfterWrite>(
         db: Db,
         leases: Arc<LeaseTable>,
         after: Arc<A>,
-        bound: usize,
+        inbox: Inbox,
         batch: usize,
-    ) -> (Results, Self) {
-        let (sender, receiver) = mpsc::channel(bound.max(1));
+    ) -> Self {
         let stop = CancellationToken::new();
-        let task = tokio::spawn(complete(db, leases, after, receiver, batch, stop.clone()));
-        (Results { sender }, Self { task, stop })
+        let task = tokio::spawn(complete(db, leases, after, inbox.0, batch, stop.clone()));
+        Self { task, stop }
     }
 
     /// Writes what is left and ends. Call it once every attempt has sent its result.
@@ -375,8 +383,8 @@ mod tests {
         let leases = Arc::new(LeaseTable::default());
         let recorded = Arc::new(Recorded::default());
         let tenant = Uuid::now_v7();
-        let (results, completer) =
-            Completer::start(Db::new(pool), leases.clone(), recorded.clone(), 64, 8);
+        let (results, inbox) = Completer::channel(64);
+        let completer = Completer::start(Db::new(pool), leases.clone(), recorded.clone(), inbox, 8);
         for token in 1..=50 {
             let _signals = leases.claimed(token, tenant, Uuid::now_v7());
             assert!(leases.finished(token));

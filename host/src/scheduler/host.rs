@@ -7,13 +7,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
-use super::node::NodeInner;
-use super::slots::Slot;
+use super::slots::{Slot, SlotLender};
 use super::spawns::SpawnBuffer;
-use crate::runtime::{RunInfo, SpawnRequest, TaskHost, Worker};
+use super::waiters::RunWaiters;
+use crate::db::Db;
+use crate::runtime::{HostCallError, RunInfo, SpawnRequest, TaskHost, Worker};
 
 /// How often a waiting parent re-reads its child's state if no notification arrives.
 const WAIT_POLL: Duration = Duration::from_secs(1);
@@ -24,9 +25,37 @@ struct Permits {
     _slot: OwnedSemaphorePermit,
 }
 
+/// What the hosts of a node's attempts share: the database, the run waiters, the node's slot
+/// lender and the instance pool's headroom that waiting parents borrow. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct HostServices {
+    db: Db,
+    waiters: RunWaiters,
+    slots: Arc<SlotLender>,
+    /// One permit per instance the pool holds beyond the node's slots: a parent waiting on
+    /// children holds one of these instead of its slot.
+    headroom: Arc<Semaphore>,
+}
+
+impl HostServices {
+    pub(crate) fn new(
+        db: Db,
+        waiters: RunWaiters,
+        slots: Arc<SlotLender>,
+        headroom: usize,
+    ) -> Self {
+        Self {
+            db,
+            waiters,
+            slots,
+            headroom: Arc::new(Semaphore::new(headroom)),
+        }
+    }
+}
+
 /// The `TaskHost` of one attempt on a node.
 pub(crate) struct DurableHost {
-    node: Arc<NodeInner>,
+    services: HostServices,
     tenant_id: Uuid,
     /// The tenant's weight, to take a node slot again after a wait.
     weight: u32,
@@ -37,7 +66,7 @@ pub(crate) struct DurableHost {
 
 impl DurableHost {
     pub(crate) fn new(
-        node: Arc<NodeInner>,
+        services: HostServices,
         run: &RunInfo,
         tenant_id: Uuid,
         weight: u32,
@@ -46,9 +75,9 @@ impl DurableHost {
         slot: OwnedSemaphorePermit,
     ) -> Self {
         let parent = run.task_run_id.parse().unwrap_or_default();
-        let children = SpawnBuffer::new(node.db.clone(), tenant_id, parent, run.attempt);
+        let children = SpawnBuffer::new(services.db.clone(), tenant_id, parent, run.attempt);
         Self {
-            node,
+            services,
             tenant_id,
             weight,
             worker,
@@ -73,20 +102,24 @@ impl DurableHost {
 
     /// Commits the children spawned and not yet written; the attempt's result is sent only
     /// after this succeeds.
-    pub(crate) async fn flush_spawns(&self) -> Result<(), String> {
+    pub(crate) async fn flush_spawns(&self) -> Result<(), HostCallError> {
         self.children.flush().await
     }
 }
 
 #[async_trait::async_trait]
 impl TaskHost for DurableHost {
-    async fn spawn(&self, parent: &RunInfo, request: SpawnRequest) -> Result<String, String> {
+    async fn spawn(
+        &self,
+        parent: &RunInfo,
+        request: SpawnRequest,
+    ) -> Result<String, HostCallError> {
         let metadata = request
             .additional_metadata
             .clone()
             .unwrap_or_else(|| parent.metadata.clone());
         if parent.task_run_id.parse::<Uuid>().is_err() {
-            return Err("the parent has no task run id".to_owned());
+            return Err(HostCallError::refused("the parent has no task run id"));
         }
         self.children
             .spawn(request, metadata)
@@ -94,14 +127,14 @@ impl TaskHost for DurableHost {
             .map(|id| id.to_string())
     }
 
-    async fn wait(&self, _parent: &RunInfo, run_id: &str) -> Result<String, String> {
+    async fn wait(&self, _parent: &RunInfo, run_id: &str) -> Result<String, HostCallError> {
         let id: Uuid = run_id
             .parse()
-            .map_err(|_| format!("`{run_id}` is not a run id"))?;
+            .map_err(|_| HostCallError::Refused(format!("`{run_id}` is not a run id")))?;
         // The child must be committed before anyone can run it.
         self.children.flush().await?;
         let id = self.children.resolve(id);
-        let waiter = self.node.waiters().register(id);
+        let waiter = self.services.waiters.register(id);
         // While lent, this attempt holds one unit of the pool's headroom instead of a slot.
         let mut lent: Option<OwnedSemaphorePermit> = None;
         let result = loop {
@@ -109,11 +142,15 @@ impl TaskHost for DurableHost {
             let notified = waiter.notified();
             match self.children.result(id).await {
                 Err(e) => break Err(e),
-                Ok(Some(result)) => break result.map(|output| output.to_string()),
+                Ok(Some(result)) => {
+                    break result
+                        .map(|output| output.to_string())
+                        .map_err(HostCallError::ChildFailed);
+                }
                 Ok(None) => {}
             }
             if lent.is_none()
-                && let Ok(headroom) = self.node.wait_releases.clone().try_acquire_owned()
+                && let Ok(headroom) = self.services.headroom.clone().try_acquire_owned()
             {
                 match self.take_permits() {
                     Some(permits) => {
@@ -131,7 +168,11 @@ impl TaskHost for DurableHost {
         drop(waiter);
         if let Some(headroom) = lent {
             // Take a slot again before the guest resumes.
-            let capacity = self.node.slots.acquire(self.tenant_id, self.weight).await;
+            let capacity = self
+                .services
+                .slots
+                .acquire(self.tenant_id, self.weight)
+                .await;
             let slot = self.worker.acquire_slot().await;
             self.put_permits(Permits {
                 _capacity: capacity,
@@ -142,12 +183,20 @@ impl TaskHost for DurableHost {
         result
     }
 
-    async fn push_event(&self, _parent: &RunInfo, key: &str, payload: &str) -> Result<(), String> {
+    async fn push_event(
+        &self,
+        _parent: &RunInfo,
+        key: &str,
+        payload: &str,
+    ) -> Result<(), HostCallError> {
         let payload: serde_json::Value = serde_json::from_str(payload)
-            .map_err(|e| format!("the event payload is not JSON: {e}"))?;
-        super::events::push_event(&self.node.db, self.tenant_id, key, &payload)
+            .map_err(|e| HostCallError::Refused(format!("the event payload is not JSON: {e}")))?;
+        super::events::push_event(&self.services.db, self.tenant_id, key, &payload)
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| match e {
+                super::RunError::Db(e) => HostCallError::unavailable("push-event", e),
+                refused => HostCallError::Refused(refused.to_string()),
+            })
     }
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use sqlx::postgres::PgListener;
-use tokio::sync::{Notify, OnceCell, Semaphore};
+use tokio::sync::{Notify, OnceCell};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,7 +18,7 @@ use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::completer::{AfterWrite, Completer, Results};
-use super::host::DurableHost;
+use super::host::{DurableHost, HostServices};
 use super::leases::{LeaseSignals, LeaseTable};
 use super::reaper::{self, ReaperConfig};
 use super::slots::SlotLender;
@@ -172,18 +172,17 @@ struct OpenedSecret {
     workflows: Option<Vec<String>>,
 }
 
-pub(crate) struct NodeInner {
-    pub(crate) db: Db,
-    pub(crate) runtime: Runtime,
-    pub(crate) config: NodeConfig,
+struct NodeInner {
+    db: Db,
+    runtime: Runtime,
+    config: NodeConfig,
     /// Node-wide execution slots, lent fairly between tenants.
-    pub(crate) slots: Arc<SlotLender>,
-    /// How many waiting parents may give their slot back (the instance pool's headroom).
-    pub(crate) wait_releases: Arc<Semaphore>,
+    slots: Arc<SlotLender>,
+    /// What every attempt's `DurableHost` shares.
+    hosts: HostServices,
     /// Workers by tenant and module digest: two tenants that deploy the same component
     /// share its compiled code but not its slots.
     workers: Mutex<HashMap<(Uuid, String), WorkerCell>>,
-    /// Each tenant's outbound HTTP policy, dropped when it changes (`CHANNEL_EGRESS`).
     /// Each tenant's settings (egress policy, weight), dropped when they change
     /// (`CHANNEL_TENANT`).
     tenants: Mutex<HashMap<Uuid, Arc<TenantSettings>>>,
@@ -208,6 +207,8 @@ pub(crate) struct NodeInner {
     /// Stops claiming.
     stopping: CancellationToken,
     attempts: TaskTracker,
+    /// Modules loading ahead of their runs (`warm`).
+    warming: TaskTracker,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -241,40 +242,44 @@ impl Node {
     /// Starts a node on `db` with `runtime`.
     pub async fn start(db: Db, runtime: Runtime, config: NodeConfig) -> Result<Self, sqlx::Error> {
         let leases = Arc::new(LeaseTable::default());
-        let mut completer = None;
+        let (results, inbox) = Completer::channel(config.max_held());
         let headroom = (runtime.free_instances() as u32).saturating_sub(config.capacity);
-        let inner = Arc::new_cyclic(|node: &Weak<NodeInner>| {
-            let (results, started) = Completer::start(
+        let slots = SlotLender::new(config.capacity.max(1) as usize, config.tenant_slot_max());
+        let waiters = RunWaiters::new();
+        let inner = Arc::new(NodeInner {
+            hosts: HostServices::new(
                 db.clone(),
-                leases.clone(),
-                Arc::new(AfterWriteOnNode(node.clone())),
-                config.max_held(),
-                config.completion_batch,
-            );
-            completer = Some(started);
-            NodeInner {
-                slots: SlotLender::new(config.capacity.max(1) as usize, config.tenant_slot_max()),
-                wait_releases: Arc::new(Semaphore::new(headroom as usize)),
-                db,
-                runtime,
-                config,
-                workers: Mutex::new(HashMap::new()),
-                tenants: Mutex::new(HashMap::new()),
-                secrets: Mutex::new(HashMap::new()),
-                capped: Mutex::new(None),
-                leases: leases.clone(),
-                waiters: RunWaiters::new(),
-                work: Arc::new(Notify::new()),
-                urgent: Notify::new(),
-                // Look once at start: gated runs may be waiting already.
-                gated: AtomicBool::new(true),
-                scheduled: Arc::new(Notify::new()),
-                results,
-                stopping: CancellationToken::new(),
-                attempts: TaskTracker::new(),
-            }
+                waiters.clone(),
+                slots.clone(),
+                headroom as usize,
+            ),
+            slots,
+            db,
+            runtime,
+            config,
+            workers: Mutex::new(HashMap::new()),
+            tenants: Mutex::new(HashMap::new()),
+            secrets: Mutex::new(HashMap::new()),
+            capped: Mutex::new(None),
+            leases: leases.clone(),
+            waiters,
+            work: Arc::new(Notify::new()),
+            urgent: Notify::new(),
+            // Look once at start: gated runs may be waiting already.
+            gated: AtomicBool::new(true),
+            scheduled: Arc::new(Notify::new()),
+            results,
+            stopping: CancellationToken::new(),
+            attempts: TaskTracker::new(),
+            warming: TaskTracker::new(),
         });
-        let completer = completer.expect("Arc::new_cyclic runs its closure");
+        let completer = Completer::start(
+            inner.db.clone(),
+            leases.clone(),
+            Arc::new(AfterWriteOnNode(Arc::downgrade(&inner))),
+            inbox,
+            inner.config.completion_batch,
+        );
         let mut listener = PgListener::connect_with(&inner.db.pool).await?;
         listener
             .listen_all([
@@ -380,6 +385,9 @@ impl Node {
         self.completer.stop().await;
         self.stop_loops.cancel();
         while self.background.join_next().await.is_some() {}
+        // Modules being loaded ahead of their runs stop at `stopping`.
+        self.inner.warming.close();
+        self.inner.warming.wait().await;
     }
 
     /// Stops dead, as a crash would: attempts are dropped mid-run and nothing more is written.
@@ -614,11 +622,6 @@ impl NodeInner {
             .map(|((tenant, digest), _)| format!("{tenant}:{digest}"))
             .collect()
     }
-
-    /// Who waits for which run on this node (woken by its listener).
-    pub(crate) fn waiters(&self) -> &RunWaiters {
-        &self.waiters
-    }
 }
 
 /// Loads a freshly deployed module into this node's workers before any run needs it: an
@@ -667,7 +670,7 @@ async fn listen(inner: Arc<NodeInner>, mut listener: PgListener, stop: Cancellat
                         db::parse_module_deployed(notification.payload())
                     {
                         // Compile now, in the background, rather than on the first run.
-                        tokio::spawn(warm(inner.clone(), tenant, digest));
+                        inner.warming.spawn(warm(inner.clone(), tenant, digest));
                     }
                 }
                 db::CHANNEL_TENANT => {
@@ -1025,7 +1028,7 @@ async fn run_attempt(inner: Arc<NodeInner>, task: ClaimedTask, signals: LeaseSig
         parents,
     };
     let host = Arc::new(DurableHost::new(
-        inner.clone(),
+        inner.hosts.clone(),
         &run,
         task.tenant_id,
         settings.weight,
@@ -1077,7 +1080,7 @@ async fn run_attempt(inner: Arc<NodeInner>, task: ClaimedTask, signals: LeaseSig
     }
     let outcome = match (report.outcome, flushed) {
         (_, Err(error)) => AttemptOutcome::Failed {
-            error,
+            error: error.to_string(),
             code: "host".into(),
             retry_after: task.retry_after_failure(true),
         },

@@ -1,6 +1,7 @@
 //! Starting, reading, cancelling, replaying and awaiting workflow runs: the library API that
 //! the HTTP API, the triggers and the `spawn` import all go through.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -10,9 +11,8 @@ use uuid::Uuid;
 
 use super::waiters::RunWaiters;
 use crate::db::module::{WorkflowVersion, workflow_latest};
-use crate::db::workflow_run::{
-    self, NewWorkflowRun, TaskRunRow, WorkflowRunRow, workflow_runs_create,
-};
+use crate::db::task_run::{self, TaskRunRow};
+use crate::db::workflow_run::{self, NewWorkflowRun, WorkflowRunRow, workflow_runs_create};
 use crate::db::{self, Db};
 use crate::flow::{KeyError, RunGates, WaitingFor, run_gates};
 use crate::quota::{QuotaExceeded, Quotas};
@@ -48,6 +48,15 @@ pub enum RunError {
     /// The database failed.
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    /// This process is shutting down and starts no more runs.
+    #[error(
+        "this node is shutting down and starts no more runs; retry (another node will take it)"
+    )]
+    ShuttingDown,
+    /// The transaction this start shared with others (`RunStarter`) failed: nothing of it was
+    /// stored.
+    #[error("nothing was stored: {0}")]
+    NotStored(String),
 }
 
 /// A request to start one workflow run.
@@ -299,7 +308,7 @@ pub async fn get_run(db: &Db, tenant_id: Uuid, id: Uuid) -> Result<Option<RunVie
     let Some(run) = workflow_run::workflow_run_get(&mut conn, tenant_id, id).await? else {
         return Ok(None);
     };
-    let tasks = workflow_run::task_runs_of_run(&mut conn, tenant_id, id).await?;
+    let tasks = task_run::task_runs_of_run(&mut conn, tenant_id, id).await?;
     let mut waiting_for = std::collections::HashMap::new();
     for task in &tasks {
         match task.status {
@@ -460,7 +469,7 @@ impl RunStarter {
     /// Starts one run; returns once it is durably committed.
     pub async fn start(&self, tenant_id: Uuid, request: RunRequest) -> Result<Uuid, RunError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let closed = || RunError::Db(sqlx::Error::PoolClosed);
+        let closed = || RunError::ShuttingDown;
         self.sender
             .send(PendingStart {
                 tenant_id,
@@ -493,15 +502,16 @@ async fn commit_batch(db: &Db, batch: Vec<PendingStart>) {
         Ok(tx) => tx,
         Err(e) => return fail_all(batch, &e),
     };
-    let mut versions: std::collections::HashMap<(Uuid, String), Option<WorkflowVersion>> =
+    let mut versions: std::collections::HashMap<(Uuid, String), Option<Arc<WorkflowVersion>>> =
         Default::default();
-    let mut valid: Vec<(PendingStart, Prepared)> = Vec::with_capacity(batch.len());
+    let mut valid: Vec<(PendingStart, Prepared, Arc<WorkflowVersion>)> =
+        Vec::with_capacity(batch.len());
     for pending in batch {
         let key = (pending.tenant_id, pending.request.workflow.clone());
         if !versions.contains_key(&key) {
             match workflow_latest(&mut tx, pending.tenant_id, &pending.request.workflow).await {
                 Ok(version) => {
-                    versions.insert(key.clone(), version);
+                    versions.insert(key.clone(), version.map(Arc::new));
                 }
                 Err(e) => {
                     let _ = pending.reply.send(Err(RunError::Db(e)));
@@ -509,12 +519,12 @@ async fn commit_batch(db: &Db, batch: Vec<PendingStart>) {
                 }
             }
         }
-        let Some(workflow) = &versions[&key] else {
+        let Some(workflow) = versions.get(&key).cloned().flatten() else {
             let _ = pending.reply.send(Err(RunError::UnknownWorkflow(key.1)));
             continue;
         };
-        match prepare(&pending.request, workflow) {
-            Ok(prepared) => valid.push((pending, prepared)),
+        match prepare(&pending.request, &workflow) {
+            Ok(prepared) => valid.push((pending, prepared, workflow)),
             Err(e) => {
                 let _ = pending.reply.send(Err(e));
             }
@@ -527,7 +537,7 @@ async fn commit_batch(db: &Db, batch: Vec<PendingStart>) {
     tenants.sort();
     tenants.dedup();
     let mut ids: std::collections::HashMap<usize, Uuid> = Default::default();
-    let mut result: Result<(), sqlx::Error> = Ok(());
+    let mut result: Result<(), RunError> = Ok(());
     // Requests past their tenant's `max_queued_runs`, each refused alone.
     let mut refused: std::collections::HashMap<usize, QuotaExceeded> = Default::default();
     // Tenants in order: two batches lock their quota locks in one order, never crosswise.
@@ -556,12 +566,8 @@ async fn commit_batch(db: &Db, batch: Vec<PendingStart>) {
                     }
                 });
             }
-            Err(RunError::Db(e)) => {
+            Err(e) => {
                 result = Err(e);
-                break;
-            }
-            Err(other) => {
-                result = Err(sqlx::Error::Protocol(other.to_string()));
                 break;
             }
         }
@@ -571,13 +577,10 @@ async fn commit_batch(db: &Db, batch: Vec<PendingStart>) {
         let runs: Vec<NewWorkflowRun<'_>> = members
             .iter()
             .map(|&i| {
-                let (pending, prepared) = &valid[i];
-                let workflow = versions[&(tenant_id, pending.request.workflow.clone())]
-                    .as_ref()
-                    .expect("validated above");
+                let (pending, prepared, workflow) = &valid[i];
                 NewWorkflowRun {
                     id: None,
-                    workflow,
+                    workflow: workflow.as_ref(),
                     input: &prepared.input,
                     additional_metadata: &prepared.metadata,
                     priority: prepared.priority,
@@ -592,15 +595,15 @@ async fn commit_batch(db: &Db, batch: Vec<PendingStart>) {
         match workflow_runs_create(&mut tx, tenant_id, &runs).await {
             Ok(created) => ids.extend(members.into_iter().zip(created)),
             Err(e) => {
-                result = Err(e);
+                result = Err(e.into());
                 break;
             }
         }
     }
     let committed = match result {
         Ok(()) => match db::notify_work(&mut tx, &tenants).await {
-            Ok(()) => tx.commit().await,
-            Err(e) => Err(e),
+            Ok(()) => tx.commit().await.map_err(RunError::from),
+            Err(e) => Err(e.into()),
         },
         Err(e) => Err(e),
     };
@@ -613,7 +616,7 @@ async fn commit_batch(db: &Db, batch: Vec<PendingStart>) {
                     None => ids
                         .get(&i)
                         .copied()
-                        .ok_or(RunError::Db(sqlx::Error::RowNotFound)),
+                        .ok_or_else(|| RunError::NotStored("its run was not created".into())),
                 };
                 let _ = pending.reply.send(answer);
             }
@@ -622,12 +625,11 @@ async fn commit_batch(db: &Db, batch: Vec<PendingStart>) {
     }
 }
 
-fn fail_all(batch: Vec<PendingStart>, error: &sqlx::Error) {
+fn fail_all(batch: Vec<PendingStart>, error: &(impl std::fmt::Display + ?Sized)) {
+    tracing::warn!("a batch of {} run starts failed: {error}", batch.len());
     for pending in batch {
-        let _ = pending
-            .reply
-            .send(Err(RunError::Db(sqlx::Error::Protocol(format!(
-                "the batch failed: {error}"
-            )))));
+        let _ = pending.reply.send(Err(RunError::NotStored(format!(
+            "the batch failed: {error}"
+        ))));
     }
 }

@@ -27,7 +27,7 @@ use crate::db::workflow_run::{
 };
 use crate::db::{self, Db};
 use crate::flow::RunGates;
-use crate::runtime::SpawnRequest;
+use crate::runtime::{HostCallError, SpawnRequest};
 
 /// How long a spawn may wait in the buffer for others before it is committed.
 const SPAWN_LINGER: Duration = Duration::from_millis(2);
@@ -92,16 +92,17 @@ impl SpawnBuffer {
         self: &Arc<Self>,
         request: SpawnRequest,
         metadata: String,
-    ) -> Result<Uuid, String> {
+    ) -> Result<Uuid, HostCallError> {
         let child = RunRequest {
             workflow: request.workflow.clone(),
-            input: serde_json::from_str(&request.input)
-                .map_err(|e| format!("the child's input is not JSON: {e}"))?,
+            input: serde_json::from_str(&request.input).map_err(|e| {
+                HostCallError::Refused(format!("the child's input is not JSON: {e}"))
+            })?,
             additional_metadata: serde_json::from_str::<Value>(&metadata)
                 .ok()
                 .filter(Value::is_object)
                 .ok_or_else(|| {
-                    "the child's additional metadata must be a JSON object".to_owned()
+                    HostCallError::refused("the child's additional metadata must be a JSON object")
                 })?,
             priority: request.priority,
             key: None,
@@ -111,9 +112,13 @@ impl SpawnBuffer {
         let (id, full, arm) = {
             let mut state = self.state();
             let Some(workflow) = state.versions.get(&request.workflow) else {
-                return Err(format!("unknown workflow `{}`", request.workflow));
+                return Err(HostCallError::Refused(format!(
+                    "unknown workflow `{}`",
+                    request.workflow
+                )));
             };
-            let prepared = prepare(&child, workflow).map_err(|e| e.to_string())?;
+            let prepared =
+                prepare(&child, workflow).map_err(|e| HostCallError::Refused(e.to_string()))?;
             if let Some(id) = state.earlier.as_ref().and_then(|e| e.get(&request.key)) {
                 // Committed by an earlier attempt: the same child again.
                 return Ok(*id);
@@ -155,7 +160,7 @@ impl SpawnBuffer {
 
     /// Reads what a spawn needs from the database once per attempt: the workflow's newest
     /// version, and on a retry the children earlier attempts committed.
-    async fn load_context(&self, workflow: &str) -> Result<(), String> {
+    async fn load_context(&self, workflow: &str) -> Result<(), HostCallError> {
         let (need_version, need_earlier) = {
             let state = self.state();
             (
@@ -171,18 +176,18 @@ impl SpawnBuffer {
             .pool
             .acquire()
             .await
-            .map_err(|e| format!("spawn failed: {e}"))?;
+            .map_err(|e| HostCallError::unavailable("spawn", e))?;
         if need_version {
             let version = workflow_latest(&mut conn, self.tenant_id, workflow)
                 .await
-                .map_err(|e| format!("spawn failed: {e}"))?
-                .ok_or_else(|| format!("unknown workflow `{workflow}`"))?;
+                .map_err(|e| HostCallError::unavailable("spawn", e))?
+                .ok_or_else(|| HostCallError::Refused(format!("unknown workflow `{workflow}`")))?;
             self.state().versions.insert(workflow.to_owned(), version);
         }
         if need_earlier {
             let earlier = workflow_run_children_by_key(&mut conn, self.tenant_id, self.parent)
                 .await
-                .map_err(|e| format!("spawn failed: {e}"))?;
+                .map_err(|e| HostCallError::unavailable("spawn", e))?;
             let mut state = self.state();
             state.open.extend(earlier.values().copied());
             state.earlier = Some(earlier);
@@ -191,7 +196,7 @@ impl SpawnBuffer {
     }
 
     /// Commits every buffered child. On failure they stay buffered for the next flush.
-    pub(crate) async fn flush(&self) -> Result<(), String> {
+    pub(crate) async fn flush(&self) -> Result<(), HostCallError> {
         let _flushing = self.flushing.lock().await;
         let (pending, versions) = {
             let mut state = self.state();
@@ -217,7 +222,7 @@ impl SpawnBuffer {
                 let newer = std::mem::take(&mut state.pending);
                 state.pending = pending;
                 state.pending.extend(newer);
-                Err(format!("spawn failed: {e}"))
+                Err(HostCallError::unavailable("spawn", e))
             }
         }
     }
@@ -267,7 +272,10 @@ impl SpawnBuffer {
     /// The result of run `id` if it finished, read together with every other open child of
     /// this attempt, so a parent waiting for thousands of children reads them in a few
     /// statements. `Ok(None)` while it runs; an error if there is no such run.
-    pub(crate) async fn result(&self, id: Uuid) -> Result<Option<Result<Value, String>>, String> {
+    pub(crate) async fn result(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<Result<Value, String>>, HostCallError> {
         let open: Vec<Uuid> = {
             let state = self.state();
             if let Some(result) = state.results.get(&id) {
@@ -289,9 +297,11 @@ impl SpawnBuffer {
             let mut conn = self.db.pool.acquire().await?;
             workflow_runs_results(&mut conn, self.tenant_id, &open).await
         };
-        let found = read.await.map_err(|e| e.to_string())?;
+        let found = read
+            .await
+            .map_err(|e| HostCallError::unavailable("wait", e))?;
         if !found.iter().any(|(run, _)| *run == id) {
-            return Err(format!("unknown run `{id}`"));
+            return Err(HostCallError::Refused(format!("unknown run `{id}`")));
         }
         let mut state = self.state();
         for (run, result) in found {
