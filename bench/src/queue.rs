@@ -211,7 +211,11 @@ async fn hatchery(
         let view = get_run(&db, DEFAULT_TENANT, id)
             .await?
             .context("run vanished")?;
-        let start = view.tasks[0].started_at.context("task never started")?;
+        let start = view
+            .tasks
+            .first()
+            .and_then(|task| task.started_at)
+            .context("task never started")?;
         if i >= 10 {
             latencies.push((start - enqueued).num_microseconds().unwrap_or(0) as f64 / 1e3);
         }

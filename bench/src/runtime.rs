@@ -35,8 +35,9 @@ fn runtime(fuel: bool) -> anyhow::Result<Runtime> {
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
+    let last = sorted.len().saturating_sub(1);
+    let index = ((last as f64) * p).round() as usize;
+    sorted.get(index.min(last)).copied().unwrap_or_default()
 }
 
 async fn time_attempt(

@@ -39,5 +39,12 @@ pub fn runtime() -> anyhow::Result<Runtime> {
 
 /// The `p` quantile (0..=1) of sorted values, nearest rank.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
+    // Empty (no samples asked for): NaN, which the tables print as such.
+    let Some(last) = sorted.len().checked_sub(1) else {
+        return f64::NAN;
+    };
+    sorted
+        .get(((last as f64) * p).round() as usize)
+        .copied()
+        .unwrap_or(f64::NAN)
 }

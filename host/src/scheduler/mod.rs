@@ -18,11 +18,13 @@ mod slots;
 mod spawns;
 mod vacuum;
 pub mod waiters;
+mod workers;
 
 pub use deploy::{DeployError, Deployed, deploy_module};
-pub use node::{Node, NodeConfig, NodeHandle, WorkerStats};
+pub use node::{Node, NodeConfig, NodeHandle};
 pub use retention::{RetentionConfig, purge_expired};
 pub use runs::{
     Rescheduled, RunError, RunRequest, RunView, cancel_run, get_run, replay_run, reschedule_run,
     start_run, start_runs, wait_for_run,
 };
+pub use workers::WorkerStats;

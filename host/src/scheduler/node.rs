@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use sqlx::postgres::PgListener;
-use tokio::sync::{Notify, OnceCell};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,13 +23,14 @@ use super::leases::{LeaseSignals, LeaseTable};
 use super::reaper::{self, ReaperConfig};
 use super::slots::SlotLender;
 use super::waiters::RunWaiters;
+use super::workers::{WorkerRegistry, WorkerStats};
 use crate::db::task_run::{
     AttemptOutcome, ClaimParams, ClaimedTask, Completion, CompletionEffects, task_run_claim,
 };
 use crate::db::usage::AttemptUsage;
-use crate::db::{self, Db, module};
+use crate::db::{self, Db};
 use crate::egress::EgressPolicy;
-use crate::runtime::{Attempt, CpuShare, Limits, RunInfo, Runtime, TaskFailure, Worker};
+use crate::runtime::{Attempt, CpuShare, Limits, RunInfo, Runtime, TaskFailure};
 use crate::secrets::{SecretBox, TaskSecrets};
 
 /// How a node schedules.
@@ -144,8 +145,6 @@ impl NodeConfig {
     }
 }
 
-type WorkerCell = Arc<OnceCell<Result<Worker, String>>>;
-
 /// What a node keeps of a tenant's settings.
 #[derive(Debug)]
 struct TenantSettings {
@@ -174,15 +173,13 @@ struct OpenedSecret {
 
 struct NodeInner {
     db: Db,
-    runtime: Runtime,
     config: NodeConfig,
     /// Node-wide execution slots, lent fairly between tenants.
     slots: Arc<SlotLender>,
     /// What every attempt's `DurableHost` shares.
     hosts: HostServices,
-    /// Workers by tenant and module digest: two tenants that deploy the same component
-    /// share its compiled code but not its slots.
-    workers: Mutex<HashMap<(Uuid, String), WorkerCell>>,
+    /// The modules loaded here, one instance pool each.
+    workers: WorkerRegistry,
     /// Each tenant's settings (egress policy, weight), dropped when they change
     /// (`CHANNEL_TENANT`).
     tenants: Mutex<HashMap<Uuid, Arc<TenantSettings>>>,
@@ -225,19 +222,6 @@ pub struct Node {
     stop_loops: CancellationToken,
 }
 
-/// Slots of one worker on a node, for `GET /workers`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkerStats {
-    /// The tenant whose runs it executes.
-    pub tenant_id: Uuid,
-    /// Module digest.
-    pub module: String,
-    /// Slots in all.
-    pub slots: u32,
-    /// Slots in use.
-    pub in_use: u32,
-}
-
 impl Node {
     /// Starts a node on `db` with `runtime`.
     pub async fn start(db: Db, runtime: Runtime, config: NodeConfig) -> Result<Self, sqlx::Error> {
@@ -246,7 +230,15 @@ impl Node {
         let headroom = (runtime.free_instances() as u32).saturating_sub(config.capacity);
         let slots = SlotLender::new(config.capacity.max(1) as usize, config.tenant_slot_max());
         let waiters = RunWaiters::new();
+        let work = Arc::new(Notify::new());
         let inner = Arc::new(NodeInner {
+            // Its runs were left unclaimed while a module loaded: look for them then.
+            workers: WorkerRegistry::new(
+                db.clone(),
+                runtime.clone(),
+                config.default_slots,
+                work.clone(),
+            ),
             hosts: HostServices::new(
                 db.clone(),
                 waiters.clone(),
@@ -255,15 +247,13 @@ impl Node {
             ),
             slots,
             db,
-            runtime,
             config,
-            workers: Mutex::new(HashMap::new()),
             tenants: Mutex::new(HashMap::new()),
             secrets: Mutex::new(HashMap::new()),
             capped: Mutex::new(None),
             leases: leases.clone(),
             waiters,
-            work: Arc::new(Notify::new()),
+            work,
             urgent: Notify::new(),
             // Look once at start: gated runs may be waiting already.
             gated: AtomicBool::new(true),
@@ -356,7 +346,7 @@ impl Node {
 
     /// The workers this node has loaded, with their slots.
     pub fn workers(&self) -> Vec<WorkerStats> {
-        self.inner.worker_stats()
+        self.inner.workers.stats()
     }
 
     /// A handle for the HTTP API: worker stats and run waits, without keeping the node alive.
@@ -426,7 +416,7 @@ impl NodeHandle {
     pub fn workers(&self) -> Vec<WorkerStats> {
         self.inner
             .upgrade()
-            .map(|inner| inner.worker_stats())
+            .map(|inner| inner.workers.stats())
             .unwrap_or_default()
     }
 
@@ -449,52 +439,6 @@ impl NodeHandle {
 }
 
 impl NodeInner {
-    fn worker_stats(&self) -> Vec<WorkerStats> {
-        lock(&self.workers)
-            .iter()
-            .filter_map(|((tenant_id, module), cell)| match cell.get() {
-                Some(Ok(worker)) => Some(WorkerStats {
-                    tenant_id: *tenant_id,
-                    module: module.clone(),
-                    slots: worker.total_slots(),
-                    in_use: worker.slots_in_use(),
-                }),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// The worker of module `digest`, loading it from the database on first use.
-    async fn worker(&self, tenant_id: Uuid, digest: &str) -> Result<Worker, String> {
-        let cell = lock(&self.workers)
-            .entry((tenant_id, digest.to_owned()))
-            .or_default()
-            .clone();
-        cell.get_or_init(|| async {
-            let mut conn = self.db.pool.acquire().await.map_err(|e| e.to_string())?;
-            let bytes = module::module_bytes(&mut conn, tenant_id, digest)
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("module {digest} is not stored"))?;
-            let engine = self.runtime.engine_fingerprint();
-            let sealed = module::module_artifact(&mut conn, tenant_id, digest, &engine)
-                .await
-                .map_err(|e| e.to_string())?;
-            drop(conn);
-            let loaded = self
-                .runtime
-                .load_shared(&bytes, sealed)
-                .await
-                .map_err(|e| e.to_string())?;
-            let slots = loaded.manifest.slots.unwrap_or(self.config.default_slots);
-            // Its runs were left unclaimed while it loaded: look for them now.
-            self.work.notify_one();
-            Ok(Worker::new(self.runtime.clone(), loaded, slots))
-        })
-        .await
-        .clone()
-    }
-
     /// The tenants with their own cap on executing task runs, from the cache or the database.
     async fn capped_tenants(&self) -> Result<Arc<Vec<Uuid>>, sqlx::Error> {
         if let Some(capped) = lock(&self.capped).clone() {
@@ -607,30 +551,15 @@ impl NodeInner {
                 .collect(),
         ))
     }
-
-    /// Modules this node should not claim runs of now, as `tenant_id:digest`: those whose
-    /// slots are all taken, and those still loading (compiling), whose runs another node that
-    /// has them can start sooner.
-    fn unclaimable_modules(&self) -> Vec<String> {
-        lock(&self.workers)
-            .iter()
-            .filter(|(_, cell)| match cell.get() {
-                Some(Ok(worker)) => worker.is_full(),
-                Some(Err(_)) => false,
-                None => true,
-            })
-            .map(|((tenant, digest), _)| format!("{tenant}:{digest}"))
-            .collect()
-    }
 }
 
 /// Loads a freshly deployed module into this node's workers before any run needs it: an
 /// interpreter takes seconds to compile. Until it is loaded the dispatcher leaves its runs to
-/// nodes that have it (`unclaimable_modules`).
+/// nodes that have it (`WorkerRegistry::unclaimable`).
 async fn warm(inner: Arc<NodeInner>, tenant: Uuid, digest: String) {
     let started = std::time::Instant::now();
     tokio::select! {
-        loaded = inner.worker(tenant, &digest) => match loaded {
+        loaded = inner.workers.worker(tenant, &digest) => match loaded {
             Ok(_) => tracing::debug!(%digest, elapsed = ?started.elapsed(), "module loaded ahead of its runs"),
             Err(e) => tracing::debug!(%digest, "loading a deployed module failed: {e}"),
         },
@@ -746,7 +675,7 @@ async fn dispatch(inner: Arc<NodeInner>) {
                 () = inner.stopping.cancelled() => return,
             }
         }
-        let full = inner.unclaimable_modules();
+        let full = inner.workers.unclaimable();
         let params = ClaimParams {
             node: inner.config.node_id,
             limit: wanted as i64,
@@ -936,7 +865,7 @@ async fn claim_for_quiet_tenants(inner: Arc<NodeInner>) {
         skipped.extend(inner.slots.tenants_at_max());
         skipped.sort_unstable();
         skipped.dedup();
-        let full = inner.unclaimable_modules();
+        let full = inner.workers.unclaimable();
         let params = ClaimParams {
             node: inner.config.node_id,
             limit: room as i64,
@@ -997,7 +926,11 @@ async fn run_attempt(inner: Arc<NodeInner>, task: ClaimedTask, signals: LeaseSig
         // Killed while waiting.
         return;
     }
-    let worker = match inner.worker(task.tenant_id, &task.module_digest).await {
+    let worker = match inner
+        .workers
+        .worker(task.tenant_id, &task.module_digest)
+        .await
+    {
         Ok(worker) => worker,
         Err(e) => {
             if inner.leases.finished(token) {
