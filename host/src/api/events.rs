@@ -19,6 +19,7 @@ use super::page;
 use crate::db::event::{EventRow, event_filter_create, event_get, events_list};
 use crate::db::module::workflow_latest;
 use crate::manifest::parse_expression;
+use crate::scheduler::RunError;
 use crate::scheduler::events::{EventRequest, PushedEvent, push_events};
 
 /// Most events in one bulk push.
@@ -119,7 +120,10 @@ pub async fn push(
     extract::Json(body): extract::Json<EventRequest>,
 ) -> Result<(StatusCode, Json<Pushed>), ApiError> {
     let pushed = push_events(&state.db, tenant, std::slice::from_ref(&body)).await?;
-    Ok((StatusCode::ACCEPTED, Json(Pushed::from(&pushed[0]))))
+    let pushed = pushed
+        .first()
+        .ok_or_else(|| RunError::NotStored("the event was not stored".into()))?;
+    Ok((StatusCode::ACCEPTED, Json(Pushed::from(pushed))))
 }
 
 /// Body of `POST /api/v1/events/bulk`.

@@ -281,7 +281,9 @@ pub(crate) async fn start_runs_in(
 /// Starts one run.
 pub async fn start_run(db: &Db, tenant_id: Uuid, request: &RunRequest) -> Result<Uuid, RunError> {
     let ids = start_runs(db, tenant_id, std::slice::from_ref(request)).await?;
-    Ok(ids[0])
+    ids.first()
+        .copied()
+        .ok_or_else(|| RunError::NotStored("no run was created".into()))
 }
 
 /// A workflow run with its task runs.

@@ -152,7 +152,11 @@ async fn fire(
         )
         .await
         {
-            Ok(ids) => cron_tick_run(tx, cron.tenant_id, cron.id, tick, ids[0]).await?,
+            Ok(ids) => {
+                if let Some(&id) = ids.first() {
+                    cron_tick_run(tx, cron.tenant_id, cron.id, tick, id).await?;
+                }
+            }
             Err(super::RunError::Db(e)) => return Err(e),
             Err(e) => tracing::warn!("cron {} could not start a run: {e}", cron.id),
         }
