@@ -32,8 +32,14 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    // Every client command takes `--json`; its errors then keep the shape too.
+    let json = std::env::args_os().skip(1).any(|arg| arg == "--json");
     match runtime.block_on(hatchery::cli::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if json => {
+            eprintln!("{}", hatchery::cli::error_json(&e));
+            std::process::ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE

@@ -373,6 +373,20 @@ fn the_cli_drives_a_node_as_a_user_would() {
         "{}",
         String::from_utf8_lossy(&replay.stderr)
     );
+    // Under `--json`, the refusal keeps the API's shape, with its status.
+    let replay = user(&["runs", "replay", &id, "--json"])
+        .output()
+        .expect("runs");
+    assert_eq!(replay.status.code(), Some(1));
+    let refusal: serde_json::Value =
+        serde_json::from_slice(&replay.stderr).expect("the error is JSON under --json");
+    assert_eq!(refusal["error"]["status"], 409, "{refusal}");
+    assert!(
+        refusal["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("only failed or cancelled runs can be replayed")),
+        "{refusal}"
+    );
     let unknown = user(&["run", "goodbye"]).output().expect("runs");
     assert_eq!(unknown.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown workflow"));

@@ -100,6 +100,25 @@ impl CacheArgs {
     }
 }
 
+/// `error` in the API's error shape, `{"error": {"code", "message"}}` (with the HTTP `status`
+/// when the API answered), for commands given `--json`: a script reads one shape whether the
+/// node or the CLI refused.
+pub fn error_json(error: &anyhow::Error) -> serde_json::Value {
+    match error.downcast_ref::<api_client::ClientError>() {
+        Some(api_client::ClientError::Api {
+            status,
+            code,
+            message,
+        }) => serde_json::json!({
+            "error": {"status": status.as_u16(), "code": code, "message": message}
+        }),
+        Some(api_client::ClientError::Unreachable { .. }) => serde_json::json!({
+            "error": {"code": "unreachable", "message": format!("{error:#}")}
+        }),
+        _ => serde_json::json!({"error": {"code": "cli", "message": format!("{error:#}")}}),
+    }
+}
+
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
