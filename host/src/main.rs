@@ -2,7 +2,28 @@
 
 use clap::Parser as _;
 
+/// Ends the process quietly when stdout is a closed pipe (`hatchery runs list | head`), as
+/// other command-line tools do; Rust ignores `SIGPIPE`, so `println!` panics there instead.
+/// Every other panic is reported as before.
+fn quiet_on_closed_stdout() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            // 128 + SIGPIPE, what a shell reports for a process a closed pipe stopped.
+            std::process::exit(141);
+        }
+        report(info);
+    }));
+}
+
 fn main() -> std::process::ExitCode {
+    quiet_on_closed_stdout();
     let cli = hatchery::cli::Cli::parse();
     // A node reports what it does; one-shot commands only warn.
     let default_filter = match cli.command {

@@ -100,6 +100,24 @@ fn exec_rejects_bad_input_and_unknown_workflows() {
 }
 
 #[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    // `hatchery inspect … | head -0`: the reader is gone before the manifest is printed.
+    let cache = tempfile::tempdir().expect("temporary directory");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hatchery"))
+        .args(["inspect", "--json", hatchery_guests::ETL])
+        .env("HATCHERY_CACHE_DIR", cache.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("hatchery starts");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("hatchery ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
 fn inspect_prints_the_manifest() {
     let output = hatchery(&["inspect", "--json", hatchery_guests::ETL]);
     assert!(
