@@ -231,8 +231,8 @@ impl Drop for ChildGuard {
     }
 }
 
-/// Reads `stdout` until a line starting with `prefix`; returns that line.
-fn read_until(stdout: &mut BufReader<ChildStdout>, prefix: &str) -> String {
+/// Everything the child prints up to and including the line that starts with `prefix`.
+fn read_through(stdout: &mut BufReader<ChildStdout>, prefix: &str) -> String {
     let mut seen = String::new();
     loop {
         let mut line = String::new();
@@ -243,11 +243,21 @@ fn read_until(stdout: &mut BufReader<ChildStdout>, prefix: &str) -> String {
             read > 0,
             "the process exited before printing `{prefix}`: {seen}"
         );
-        if line.starts_with(prefix) {
-            return line.trim().to_owned();
-        }
         seen.push_str(&line);
+        if line.starts_with(prefix) {
+            return seen;
+        }
     }
+}
+
+/// Reads `stdout` until a line starting with `prefix`; returns that line.
+fn read_until(stdout: &mut BufReader<ChildStdout>, prefix: &str) -> String {
+    read_through(stdout, prefix)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
 }
 
 /// The `hatchery` binary with a clean client environment, run in `dir`.
@@ -607,7 +617,10 @@ fn the_cli_drives_a_node_as_a_user_would() {
 fn serve_a_run_with_dev(dev: &mut ChildGuard, dir: &Path) {
     let mut stdout = BufReader::new(dev.0.stdout.take().expect("piped stdout"));
     read_until(&mut stdout, "listening on http://");
-    read_until(&mut stdout, "Stop with ctrl-c.");
+    let banner = read_through(&mut stdout, "Stop with ctrl-c.");
+    // Nothing is deployed yet: the banner says how to deploy, not how to run `hello`.
+    assert!(banner.contains("none deployed yet"), "{banner}");
+    assert!(!banner.contains("workflows/hello"), "{banner}");
     let token = std::fs::read_to_string(dir.join(".hatchery/token")).expect("the token file");
     assert!(token.starts_with("hat_"));
     let mode = std::os::unix::fs::PermissionsExt::mode(
@@ -670,6 +683,46 @@ fn dev_starts_and_stops_a_private_cluster_when_no_server_answers() {
         !cluster.join("postmaster.pid").exists(),
         "the cluster is stopped on exit"
     );
+
+    // What scripts/postgres-env asks: the same discovery, the URL on stdout, and the cluster
+    // left running for the tests.
+    let printed = cli(work.path())
+        .args(["dev", "--print-database-url"])
+        .env("HATCHERY_DEV_PG_PORT", &nothing)
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("runs");
+    assert!(
+        printed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&printed.stderr)
+    );
+    let url = String::from_utf8_lossy(&printed.stdout).trim().to_owned();
+    let port: u16 = url
+        .strip_prefix("postgres://postgres@127.0.0.1:")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("a local PostgreSQL URL, got {url:?}"));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "the printed server answers"
+    );
+    let pid_file = cluster.join("postmaster.pid");
+    let pid = std::fs::read_to_string(&pid_file).expect("left running");
+    let pid = pid.lines().next().expect("the postmaster's pid").trim();
+    // Stopped here, as a script's caller would: SIGTERM, then wait for its pid file to go.
+    assert!(
+        Command::new("kill")
+            .arg(pid)
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let stopped = (0..300).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        !pid_file.exists()
+    });
+    assert!(stopped, "the private cluster stopped");
 }
 
 /// Starts `hatchery serve` on `database` in `dir` with `admin` as its admin token, after

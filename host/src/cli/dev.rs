@@ -51,6 +51,10 @@ pub struct DevArgs {
     /// current directory, then from the binary].
     #[arg(long)]
     pub examples_dir: Option<PathBuf>,
+    /// Only find (or start) PostgreSQL as `dev` does, print its URL and exit, leaving a private
+    /// cluster running: the one discovery `scripts/postgres-env` uses too.
+    #[arg(long)]
+    pub print_database_url: bool,
     /// Every option of `hatchery serve` (but its database): the node runs as `serve` would
     /// run it, with an admin token and a fleet key kept under .hatchery when none is given.
     #[command(flatten)]
@@ -72,6 +76,14 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     }
 
     let database = find_database(&args, &state_dir).await?;
+    if args.print_database_url {
+        println!("{}", database.url);
+        if let Some(cluster) = database.cluster {
+            // Left running for whoever asked; the next `dev` adopts it.
+            std::mem::forget(cluster);
+        }
+        return Ok(());
+    }
     let mut node = args.node.clone();
     let admin_token = match node.admin_token.take() {
         Some(token) if !token.is_empty() => token,
@@ -171,17 +183,30 @@ fn print_ready(url: &str, token: &str, database: &Database, deployed: &[String],
     } else {
         let _ = writeln!(out, "  modules:  {}", deployed.join(", "));
     }
+    // The CLI that started this node works from anywhere by its full path.
+    let cli = std::env::current_exe()
+        .map_or_else(|_| "hatchery".to_owned(), |path| path.display().to_string());
+    let _ = writeln!(out, "  cli:      {cli}");
     let _ = writeln!(out);
-    let _ = writeln!(out, "Start a `hello` run and wait for its output:");
-    let _ = writeln!(
-        out,
-        "  curl -sS -X POST '{url}/api/v1/workflows/hello/runs?wait=30' -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -d '{{\"input\":{{\"name\":\"Ada\"}}}}'"
-    );
-    let _ = writeln!(out, "or, from this directory:");
-    let _ = writeln!(
-        out,
-        "  hatchery run hello --input '{{\"name\":\"Ada\"}}' --wait"
-    );
+    if deployed.iter().any(|module| module.starts_with("hello ")) {
+        let _ = writeln!(out, "Start a `hello` run and wait for its output:");
+        let _ = writeln!(
+            out,
+            "  curl -sS -X POST '{url}/api/v1/workflows/hello/runs?wait=30' -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -d '{{\"input\":{{\"name\":\"Ada\"}}}}'"
+        );
+        let _ = writeln!(out, "or, from this directory:");
+        let _ = writeln!(
+            out,
+            "  {cli} run hello --input '{{\"name\":\"Ada\"}}' --wait"
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "Deploy a module, then start a run and wait for its output:"
+        );
+        let _ = writeln!(out, "  {cli} deploy <file.wasm>");
+        let _ = writeln!(out, "  {cli} run <workflow> --input '{{}}' --wait");
+    }
     let _ = writeln!(
         out,
         "Watch runs in the dashboard: {url}/ (sign in with the token above)"
@@ -294,6 +319,9 @@ async fn find_database(args: &DevArgs, state_dir: &Path) -> anyhow::Result<Datab
         });
     }
     let port = args.postgres_port;
+    if !answers(port) && port == 5432 {
+        start_system_clusters().await;
+    }
     if answers(port) {
         let server = format!("postgres://postgres@127.0.0.1:{port}/postgres");
         match tokio::time::timeout(Duration::from_secs(10), Db::connect(&server, 1)).await {
@@ -328,6 +356,36 @@ async fn find_database(args: &DevArgs, state_dir: &Path) -> anyhow::Result<Datab
         origin: "private cluster",
         cluster: Some(cluster),
     })
+}
+
+/// Starts the system's PostgreSQL clusters (Debian's `pg_ctlcluster`, one per version under
+/// /etc/postgresql) when they are installed but stopped, as after a reboot of a container
+/// without an init system, and waits until 127.0.0.1:5432 answers (at most 10 s). Failures
+/// are silent: a private cluster comes next.
+async fn start_system_clusters() {
+    let Ok(versions) = std::fs::read_dir("/etc/postgresql") else {
+        return;
+    };
+    let mut started = false;
+    for version in versions.flatten() {
+        let version = version.file_name().to_string_lossy().into_owned();
+        let mut command = Command::new("pg_ctlcluster");
+        command
+            .args(["--skip-systemctl-redirect", &version, "main", "start"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Ok(Ok(status)) = tokio::task::spawn_blocking(move || command.status()).await {
+            started |= status.success();
+        }
+    }
+    if started {
+        for _ in 0..20 {
+            if answers(5432) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
 }
 
 /// Whether something accepts TCP connections on `127.0.0.1:port`.
