@@ -5,19 +5,15 @@
 //! with slots = 1, the child runs in the slot its parent lent.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use super::slots::{Slot, SlotLender};
 use super::spawns::SpawnBuffer;
-use super::waiters::RunWaiters;
+use super::waiters::{RunWaiters, WAIT_POLL};
 use crate::db::Db;
 use crate::runtime::{HostCallError, RunInfo, SpawnRequest, TaskHost, Worker};
-
-/// How often a waiting parent re-reads its child's state if no notification arrives.
-const WAIT_POLL: Duration = Duration::from_secs(1);
 
 /// The permits an attempt holds: a node slot and its worker's slot (held, never read).
 struct Permits {
