@@ -695,13 +695,8 @@ pub async fn children(
         return Err(no_run(id));
     }
     let params = RunListParams {
-        workflow: None,
-        status: None,
-        metadata: None,
         parent_run_id: Some(id),
-        triggered_by: None,
-        top_level: false,
-        page: query.params()?,
+        ..RunListParams::unfiltered(query.params()?)
     };
     let mut rows = workflow_runs_list(&mut conn, tenant, &params).await?;
     let next = page::finish(&mut rows, query.limit()?, |r| {

@@ -408,18 +408,10 @@ mod tests {
     #[sqlx::test(migrator = "super::MIGRATOR")]
     async fn every_run_list_filter_prepares(pool: PgPool) {
         let metadata = serde_json::json!({ "k": "v" });
-        let newest = RunListParams {
-            workflow: None,
-            status: None,
-            metadata: None,
-            parent_run_id: None,
-            triggered_by: None,
-            top_level: false,
-            page: PageParams {
-                limit: 10,
-                before: None,
-            },
-        };
+        let newest = RunListParams::unfiltered(PageParams {
+            limit: 10,
+            before: None,
+        });
         let mut variants = vec![
             newest.clone(),
             RunListParams {

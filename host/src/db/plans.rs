@@ -339,15 +339,7 @@ pub async fn run_list_plans(
 ) -> Result<Vec<Plan>, sqlx::Error> {
     use super::workflow_run::{RunListParams, runs_list_query};
     let page = |before| super::PageParams { limit: 51, before };
-    let newest = RunListParams {
-        workflow: None,
-        status: None,
-        metadata: None,
-        parent_run_id: None,
-        triggered_by: None,
-        top_level: false,
-        page: page(None),
-    };
+    let newest = RunListParams::unfiltered(page(None));
     let first: Vec<super::workflow_run::WorkflowRunRow> = runs_list_query("", tenant_id, &newest)
         .build_query_as()
         .fetch_all(&mut *conn)

@@ -463,6 +463,21 @@ pub struct RunListParams<'a> {
     pub page: super::PageParams<Uuid>,
 }
 
+impl RunListParams<'_> {
+    /// Every run of the tenant, newest first: no filter, this `page`.
+    pub fn unfiltered(page: super::PageParams<Uuid>) -> Self {
+        Self {
+            workflow: None,
+            status: None,
+            metadata: None,
+            parent_run_id: None,
+            triggered_by: None,
+            top_level: false,
+            page,
+        }
+    }
+}
+
 /// A page of the tenant's workflow runs matching `params`, newest first.
 ///
 /// The statement names only the filters given, so each combination is planned for itself: a
